@@ -1,0 +1,1 @@
+"""dmrelay: Instagram direct messages over Meta's Graph API, Postproxy-compatible."""

@@ -1,0 +1,47 @@
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from app.api_keys.service import PrincipalCache
+from app.core import ids
+from app.core.deps import Session
+from app.core.errors import APIError, NotFound
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who is asking, and which profile group (if any) their request is confined to."""
+
+    api_key_id: int
+    profile_group_id: int | None
+
+
+def _bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise APIError(401, "Missing API key: send it as 'Authorization: Bearer <key>'")
+    return token.strip()
+
+
+async def _scope(
+    request: Request,
+    session: Session,
+    profile_group_id: Annotated[
+        str | None, Query(description="Confine the request to one profile group")
+    ] = None,
+) -> Scope:
+    cache: PrincipalCache = request.app.state.principals
+    principal = await cache.resolve(session, _bearer_token(request))
+    if principal is None:
+        raise APIError(401, "Invalid API key")
+    group = principal.profile_group_id
+    if profile_group_id is not None:
+        requested = ids.decode(ids.Kind.PROFILE_GROUP, profile_group_id)
+        if requested is None or (group is not None and requested != group):
+            raise NotFound("Profile group")
+        group = requested
+    return Scope(api_key_id=principal.api_key_id, profile_group_id=group)
+
+
+CurrentScope = Annotated[Scope, Depends(_scope, scope="function")]

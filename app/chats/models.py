@@ -1,0 +1,40 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+from app.core.models import SerialId, Timestamps
+
+
+class Chat(SerialId, Timestamps, Base):
+    __tablename__ = "chats"
+    __table_args__ = (
+        UniqueConstraint("profile_id", "participant_external_id"),
+        # Chat lists: newest activity first, within one profile.
+        Index(
+            "ix_chats_profile_last_message",
+            "profile_id",
+            "last_message_at",
+            "id",
+            postgresql_ops={"last_message_at": "DESC NULLS LAST", "id": "DESC"},
+        ),
+        Index("ix_chats_external_conversation_id", "external_conversation_id"),
+    )
+
+    profile_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False
+    )
+    # The customer's Instagram-scoped id (IGSID).
+    participant_external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    external_conversation_id: Mapped[str | None] = mapped_column(Text)
+    participant_name: Mapped[str | None] = mapped_column(Text)
+    participant_username: Mapped[str | None] = mapped_column(Text)
+    participant_avatar_url: Mapped[str | None] = mapped_column(Text)
+    last_inbound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_outbound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    archived: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")

@@ -1,0 +1,56 @@
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from app.api_keys.auth import CurrentScope
+from app.chats import service
+from app.chats.schemas import ChatCreate, ChatOut
+from app.core.deps import Session
+from app.core.idempotency import Idempotency
+from app.core.pagination import Page, Pagination
+from app.profiles.service import get_profile
+
+router = APIRouter(tags=["chats"])
+
+
+@router.get("/profiles/{profile_id}/chats", response_model=Page[ChatOut])
+async def list_chats(
+    profile_id: str,
+    scope: CurrentScope,
+    session: Session,
+    page: Pagination,
+    before: Annotated[datetime | None, Query(description="Chats active before this time")] = None,
+    after: Annotated[datetime | None, Query(description="Chats active after this time")] = None,
+) -> Page[ChatOut]:
+    profile = await get_profile(session, scope, profile_id)
+    chats, total = await service.list_chats(session, profile, page, before, after)
+    return Page(
+        data=[ChatOut.of(c) for c in chats], total=total, page=page.page, per_page=page.per_page
+    )
+
+
+@router.post(
+    "/profiles/{profile_id}/chats",
+    response_model=ChatOut,
+    status_code=201,
+    responses={200: {"model": ChatOut, "description": "The chat already existed"}},
+)
+async def create_chat(
+    profile_id: str,
+    fields: ChatCreate,
+    response: Response,
+    scope: CurrentScope,
+    session: Session,
+    idempotency: Idempotency,
+) -> ChatOut:
+    profile = await get_profile(session, scope, profile_id)
+    chat, created = await service.find_or_create(session, profile, fields)
+    response.status_code = 201 if created else 200
+    return await idempotency.remember(session, response.status_code, ChatOut.of(chat))
+
+
+@router.get("/chats/{chat_id}", response_model=ChatOut)
+async def get_chat(chat_id: str, scope: CurrentScope, session: Session) -> ChatOut:
+    chat, _ = await service.find_chat(session, scope, chat_id)
+    return ChatOut.of(chat)

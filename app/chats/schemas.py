@@ -1,0 +1,59 @@
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.chats.models import Chat
+from app.core import ids
+
+IGSID_PATTERN = r"^[0-9]{1,32}$"
+
+
+class ChatCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    participant_external_id: str = Field(
+        pattern=IGSID_PATTERN,
+        description="The participant's Instagram-scoped id (IGSID), as Meta gives it: digits",
+    )
+    participant_username: str | None = Field(default=None, max_length=255)
+    participant_name: str | None = Field(default=None, max_length=255)
+
+
+class ChatOut(BaseModel):
+    id: str
+    profile_id: str
+    platform: Literal["instagram"]
+    external_placement_id: str | None = None
+    group: bool = False
+    participant_external_id: str
+    participant_username: str | None
+    participant_name: str | None
+    participant_avatar_url: str | None
+    external_conversation_id: str | None
+    last_inbound_at: datetime | None
+    last_outbound_at: datetime | None
+    last_message_at: datetime | None
+    metadata: dict[str, Any] | None
+    archived: bool
+    within_messaging_window: bool | None = None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, chat: Chat) -> "ChatOut":
+        return cls(
+            id=ids.encode(ids.Kind.CHAT, chat.id),
+            profile_id=ids.encode(ids.Kind.PROFILE, chat.profile_id),
+            platform="instagram",
+            participant_external_id=chat.participant_external_id,
+            participant_username=chat.participant_username,
+            participant_name=chat.participant_name,
+            participant_avatar_url=chat.participant_avatar_url,
+            external_conversation_id=chat.external_conversation_id,
+            last_inbound_at=chat.last_inbound_at,
+            last_outbound_at=chat.last_outbound_at,
+            last_message_at=chat.last_message_at,
+            metadata=chat.metadata_,
+            archived=chat.archived,
+            created_at=chat.created_at,
+        )

@@ -1,0 +1,77 @@
+from datetime import datetime
+
+from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_keys.auth import Scope
+from app.chats.models import Chat
+from app.chats.schemas import ChatCreate
+from app.core import ids
+from app.core.errors import NotFound
+from app.core.pagination import PageParams
+from app.profiles.models import Profile
+from app.profiles.service import visible
+
+
+async def list_chats(
+    session: AsyncSession,
+    profile: Profile,
+    page: PageParams,
+    before: datetime | None,
+    after: datetime | None,
+) -> tuple[list[Chat], int]:
+    conditions = [Chat.profile_id == profile.id]
+    if before is not None:
+        conditions.append(Chat.last_message_at < before)
+    if after is not None:
+        conditions.append(Chat.last_message_at > after)
+    total = await session.scalar(select(func.count()).select_from(Chat).where(*conditions))
+    chats = await session.scalars(
+        select(Chat)
+        .where(*conditions)
+        .order_by(Chat.last_message_at.desc().nulls_last(), Chat.id.desc())
+        .offset(page.offset)
+        .limit(page.per_page)
+    )
+    return list(chats), total or 0
+
+
+async def find_or_create(
+    session: AsyncSession, profile: Profile, fields: ChatCreate
+) -> tuple[Chat, bool]:
+    """The chat with this participant, created if new; given fields overwrite stored ones."""
+    given = fields.model_dump(exclude_unset=True, exclude={"participant_external_id"})
+    statement = (
+        insert(Chat)
+        .values(
+            profile_id=profile.id, participant_external_id=fields.participant_external_id, **given
+        )
+        .on_conflict_do_update(
+            index_elements=["profile_id", "participant_external_id"],
+            # Always an update (never DO NOTHING), so the existing row is returned.
+            set_={**given, "updated_at": func.now()},
+        )
+        # xmax is 0 only on a row this statement inserted.
+        .returning(Chat, literal_column("xmax = 0").label("created"))
+    )
+    chat, created = (await session.execute(statement)).one()
+    return chat, created
+
+
+async def find_chat(session: AsyncSession, scope: Scope, chat_id: str) -> tuple[Chat, Profile]:
+    """A chat, with its profile, by our public id or by Meta's conversation id."""
+    serial = ids.decode(ids.Kind.CHAT, chat_id)
+    match = Chat.external_conversation_id == chat_id
+    if serial is not None:
+        match = or_(Chat.id == serial, match)
+    row = (
+        await session.execute(
+            visible(select(Chat, Profile).join(Profile, Profile.id == Chat.profile_id), scope)
+            .where(match)
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Chat")
+    return row[0], row[1]

@@ -1,0 +1,65 @@
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+from app.core import queue
+from app.core.settings import Settings
+
+# Stable constraint names, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(settings.database_url, **kwargs)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+AFTER_COMMIT_JOBS = "after_commit_jobs"
+
+
+def enqueue_after_commit(session: AsyncSession, function: str, *args: Any, **kwargs: Any) -> None:
+    """Queue an arq job to be enqueued once the session's transaction has committed.
+
+    A job enqueued before commit could run before its rows are visible to the worker.
+    """
+    session.info.setdefault(AFTER_COMMIT_JOBS, []).append((function, args, kwargs))
+
+
+async def session_scope(
+    sessionmaker: async_sessionmaker[AsyncSession], arq_pool: Any
+) -> AsyncIterator[AsyncSession]:
+    """The one place a unit of work is committed, then its jobs enqueued."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        jobs = session.info.pop(AFTER_COMMIT_JOBS, [])
+    for function, args, kwargs in jobs:
+        await queue.enqueue(arq_pool, function, *args, **kwargs)

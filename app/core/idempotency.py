@@ -1,0 +1,138 @@
+"""Idempotency-Key on POST: the same key and body within 24 h replays the first response.
+
+The response is stored in the same transaction as the work it describes, so either both
+exist or neither; a Redis lock answers 409 to a repeat that arrives while the first is
+still being processed.
+"""
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import BigInteger, DateTime, Integer, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.api_keys.auth import CurrentScope
+from app.core.db import Base
+from app.core.deps import Session
+from app.core.errors import APIError
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+RETENTION = timedelta(hours=24)
+# Longer than any request should take; a crashed request frees its key after this.
+LOCK_SECONDS = 60
+
+ResponseModel = TypeVar("ResponseModel", bound=BaseModel)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+
+    api_key_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
+
+
+class Replay(Exception):
+    """Raised to answer with a stored response instead of running the request again."""
+
+    def __init__(self, record: IdempotencyRecord) -> None:
+        # Copied now: the session that loaded the record is rolled back before we answer.
+        self.status_code = record.status_code
+        self.body = record.response
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            self.body, status_code=self.status_code, headers={"Idempotent-Replayed": "true"}
+        )
+
+
+class IdempotentRequest:
+    def __init__(self, api_key_id: int, key: str | None, request_hash: str | None) -> None:
+        self.api_key_id = api_key_id
+        self.key = key
+        self.request_hash = request_hash
+
+    async def remember(
+        self, session: AsyncSession, status_code: int, body: ResponseModel
+    ) -> ResponseModel:
+        """Store the response with the request's own transaction, then hand it back."""
+        if self.key is not None:
+            values = {
+                "request_hash": self.request_hash,
+                "status_code": status_code,
+                "response": body.model_dump(mode="json"),
+                "created_at": func.now(),
+            }
+            await session.execute(
+                insert(IdempotencyRecord)
+                .values(api_key_id=self.api_key_id, key=self.key, **values)
+                # Only an expired record can be in the way: a live one was replayed.
+                .on_conflict_do_update(index_elements=["api_key_id", "key"], set_=values)
+            )
+        return body
+
+
+async def _request_hash(request: Request) -> str:
+    digest = hashlib.sha256()
+    for part in (request.method, request.url.path, request.url.query):
+        digest.update(part.encode() + b"\0")
+    digest.update(await request.body())
+    return digest.hexdigest()
+
+
+async def _idempotency(
+    request: Request, scope: CurrentScope, session: Session
+) -> AsyncIterator[IdempotentRequest]:
+    key = request.headers.get(HEADER)
+    if key is None:
+        yield IdempotentRequest(scope.api_key_id, None, None)
+        return
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise APIError(
+            422,
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters long",
+            [{"field": HEADER, "message": f"length {len(key)}"}],
+        )
+    request_hash = await _request_hash(request)
+    record = await session.get(IdempotencyRecord, (scope.api_key_id, key))
+    if (
+        record is not None
+        and record.created_at > datetime.now(record.created_at.tzinfo) - RETENTION
+    ):
+        if record.request_hash != request_hash:
+            raise APIError(
+                422,
+                f"This {HEADER} was already used for a different request; "
+                "use a new key for a new request",
+                [{"field": HEADER, "message": "reused with a different request"}],
+            )
+        raise Replay(record)
+
+    redis = request.app.state.arq_pool
+    lock = f"dmrelay:idempotency:{scope.api_key_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+    if not await redis.set(lock, "1", nx=True, ex=LOCK_SECONDS):
+        raise APIError(
+            409, f"A request with this {HEADER} is still being processed; retry in a moment"
+        )
+    try:
+        yield IdempotentRequest(scope.api_key_id, key, request_hash)
+    except BaseException:
+        # A request that failed stores nothing, so its key may be used again at once.
+        await redis.delete(lock)
+        raise
+
+
+Idempotency = Annotated[IdempotentRequest, Depends(_idempotency, scope="function")]

@@ -1,0 +1,43 @@
+"""`dmrelay migrate`: create the database if it is missing, then upgrade it."""
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from app.core.settings import Settings
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    return config
+
+
+async def create_database_if_missing(database_url: str) -> bool:
+    url = make_url(database_url)
+    admin = url.set(drivername="postgresql", database="postgres")
+    connection = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        exists = await connection.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", url.database
+        )
+        if not exists:
+            # Identifiers cannot be bound as parameters; quote it as PostgreSQL does.
+            await connection.execute(
+                f'CREATE DATABASE "{url.database.replace(chr(34), chr(34) * 2)}"'
+            )
+        return not exists
+    finally:
+        await connection.close()
+
+
+def migrate(settings: Settings) -> None:
+    asyncio.run(create_database_if_missing(settings.database_url))
+    command.upgrade(alembic_config(settings), "head")

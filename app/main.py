@@ -1,0 +1,52 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api_keys.service import PrincipalCache
+from app.chats.router import router as chats_router
+from app.core import errors
+from app.core.db import create_engine, create_sessionmaker
+from app.core.idempotency import Replay
+from app.core.queue import create_arq_pool
+from app.core.request_id import RequestIdMiddleware
+from app.core.settings import Settings, get_settings
+from app.inbound.router import router as inbound_router
+from app.messages.router import router as messages_router
+from app.profiles.router import router as profiles_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.arq_pool = await create_arq_pool(settings)
+        try:
+            yield
+        finally:
+            await app.state.arq_pool.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="dmrelay",
+        summary="Instagram direct messages over Meta's Graph API, Postproxy-compatible",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.principals = PrincipalCache()
+    errors.install(app)
+    app.add_exception_handler(Replay, lambda request, replay: replay.response())
+    app.add_middleware(RequestIdMiddleware)
+
+    for router in (profiles_router, chats_router, messages_router):
+        app.include_router(router, prefix="/api")
+    app.include_router(inbound_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

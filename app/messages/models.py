@@ -1,0 +1,76 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+from app.core.models import SerialId, Timestamps
+
+DIRECTIONS = ("inbound", "outbound")
+STATUSES = ("pending", "published", "failed_waiting_for_retry", "failed", "received")
+
+
+class Message(SerialId, Timestamps, Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(f"direction IN {DIRECTIONS}", name="direction"),
+        CheckConstraint(f"status IN {STATUSES}", name="status"),
+        # Meta's mid is unique per account: the dedupe key for webhooks and echoes.
+        Index("uq_messages_profile_external_id", "profile_id", "external_id", unique=True),
+        Index("ix_messages_external_id", "external_id"),
+        Index(
+            "ix_messages_chat_sort",
+            "chat_id",
+            "sort_at",
+            "id",
+            postgresql_ops={"sort_at": "DESC", "id": "DESC"},
+        ),
+        # The deliveries still owed, oldest first: what workers and the sweeper look at.
+        Index(
+            "ix_messages_undelivered",
+            "chat_id",
+            "id",
+            postgresql_where="status IN ('pending', 'failed_waiting_for_retry')",
+        ),
+    )
+
+    chat_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("chats.id", ondelete="CASCADE"), nullable=False
+    )
+    # Denormalised from the chat so that external_id can be unique per profile.
+    profile_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False
+    )
+    direction: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[str | None] = mapped_column(Text)
+    tag: Mapped[str | None] = mapped_column(Text)
+    # Outbound media: the one attachment of the send, as {"type", "url"}.
+    attachment: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    reply_to_external_id: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    platform_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # A worker's claim on an outbound message: no other worker sends it before this time.
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    external_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    external_read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    external_edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    external_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Newest-first listing key: Meta's time, or creation for what Meta has not seen yet.
+    sort_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), Computed("COALESCE(external_posted_at, created_at)", persisted=True)
+    )

@@ -1,0 +1,53 @@
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from app.api_keys.auth import CurrentScope
+from app.chats.service import find_chat
+from app.core.deps import Session
+from app.core.idempotency import Idempotency
+from app.core.pagination import Page, Pagination
+from app.messages import service
+from app.messages.schemas import MessageOut, MessageSend
+
+router = APIRouter(tags=["messages"])
+
+Direction = Literal["inbound", "outbound"]
+Status = Literal["pending", "published", "failed_waiting_for_retry", "failed", "received"]
+
+
+@router.get("/chats/{chat_id}/messages", response_model=Page[MessageOut])
+async def list_messages(
+    chat_id: str,
+    scope: CurrentScope,
+    session: Session,
+    page: Pagination,
+    direction: Annotated[Direction | None, Query()] = None,
+    status: Annotated[Status | None, Query()] = None,
+) -> Page[MessageOut]:
+    chat, _ = await find_chat(session, scope, chat_id)
+    messages, total = await service.list_messages(session, chat, page, direction, status)
+    return Page(
+        data=[MessageOut.of(m) for m in messages],
+        total=total,
+        page=page.page,
+        per_page=page.per_page,
+    )
+
+
+@router.post("/chats/{chat_id}/messages", response_model=MessageOut, status_code=202)
+async def send_message(
+    chat_id: str,
+    fields: MessageSend,
+    scope: CurrentScope,
+    session: Session,
+    idempotency: Idempotency,
+) -> MessageOut:
+    """Accept a message for delivery: it is `pending` until a worker hands it to Meta."""
+    message = await service.send(session, scope, chat_id, fields)
+    return await idempotency.remember(session, 202, MessageOut.of(message))
+
+
+@router.get("/messages/{message_id}", response_model=MessageOut)
+async def get_message(message_id: str, scope: CurrentScope, session: Session) -> MessageOut:
+    return MessageOut.of(await service.get_message(session, scope, message_id))

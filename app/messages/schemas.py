@@ -1,0 +1,167 @@
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from app.core import ids
+from app.messages.models import Message
+
+MAX_TEXT_CHARACTERS = 1000
+# Meta documents both "less than 1000 characters" and "UTF-8, 1000 bytes or less";
+# the byte rule is the one that fails at Meta for non-ASCII text.
+MAX_TEXT_BYTES = 1000
+HUMAN_AGENT = "HUMAN_AGENT"
+
+# Postproxy send options that Instagram through dmrelay does not offer (yet).
+UNSUPPORTED_OPTIONS = (
+    "reply_markup",
+    "quick_replies",
+    "buttons",
+    "card",
+    "elements",
+    "template",
+    "interactive",
+    "location",
+    "contacts",
+    "category",
+    "link_preview",
+    "voice_note",
+    "filename",
+)
+
+
+# What Meta's Send API takes, by file extension.
+ATTACHMENT_TYPES = {
+    "image": ("jpg", "jpeg", "png", "gif"),
+    "video": ("mp4", "mov", "avi", "webm", "ogg"),
+    "audio": ("aac", "m4a", "wav", "mp3"),
+    "file": ("pdf",),
+}
+
+
+def attachment_type(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise ValueError(f"media must be a public http(s) URL, not {url!r}")
+    extension = parsed.path.rsplit(".", 1)[-1].lower() if "." in parsed.path else ""
+    for kind, extensions in ATTACHMENT_TYPES.items():
+        if extension in extensions:
+            return kind
+    known = ", ".join(e for group in ATTACHMENT_TYPES.values() for e in group)
+    raise ValueError(f"cannot tell the media type of {url!r}: Instagram takes {known}")
+
+
+class MessageSend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str | None = None
+    media: list[str] | None = Field(
+        default=None, description="One attachment URL (Instagram takes one per message)"
+    )
+    tag: Literal["HUMAN_AGENT"] | None = Field(
+        default=None,
+        description="HUMAN_AGENT lets a human reply up to 7 days after the last inbound message",
+    )
+    reply_to_external_id: str | None = Field(default=None, min_length=1, max_length=512)
+    # Derived from media: {"type", "url"} as Meta's Send API takes it.
+    _attachment: dict[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def attachment(self) -> dict[str, str] | None:
+        return self._attachment
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        # The Postproxy SDK can send these; refuse them clearly rather than drop them.
+        if isinstance(data, dict):
+            offered = [k for k in UNSUPPORTED_OPTIONS if data.get(k) is not None]
+            if offered:
+                raise ValueError(f"{', '.join(offered)} cannot be sent to Instagram by dmrelay")
+            data = {k: v for k, v in data.items() if k not in UNSUPPORTED_OPTIONS}
+        return data
+
+    @model_validator(mode="after")
+    def _check_meta_rules(self) -> "MessageSend":
+        if self.body == "":
+            self.body = None
+        if self.body is None and not self.media:
+            raise ValueError("a message needs a body or one media URL")
+        if self.body is not None and self.media:
+            raise ValueError(
+                "Instagram takes text and media as separate messages: send the body and the "
+                "media in two requests"
+            )
+        if self.media:
+            if len(self.media) > 1:
+                raise ValueError("Instagram takes one attachment per message; send one media URL")
+            self._attachment = {"type": attachment_type(self.media[0]), "url": self.media[0]}
+        if self.body is not None:
+            characters, size = len(self.body), len(self.body.encode("utf-8"))
+            if characters > MAX_TEXT_CHARACTERS or size > MAX_TEXT_BYTES:
+                raise ValueError(
+                    f"body is {characters} characters ({size} UTF-8 bytes); Instagram accepts "
+                    f"at most {MAX_TEXT_CHARACTERS} characters and {MAX_TEXT_BYTES} bytes"
+                )
+        return self
+
+
+class ErrorDetails(BaseModel):
+    platform_error_code: str | None = None
+    platform_error_subcode: str | None = None
+    platform_error_message: str | None = None
+
+
+class MessageOut(BaseModel):
+    id: str
+    chat_id: str
+    external_id: str | None
+    direction: Literal["inbound", "outbound"]
+    body: str | None
+    status: Literal["pending", "published", "failed_waiting_for_retry", "failed", "received"]
+    tag: str | None
+    error_message: str | None
+    error_details: ErrorDetails | None
+    platform_data: dict[str, Any] | None
+    external_posted_at: datetime | None
+    external_read_at: datetime | None
+    external_edited_at: datetime | None
+    external_deleted_at: datetime | None
+    reply_to_external_id: str | None
+    reactions: list[dict[str, Any]] = []
+    attachments: list[dict[str, Any]] = []
+    is_unsupported: bool = False
+    created_at: datetime
+
+    @classmethod
+    def of(cls, message: Message) -> "MessageOut":
+        attachments = []
+        if message.attachment:
+            attachments.append(
+                {
+                    "id": ids.encode(ids.Kind.MESSAGE, message.id) + "-0",
+                    "type": message.attachment["type"],
+                    "url": message.attachment["url"],
+                    "status": "processed",
+                }
+            )
+        return cls(
+            id=ids.encode(ids.Kind.MESSAGE, message.id),
+            chat_id=ids.encode(ids.Kind.CHAT, message.chat_id),
+            external_id=message.external_id,
+            direction=message.direction,
+            body=message.body,
+            status=message.status,
+            tag=message.tag,
+            error_message=message.error_message,
+            error_details=message.error_details,
+            platform_data=message.platform_data,
+            external_posted_at=message.external_posted_at,
+            external_read_at=message.external_read_at,
+            external_edited_at=message.external_edited_at,
+            external_deleted_at=message.external_deleted_at,
+            reply_to_external_id=message.reply_to_external_id,
+            attachments=attachments,
+            created_at=message.created_at,
+        )

@@ -1,0 +1,110 @@
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_keys.auth import Scope
+from app.chats.models import Chat
+from app.chats.service import find_chat
+from app.core import ids
+from app.core.db import enqueue_after_commit
+from app.core.errors import APIError, NotFound
+from app.core.pagination import PageParams
+from app.messages.models import Message
+from app.messages.schemas import HUMAN_AGENT, MessageSend
+from app.profiles.models import Profile
+from app.profiles.service import visible
+
+STANDARD_WINDOW = timedelta(hours=24)
+HUMAN_AGENT_WINDOW = timedelta(days=7)
+
+
+def delivery_job_id(message_id: int) -> str:
+    return f"deliver:{message_id}"
+
+
+def check_window(chat: Chat, tag: str | None, now: datetime) -> None:
+    """Meta refuses replies more than 24 h after the customer's last message (7 days with
+    HUMAN_AGENT). With no inbound message on record, Meta is left to decide."""
+    if chat.last_inbound_at is None:
+        return
+    window = HUMAN_AGENT_WINDOW if tag == HUMAN_AGENT else STANDARD_WINDOW
+    if now - chat.last_inbound_at <= window:
+        return
+    last = chat.last_inbound_at.isoformat()
+    if tag == HUMAN_AGENT or now - chat.last_inbound_at > HUMAN_AGENT_WINDOW:
+        advice = "Instagram allows no reply until the participant writes again."
+    else:
+        advice = "A human agent may still reply within 7 days with tag HUMAN_AGENT."
+    length = "7 days" if window == HUMAN_AGENT_WINDOW else "24 hours"
+    message = (
+        f"The messaging window is closed: the participant's last message (last_inbound_at "
+        f"{last}) is more than {length} old. {advice}"
+    )
+    raise APIError(422, message, [{"field": "last_inbound_at", "message": message}])
+
+
+async def send(session: AsyncSession, scope: Scope, chat_id: str, fields: MessageSend) -> Message:
+    chat, profile = await find_chat(session, scope, chat_id)
+    if profile.status != "active":
+        raise APIError(
+            422,
+            f"The profile is {profile.status}: reconnect the Instagram account "
+            "(dmrelay profiles add … with a fresh access token) before sending",
+        )
+    check_window(chat, fields.tag, datetime.now(UTC))
+    message = Message(
+        chat_id=chat.id,
+        profile_id=chat.profile_id,
+        direction="outbound",
+        status="pending",
+        body=fields.body,
+        tag=fields.tag,
+        attachment=fields.attachment,
+        reply_to_external_id=fields.reply_to_external_id,
+    )
+    session.add(message)
+    await session.flush()
+    enqueue_after_commit(
+        session, "deliver_message", message.id, _job_id=delivery_job_id(message.id)
+    )
+    return message
+
+
+async def list_messages(
+    session: AsyncSession,
+    chat: Chat,
+    page: PageParams,
+    direction: str | None,
+    status: str | None,
+) -> tuple[list[Message], int]:
+    conditions = [Message.chat_id == chat.id]
+    if direction is not None:
+        conditions.append(Message.direction == direction)
+    if status is not None:
+        conditions.append(Message.status == status)
+    total = await session.scalar(select(func.count()).select_from(Message).where(*conditions))
+    messages = await session.scalars(
+        select(Message)
+        .where(*conditions)
+        .order_by(Message.sort_at.desc(), Message.id.desc())
+        .offset(page.offset)
+        .limit(page.per_page)
+    )
+    return list(messages), total or 0
+
+
+async def get_message(session: AsyncSession, scope: Scope, message_id: str) -> Message:
+    """A message by our public id or by Meta's message id (mid)."""
+    serial = ids.decode(ids.Kind.MESSAGE, message_id)
+    match = Message.external_id == message_id
+    if serial is not None:
+        match = or_(Message.id == serial, match)
+    message = await session.scalar(
+        visible(select(Message).join(Profile, Profile.id == Message.profile_id), scope)
+        .where(match)
+        .limit(1)
+    )
+    if message is None:
+        raise NotFound("Message")
+    return message

@@ -1,0 +1,12 @@
+"""Every table, for Alembic: importing the model modules registers them on the metadata."""
+
+from app.api_keys.models import ApiKey
+from app.chats.models import Chat
+from app.core.db import Base
+from app.core.idempotency import IdempotencyRecord
+from app.messages.models import Message
+from app.profiles.models import Profile, ProfileGroup
+
+metadata = Base.metadata
+
+__all__ = ["ApiKey", "Chat", "IdempotencyRecord", "Message", "Profile", "ProfileGroup", "metadata"]

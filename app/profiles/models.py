@@ -1,0 +1,42 @@
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+from app.core.models import SerialId, Timestamps
+
+CONNECTIONS = ("instagram_login", "facebook_login")
+PROFILE_STATUSES = ("active", "expired", "inactive")
+
+
+class ProfileGroup(SerialId, Timestamps, Base):
+    __tablename__ = "profile_groups"
+
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+
+
+class Profile(SerialId, Timestamps, Base):
+    __tablename__ = "profiles"
+    __table_args__ = (
+        UniqueConstraint("platform", "platform_id"),
+        CheckConstraint(f"connection IN {CONNECTIONS}", name="connection"),
+        CheckConstraint(f"status IN {PROFILE_STATUSES}", name="status"),
+        CheckConstraint(
+            "connection = 'instagram_login' OR page_id IS NOT NULL", name="page_id_for_facebook"
+        ),
+    )
+
+    profile_group_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("profile_groups.id"), nullable=False, index=True
+    )
+    platform: Mapped[str] = mapped_column(Text, nullable=False, server_default="instagram")
+    # The Instagram professional account id (IG_ID): `entry[].id` in Meta's webhooks.
+    platform_id: Mapped[str] = mapped_column(Text, nullable=False)
+    username: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    connection: Mapped[str] = mapped_column(Text, nullable=False)
+    page_id: Mapped[str | None] = mapped_column(Text)
+    access_token_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,19 @@
+from fastapi import APIRouter
+
+from app.api_keys.auth import CurrentScope
+from app.core.deps import Session
+from app.profiles import service
+from app.profiles.schemas import ProfileList, ProfileOut
+
+router = APIRouter(tags=["profiles"])
+
+
+@router.get("/profiles", response_model=ProfileList)
+async def list_profiles(scope: CurrentScope, session: Session) -> ProfileList:
+    profiles = await service.list_profiles(session, scope)
+    return ProfileList(data=[ProfileOut.of(p) for p in profiles])
+
+
+@router.get("/profiles/{profile_id}", response_model=ProfileOut)
+async def get_profile(profile_id: str, scope: CurrentScope, session: Session) -> ProfileOut:
+    return ProfileOut.of(await service.get_profile(session, scope, profile_id))

@@ -1,0 +1,77 @@
+from sqlalchemy import Select, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_keys.auth import Scope
+from app.core import crypto, ids
+from app.core.errors import NotFound
+from app.core.settings import Settings
+from app.profiles.models import Profile, ProfileGroup
+
+DEFAULT_GROUP = "default"
+
+
+def visible(statement: Select, scope: Scope) -> Select:
+    """Confine a query that involves profiles to what the caller's key may see."""
+    if scope.profile_group_id is None:
+        return statement
+    return statement.where(Profile.profile_group_id == scope.profile_group_id)
+
+
+async def list_profiles(session: AsyncSession, scope: Scope) -> list[Profile]:
+    return list((await session.scalars(visible(select(Profile), scope).order_by(Profile.id))).all())
+
+
+async def get_profile(session: AsyncSession, scope: Scope, public_id: str) -> Profile:
+    serial = ids.decode(ids.Kind.PROFILE, public_id)
+    profile = (
+        await session.scalar(visible(select(Profile).where(Profile.id == serial), scope))
+        if serial is not None
+        else None
+    )
+    if profile is None:
+        raise NotFound("Profile")
+    return profile
+
+
+async def ensure_group(session: AsyncSession, name: str) -> ProfileGroup:
+    await session.execute(
+        insert(ProfileGroup).values(name=name).on_conflict_do_nothing(index_elements=["name"])
+    )
+    return (await session.scalars(select(ProfileGroup).where(ProfileGroup.name == name))).one()
+
+
+async def add_profile(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    platform_id: str,
+    access_token: str,
+    connection: str,
+    group: ProfileGroup,
+    username: str | None = None,
+    name: str | None = None,
+    page_id: str | None = None,
+) -> Profile:
+    """Connect an account, or reconnect it with a fresh token (it becomes active again)."""
+    values = {
+        "profile_group_id": group.id,
+        "platform": "instagram",
+        "platform_id": platform_id,
+        "username": username,
+        "name": name,
+        "connection": connection,
+        "page_id": page_id,
+        "access_token_encrypted": crypto.encrypt(settings.secret_key, access_token),
+        "status": "active",
+    }
+    statement = (
+        insert(Profile)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=["platform", "platform_id"],
+            set_={k: v for k, v in values.items() if k not in {"platform", "platform_id"}},
+        )
+        .returning(Profile)
+    )
+    return (await session.scalars(statement)).one()

@@ -1,0 +1,187 @@
+"""The test harness: real PostgreSQL and Redis, the API, a worker and the sandbox Graph
+API, all served on free local ports in the test session's event loop."""
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from arq.worker import Worker
+from postproxy import PostProxy
+from sqlalchemy import text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+API_PORT, SANDBOX_PORT = _free_port(), _free_port()
+API_URL = f"http://127.0.0.1:{API_PORT}"
+SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
+
+os.environ.update(
+    DATABASE_URL=os.environ.get(
+        "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dmrelay_test"
+    ),
+    REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    SECRET_KEY="test-secret-key",
+    META_APP_SECRET="test-app-secret",
+    META_VERIFY_TOKEN="test-verify-token",
+    META_GRAPH_URL=SANDBOX_URL,
+    SANDBOX_WEBHOOK_URL=f"{API_URL}/webhooks/instagram",
+)
+
+from app.core.db import create_engine, create_sessionmaker  # noqa: E402
+from app.core.migrate import alembic_config, create_database_if_missing  # noqa: E402
+from app.core.settings import Settings, get_settings  # noqa: E402
+
+TABLES = "idempotency_keys, messages, chats, profiles, api_keys, profile_groups"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[None]:
+    """A fresh test database, migrated from scratch."""
+    from alembic import command
+
+    await create_database_if_missing(settings.database_url)
+    engine = create_engine(settings, pool_size=1)
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+    await asyncio.to_thread(command.upgrade, alembic_config(settings), "head")
+    yield
+
+
+async def _serve(app, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    api_url: str
+    sandbox_url: str
+    sessionmaker: object
+    worker: Worker
+
+    async def sandbox(self, method: str, path: str, **kwargs) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
+            response = await client.request(method, path, **kwargs)
+            response.raise_for_status()
+            return response
+
+
+@pytest.fixture(scope="session")
+async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
+    from app.main import create_app
+    from app.sandbox.app import create_app as create_sandbox
+    from app.worker import WorkerSettings
+
+    sandbox, sandbox_task = await _serve(create_sandbox(settings), SANDBOX_PORT)
+    api, api_task = await _serve(create_app(settings), API_PORT)
+    worker = Worker(
+        **{k: v for k, v in vars(WorkerSettings).items() if not k.startswith("_")},
+        handle_signals=False,
+    )
+    worker_task = asyncio.create_task(worker.async_run())
+    engine = create_engine(settings, pool_size=2)
+    yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker)
+    worker_task.cancel()
+    await worker.close()
+    for server in (api, sandbox):
+        server.should_exit = True
+    await asyncio.gather(api_task, sandbox_task, return_exceptions=True)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def clean(stack: Stack) -> AsyncIterator[Stack]:
+    """Empty tables, queue and sandbox before a test."""
+    async with stack.sessionmaker() as session, session.begin():
+        await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    await stack.worker.pool.flushdb()
+    await stack.sandbox("DELETE", "/_sandbox/sent")
+    await stack.sandbox("POST", "/_sandbox/faults", json={})
+    yield stack
+
+
+@dataclass
+class Account:
+    """A connected Instagram profile and an API key that sees it, through the SDK."""
+
+    client: PostProxy
+    token: str
+    profile_id: str
+    platform_id: str
+
+
+IG_ACCOUNT_ID = "17841400000000001"
+
+
+async def connect(
+    stack: Stack,
+    *,
+    platform_id: str = IG_ACCOUNT_ID,
+    group: str = "default",
+    key_group: str | None = None,
+    token: str = "sandbox-token",
+) -> Account:
+    from app.api_keys import service as keys
+    from app.core import ids
+    from app.profiles import service as profiles
+
+    async with stack.sessionmaker() as session, session.begin():
+        profile_group = await profiles.ensure_group(session, group)
+        profile = await profiles.add_profile(
+            session,
+            stack.settings,
+            platform_id=platform_id,
+            access_token=token,
+            connection="instagram_login",
+            group=profile_group,
+            username="acme",
+        )
+        key_group_row = await profiles.ensure_group(session, key_group) if key_group else None
+        _, api_token = await keys.create(
+            session, "test", key_group_row.id if key_group_row else None
+        )
+    client = PostProxy(api_token, base_url=stack.api_url)
+    return Account(client, api_token, ids.encode(ids.Kind.PROFILE, profile.id), platform_id)
+
+
+@pytest.fixture
+async def account(clean: Stack) -> AsyncIterator[Account]:
+    account = await connect(clean)
+    yield account
+    await account.client.close()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll an async predicate until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__name__}")
+        await asyncio.sleep(interval)

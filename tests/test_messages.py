@@ -1,0 +1,186 @@
+"""Sending: validation, the 24-hour window, delivery through the worker to the sandbox."""
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from postproxy import NotFoundError, ValidationError
+from sqlalchemy import func, select, update
+
+from app.chats.models import Chat
+from app.messages.models import Message
+from tests.conftest import wait_for
+
+CUSTOMER = "1602510301006188"
+
+
+async def _chat(account, last_inbound_at=None, clean=None):
+    chat = await account.client.chats.create(account.profile_id, CUSTOMER)
+    if last_inbound_at is not None:
+        async with clean.sessionmaker() as session, session.begin():
+            await session.execute(update(Chat).values(last_inbound_at=last_inbound_at))
+    return chat
+
+
+async def _settled(client, message_id):
+    async def settled():
+        message = await client.messages.get(message_id)
+        return message if message.status not in {"pending", "failed_waiting_for_retry"} else None
+
+    return await wait_for(settled)
+
+
+async def test_send_is_accepted_at_once_then_published_by_the_worker(account, clean):
+    chat = await _chat(account)
+    accepted = await account.client.messages.send(chat.id, body="Hello from dmrelay ✓")
+    assert accepted.status == "pending"
+    assert accepted.direction == "outbound"
+    assert accepted.chat_id == chat.id
+
+    published = await _settled(account.client, accepted.id)
+    assert published.status == "published"
+    assert published.external_id.startswith("aWdf")
+    assert published.external_posted_at is not None
+
+    sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    assert [(s["recipient_id"], s["account_id"], s["message"]) for s in sent] == [
+        (CUSTOMER, account.platform_id, {"text": "Hello from dmrelay ✓"})
+    ]
+    assert sent[0]["message_id"] == published.external_id
+    # Meta's id works wherever ours does.
+    assert (await account.client.messages.get(published.external_id)).id == accepted.id
+    chat = await account.client.chats.get(chat.id)
+    assert chat.last_outbound_at == published.external_posted_at
+
+
+async def test_media_send_carries_one_attachment(account, clean):
+    chat = await _chat(account)
+    message = await account.client.messages.send(chat.id, media=["https://cdn.example/a.png"])
+    assert (await _settled(account.client, message.id)).status == "published"
+    sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    assert sent[0]["message"] == {
+        "attachment": {"type": "image", "payload": {"url": "https://cdn.example/a.png"}}
+    }
+
+
+async def test_meta_errors_fail_the_message_with_metas_code(account, clean):
+    chat = await _chat(account)
+    await clean.sandbox(
+        "POST",
+        "/_sandbox/faults",
+        json={
+            "recipients": {
+                CUSTOMER: {
+                    "code": 551,
+                    "error_subcode": 1545041,
+                    "message": "This person isn't available right now.",
+                }
+            }
+        },
+    )
+    message = await account.client.messages.send(chat.id, body="hi")
+    failed = await _settled(account.client, message.id)
+    assert failed.status == "failed"
+    assert failed.error_details.platform_error_code == "551"
+    assert failed.error_details.platform_error_subcode == "1545041"
+    assert "isn't available" in failed.error_message
+    assert (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"] == []
+
+
+async def test_a_revoked_token_fails_the_send_and_expires_the_profile(account, clean):
+    chat = await _chat(account)
+    await clean.sandbox("POST", "/_sandbox/faults", json={"revoked_tokens": ["sandbox-token"]})
+    message = await account.client.messages.send(chat.id, body="hi")
+    failed = await _settled(account.client, message.id)
+    assert failed.error_details.platform_error_code == "190"
+    assert "reconnect" in failed.error_message
+    assert (await account.client.profiles.get(account.profile_id)).status == "expired"
+    with pytest.raises(ValidationError, match="expired"):
+        await account.client.messages.send(chat.id, body="again")
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({}, "needs a body"),
+        ({"body": ""}, "needs a body"),
+        ({"body": "x" * 1001}, "1001 characters"),
+        ({"body": "é" * 501}, "1002 UTF-8 bytes"),
+        ({"body": "hi", "media": ["https://cdn.example/a.png"]}, "separate messages"),
+        ({"media": ["https://a.example/1.png", "https://a.example/2.png"]}, "one attachment"),
+        ({"media": ["ftp://a.example/1.png"]}, "http(s)"),
+        ({"media": ["https://a.example/file.exe"]}, "media type"),
+        ({"body": 5}, "body"),
+        ({"body": "hi", "tag": "ACCOUNT_UPDATE"}, "tag"),
+        ({"body": "hi", "quick_replies": [{"title": "a", "payload": "b"}]}, "quick_replies"),
+        ({"body": "hi", "colour": "red"}, "colour"),
+    ],
+)
+async def test_bad_sends_are_422_and_store_nothing(account, clean, body, complaint):
+    chat = await _chat(account)
+    async with httpx.AsyncClient(base_url=account.client.base_url) as http:
+        response = await http.post(
+            f"/api/chats/{chat.id}/messages",
+            json=body,
+            headers={"Authorization": f"Bearer {account.token}"},
+        )
+    assert response.status_code == 422, response.text
+    assert complaint in response.json()["error"]
+    assert isinstance(response.json()["errors"], list)
+    async with clean.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+async def test_exactly_1000_bytes_is_accepted(account, clean):
+    chat = await _chat(account)
+    message = await account.client.messages.send(chat.id, body="€" * 333 + "x")
+    assert (await _settled(account.client, message.id)).status == "published"
+
+
+async def test_send_to_unknown_chat_is_404(account):
+    with pytest.raises(NotFoundError, match="Chat not found"):
+        await account.client.messages.send("nope", body="hi")
+
+
+async def test_closed_window_is_refused_naming_last_inbound_at(account, clean):
+    chat = await _chat(account, datetime.now(UTC) - timedelta(hours=25), clean)
+    with pytest.raises(ValidationError, match="last_inbound_at") as refused:
+        await account.client.messages.send(chat.id, body="too late")
+    assert "HUMAN_AGENT" in str(refused.value)
+    # A human agent may still answer within 7 days, and Meta is told so.
+    message = await account.client.messages.send(chat.id, body="agent here", tag="HUMAN_AGENT")
+    assert (await _settled(account.client, message.id)).status == "published"
+    sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    assert (sent[0]["messaging_type"], sent[0]["tag"]) == ("MESSAGE_TAG", "HUMAN_AGENT")
+
+
+async def test_after_seven_days_even_human_agent_is_refused(account, clean):
+    chat = await _chat(account, datetime.now(UTC) - timedelta(days=8), clean)
+    with pytest.raises(ValidationError, match="7 days"):
+        await account.client.messages.send(chat.id, body="late", tag="HUMAN_AGENT")
+
+
+async def test_open_window_and_unknown_window_are_accepted(account, clean):
+    chat = await _chat(account)
+    assert (await account.client.messages.send(chat.id, body="first contact")).status == "pending"
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Chat).values(last_inbound_at=datetime.now(UTC) - timedelta(hours=23))
+        )
+    assert (await account.client.messages.send(chat.id, body="in time")).status == "pending"
+
+
+async def test_messages_list_newest_first_with_filters(account, clean):
+    chat = await _chat(account)
+    for n in range(3):
+        message = await account.client.messages.send(chat.id, body=f"m{n}")
+        await _settled(account.client, message.id)
+    listed = await account.client.messages.list(chat.id)
+    assert listed.total == 3
+    assert [m.body for m in listed.data] == ["m2", "m1", "m0"]
+    assert (await account.client.messages.list(chat.id, direction="inbound")).total == 0
+    assert (await account.client.messages.list(chat.id, status="published")).total == 3
+    second_page = await account.client.messages.list(chat.id, page=1, per_page=2)
+    assert [m.body for m in second_page.data] == ["m0"]
+    with pytest.raises(ValidationError):
+        await account.client.messages.list(chat.id, status="weird")
