@@ -1,0 +1,389 @@
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import time
+
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.core.settings import Settings
+from app.sandbox.app import create_app
+
+SECRET = "s"
+# Explicit, because the project's conftest sets SANDBOX_WEBHOOK_URL in the environment.
+PLAIN = Settings(meta_app_secret=SECRET, sandbox_webhook_url=None)
+IGSID = "1602510301006188"
+IG_ID = "17841470348340237"
+
+
+def sandbox_client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox")
+
+
+@pytest_asyncio.fixture
+async def client():
+    async with sandbox_client(create_app(PLAIN)) as c:
+        yield c
+
+
+def send(client, body, *, account="me", token="tok", version="v25.0/"):
+    return client.post(
+        f"/{version}{account}/messages", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def text_body(text="hi", recipient=IGSID, **extra):
+    return {"recipient": {"id": recipient}, "message": {"text": text}, **extra}
+
+
+async def sent(client) -> list[dict]:
+    return (await client.get("/_sandbox/sent")).json()["data"]
+
+
+def assert_error(response, status, code, subcode=None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error.get("error_subcode") == subcode
+    assert error["type"] in ("OAuthException", "GraphMethodException")
+    assert error["message"] and error["fbtrace_id"]
+    return error
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda: {"json": {"recipient": {"id": IGSID}, "message": {"text": "hé"}}},
+        lambda: {"data": {"recipient": json.dumps({"id": IGSID}), "message": '{"text":"hé"}'}},
+        lambda: {"data": {"recipient[id]": IGSID, "message[text]": "hé"}},
+    ],
+    ids=["json", "form-json-values", "bracket-form"],
+)
+async def test_three_encodings_record_the_same_message(client, encode):
+    response = await client.post(f"/v21.0/{IG_ID}/messages?access_token=tok", **encode())
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["recipient_id"] == IGSID
+    assert answer["message_id"].startswith("aWdf")
+    [record] = await sent(client)
+    assert record["message_id"] == answer["message_id"]
+    assert record["recipient_id"] == IGSID
+    assert record["account_id"] == IG_ID
+    assert record["message"] == {"text": "hé"}
+    assert record["received_at"].endswith("+00:00")
+
+
+async def test_paths_tokens_and_extra_fields(client):
+    no_prefix = await send(client, text_body(), account="me", version="")
+    page = await client.post(
+        "/v25.0/123456/messages",
+        data={
+            "access_token": "tok",
+            "recipient[id]": IGSID,
+            "message[attachment][type]": "image",
+            "message[attachment][payload][url]": "https://example.com/a.png",
+            "messaging_type": "MESSAGE_TAG",
+            "tag": "HUMAN_AGENT",
+        },
+    )
+
+    assert no_prefix.status_code == page.status_code == 200
+    assert no_prefix.json()["message_id"] != page.json()["message_id"]
+    first, second = await sent(client)
+    assert first["account_id"] == "me"
+    assert second["account_id"] == "123456"
+    assert second["message"] == {
+        "attachment": {"type": "image", "payload": {"url": "https://example.com/a.png"}}
+    }
+    assert (second["messaging_type"], second["tag"]) == ("MESSAGE_TAG", "HUMAN_AGENT")
+
+
+async def test_sender_actions_answer_without_recording(client):
+    for action in ("typing_on", "typing_off", "mark_seen", "react", "unreact"):
+        body = {"recipient": {"id": IGSID}, "sender_action": action, "payload": {"message_id": "m"}}
+        response = await send(client, body)
+        assert response.status_code == 200
+        assert response.json() == {"recipient_id": IGSID}
+    assert await sent(client) == []
+
+
+async def test_sent_keeps_arrival_order_and_clears(client):
+    for text in ("one", "two", "three"):
+        await send(client, text_body(text))
+    assert [r["message"]["text"] for r in await sent(client)] == ["one", "two", "three"]
+
+    assert (await client.delete("/_sandbox/sent")).json() == {"success": True}
+    assert await sent(client) == []
+
+
+async def test_text_limit_counts_utf8_bytes(client):
+    assert (await send(client, text_body("a" * 1000))).status_code == 200
+    response = await send(client, text_body("ä" * 501))  # 501 characters, 1002 bytes
+    assert_error(response, 400, 100, 2534015)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers, query",
+    [({}, ""), ({"Authorization": "Bearer "}, ""), ({}, "?access_token=")],
+    ids=["none", "empty-bearer", "empty-query"],
+)
+async def test_missing_token_is_190(client, headers, query):
+    response = await client.post(f"/v25.0/me/messages{query}", json=text_body(), headers=headers)
+    assert_error(response, 400, 190)
+    assert await sent(client) == []
+
+
+async def test_revoked_token_is_190_460(client):
+    await client.post("/_sandbox/faults", json={"revoked_tokens": ["old"]})
+    assert_error(await send(client, text_body(), token="old"), 400, 190, 460)
+    assert (await send(client, text_body(), token="other")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, subcode",
+    [
+        ({"message": {"text": "hi"}}, 2534014),
+        (text_body(recipient="john.doe"), 2534014),
+        (text_body("x" * 1001), 2534015),
+        ({"recipient": {"id": IGSID}}, None),
+        ({**text_body(), "sender_action": "typing_on"}, None),
+        ({"recipient": {"id": IGSID}, "sender_action": "dance"}, None),
+        ({"recipient": {"id": IGSID}, "message": {}}, 2534015),
+        ({"recipient": {"id": IGSID}, "message": {"attachment": {"type": "gif"}}}, None),
+        (text_body(tag="ACCOUNT_UPDATE", messaging_type="MESSAGE_TAG"), None),
+        (text_body(tag="HUMAN_AGENT"), None),
+        (text_body(messaging_type="MESSAGE_TAG"), None),
+    ],
+    ids=[
+        "no-recipient",
+        "non-numeric-recipient",
+        "text-too-long",
+        "no-message",
+        "message-and-action",
+        "unknown-action",
+        "empty-message",
+        "unknown-attachment",
+        "other-tag",
+        "tag-without-type",
+        "type-without-tag",
+    ],
+)
+async def test_send_validation(client, body, subcode):
+    assert_error(await send(client, body), 400, 100, subcode)
+    assert await sent(client) == []
+
+
+async def test_validation_order_recipient_before_text(client):
+    response = await send(client, text_body("x" * 2000, recipient="nope"))
+    assert_error(response, 400, 100, 2534014)
+
+
+async def test_unknown_graph_path(client):
+    response = await client.post("/v25.0/me/feed", headers={"Authorization": "Bearer t"})
+    assert_error(response, 400, 100, 33)
+
+
+async def test_me(client):
+    response = await client.get("/v25.0/me?fields=user_id,username", params={"access_token": "t"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["username"] == "sandbox_user"
+    assert body["user_id"].startswith("1784") and body["id"].isdigit()
+
+
+# --- faults --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault, status",
+    [
+        ({"code": 10, "error_subcode": 2534022, "message": "outside window"}, 403),
+        ({"code": 551, "error_subcode": 1545041, "message": "not available"}, 400),
+        ({"code": 2, "message": "temporary"}, 500),
+        ({"code": 613, "error_subcode": 2534040, "message": "slow down"}, 403),
+    ],
+)
+async def test_recipient_fault(client, fault, status):
+    await client.post("/_sandbox/faults", json={"recipients": {IGSID: fault}})
+
+    error = assert_error(
+        await send(client, text_body()), status, fault["code"], fault.get("error_subcode")
+    )
+    assert error["message"] == fault["message"]
+    assert (await send(client, text_body(recipient="42"))).status_code == 200
+    assert [r["recipient_id"] for r in await sent(client)] == ["42"]
+
+
+async def test_full_transient_rate_fails_everything_and_records_nothing(client):
+    await client.post("/_sandbox/faults", json={"transient_rate": 1.0})
+
+    for _ in range(20):
+        response = await send(client, text_body())
+        error = response.json()["error"]
+        assert error["is_transient"] is True
+        expected = {1: (500, None), 2: (500, None), 4: (403, None), 613: (403, 2534040)}
+        assert (response.status_code, error.get("error_subcode")) == expected[error["code"]]
+    assert await sent(client) == []
+
+
+async def test_faults_are_replaced_validated_and_cleared(client):
+    first = {"recipients": {IGSID: {"code": 10, "message": "x"}}, "revoked_tokens": ["a"]}
+    await client.post("/_sandbox/faults", json=first)
+    await client.post("/_sandbox/faults", json={"latency_ms": 5})
+
+    current = (await client.get("/_sandbox/faults")).json()
+    assert current == {
+        "transient_rate": 0.0,
+        "latency_ms": 5,
+        "recipients": {},
+        "revoked_tokens": [],
+    }
+    for bad in ({"transient_rate": 2}, {"latency_ms": -1}, {"recipients": {IGSID: {}}}, {"x": 1}):
+        assert (await client.post("/_sandbox/faults", json=bad)).status_code == 422
+    assert (await client.get("/_sandbox/faults")).json() == current
+
+    await client.post("/_sandbox/faults", json={})
+    assert (await client.get("/_sandbox/faults")).json()["latency_ms"] == 0
+
+
+async def test_latency_delays_graph_answers(client):
+    await client.post("/_sandbox/faults", json={"latency_ms": 200})
+    started = time.monotonic()
+    await send(client, text_body())
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_apps_are_independent():
+    async with (
+        sandbox_client(create_app(PLAIN)) as a,
+        sandbox_client(create_app(PLAIN)) as b,
+    ):
+        await send(a, text_body())
+        assert len(await sent(a)) == 1
+        assert await sent(b) == []
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A real HTTP server standing in for dmrelay's webhook endpoint."""
+
+    def __init__(self):
+        self.requests: list[tuple[dict, bytes]] = []
+        self.status = 200
+        self.delay = 0.0
+        app = Starlette(routes=[Route("/webhook", self.receive, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/webhook"
+
+    async def receive(self, request: Request) -> Response:
+        self.requests.append((dict(request.headers), await request.body()))
+        await asyncio.sleep(self.delay)
+        return Response(status_code=self.status)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def receiver():
+    receiver = Receiver()
+    task = asyncio.create_task(receiver.server.serve(sockets=[receiver.socket]))
+    while not receiver.server.started:
+        await asyncio.sleep(0.01)
+    yield receiver
+    receiver.server.should_exit = True
+    await task
+
+
+@pytest.fixture
+def hooked(receiver):
+    receiver.requests.clear()
+    receiver.status, receiver.delay = 200, 0.0
+    return create_app(Settings(meta_app_secret=SECRET, sandbox_webhook_url=receiver.url))
+
+
+def assert_signed(headers: dict, body: bytes) -> dict:
+    assert headers["content-type"] == "application/json"
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["x-hub-signature-256"] == expected
+    return json.loads(body)
+
+
+async def test_send_emits_signed_echo(hooked, receiver):
+    async with hooked.router.lifespan_context(hooked), sandbox_client(hooked) as client:
+        answer = (await send(client, text_body("äöå"), account=IG_ID)).json()
+        await send(client, {"recipient": {"id": IGSID}, "sender_action": "typing_on"})
+    # Leaving the lifespan waits for deliveries in flight.
+
+    [(headers, body)] = receiver.requests
+    assert b"\\u00e4\\u00f6\\u00e5" in body
+    payload = assert_signed(headers, body)
+    assert payload["object"] == "instagram"
+    [entry] = payload["entry"]
+    [event] = entry["messaging"]
+    assert entry["id"] == IG_ID and isinstance(entry["time"], int)
+    assert event["sender"] == {"id": IG_ID}
+    assert event["recipient"] == {"id": IGSID}
+    assert event["timestamp"] >= entry["time"] - 1000
+    assert event["message"] == {"mid": answer["message_id"], "is_echo": True, "text": "äöå"}
+
+
+async def test_a_slow_webhook_does_not_hold_up_the_send_answer(hooked, receiver):
+    receiver.delay = 1.0
+    async with hooked.router.lifespan_context(hooked), sandbox_client(hooked) as client:
+        started = time.monotonic()
+        assert (await send(client, text_body())).status_code == 200
+        assert time.monotonic() - started < 0.5
+    assert len(receiver.requests) == 1
+
+
+async def test_inbound_posts_signed_message_before_answering(hooked, receiver):
+    async with sandbox_client(hooked) as client:
+        response = await client.post(
+            "/_sandbox/inbound", json={"account_id": IG_ID, "sender_id": IGSID, "text": "hej å"}
+        )
+
+    assert response.status_code == 200
+    answer = response.json()
+    [(headers, body)] = receiver.requests
+    payload = assert_signed(headers, body)
+    [event] = payload["entry"][0]["messaging"]
+    assert payload["entry"][0]["id"] == IG_ID
+    assert event["sender"] == {"id": IGSID}
+    assert event["recipient"] == {"id": IG_ID}
+    assert event["timestamp"] == answer["timestamp"]
+    assert event["message"] == {"mid": answer["mid"], "text": "hej å"}
+    assert answer["mid"].startswith("aWdf")
+
+
+async def test_inbound_reports_a_refused_webhook(hooked, receiver):
+    receiver.status = 403
+    async with sandbox_client(hooked) as client:
+        response = await client.post(
+            "/_sandbox/inbound", json={"account_id": IG_ID, "sender_id": IGSID, "text": "x"}
+        )
+    assert response.status_code == 502
+
+
+async def test_inbound_needs_a_webhook_url(client):
+    response = await client.post(
+        "/_sandbox/inbound", json={"account_id": IG_ID, "sender_id": IGSID, "text": "x"}
+    )
+    assert response.status_code == 409
+    assert "SANDBOX_WEBHOOK_URL" in response.json()["error"]
