@@ -1,4 +1,4 @@
-"""Webhook events the sandbox posts to dmrelay, built and signed the way Meta does it."""
+"""Posting webhook bodies to dmrelay, signed the way Meta does it."""
 
 import hashlib
 import hmac
@@ -14,27 +14,6 @@ def now_ms() -> int:
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def envelope(account_id: str, sender: str, recipient: str, message: dict, timestamp: int) -> dict:
-    event = {
-        "sender": {"id": sender},
-        "recipient": {"id": recipient},
-        "timestamp": timestamp,
-        "message": message,
-    }
-    return {
-        "object": "instagram",
-        "entry": [{"id": account_id, "time": timestamp, "messaging": [event]}],
-    }
-
-
-def echo_message(mid: str, sent: dict) -> dict:
-    """The echo of a message the business sent; webhooks always carry an `attachments` list."""
-    content = dict(sent)
-    if "attachment" in content:
-        content["attachments"] = [content.pop("attachment")]
-    return {"mid": mid, "is_echo": True, **content}
 
 
 async def post_event(

@@ -1,62 +1,20 @@
-import asyncio
-import hashlib
-import hmac
 import json
-import socket
 import time
 
-import httpx
 import pytest
-import pytest_asyncio
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from app.core.settings import Settings
 from app.sandbox.app import create_app
-
-SECRET = "s"
-# Explicit, because the project's conftest sets SANDBOX_WEBHOOK_URL in the environment.
-PLAIN = Settings(meta_app_secret=SECRET, sandbox_webhook_url=None)
-IGSID = "1602510301006188"
-IG_ID = "17841470348340237"
-
-
-def sandbox_client(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox")
-
-
-@pytest_asyncio.fixture
-async def client():
-    async with sandbox_client(create_app(PLAIN)) as c:
-        yield c
-
-
-def send(client, body, *, account="me", token="tok", version="v25.0/"):
-    return client.post(
-        f"/{version}{account}/messages", json=body, headers={"Authorization": f"Bearer {token}"}
-    )
-
-
-def text_body(text="hi", recipient=IGSID, **extra):
-    return {"recipient": {"id": recipient}, "message": {"text": text}, **extra}
-
-
-async def sent(client) -> list[dict]:
-    return (await client.get("/_sandbox/sent")).json()["data"]
-
-
-def assert_error(response, status, code, subcode=None):
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert error.get("error_subcode") == subcode
-    assert error["type"] in ("OAuthException", "GraphMethodException")
-    assert error["message"] and error["fbtrace_id"]
-    return error
-
+from tests.sandbox.support import (
+    IG_ID,
+    IGSID,
+    PLAIN,
+    assert_error,
+    assert_signed,
+    sandbox_client,
+    send,
+    sent,
+    text_body,
+)
 
 # --- sending -------------------------------------------------------------------------------
 
@@ -252,6 +210,13 @@ async def test_faults_are_replaced_validated_and_cleared(client):
         "latency_ms": 5,
         "recipients": {},
         "revoked_tokens": [],
+        "rate_limit": {
+            "per_second": None,
+            "audio_video_per_second": None,
+            "regain_access_minutes": 0,
+        },
+        "timeout": None,
+        "echo": {"mode": "after", "delay_ms": 2000},
     }
     for bad in ({"transient_rate": 2}, {"latency_ms": -1}, {"recipients": {IGSID: {}}}, {"x": 1}):
         assert (await client.post("/_sandbox/faults", json=bad)).status_code == 422
@@ -279,50 +244,6 @@ async def test_apps_are_independent():
 
 
 # --- webhooks ------------------------------------------------------------------------------
-
-
-class Receiver:
-    """A real HTTP server standing in for dmrelay's webhook endpoint."""
-
-    def __init__(self):
-        self.requests: list[tuple[dict, bytes]] = []
-        self.status = 200
-        self.delay = 0.0
-        app = Starlette(routes=[Route("/webhook", self.receive, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/webhook"
-
-    async def receive(self, request: Request) -> Response:
-        self.requests.append((dict(request.headers), await request.body()))
-        await asyncio.sleep(self.delay)
-        return Response(status_code=self.status)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def receiver():
-    receiver = Receiver()
-    task = asyncio.create_task(receiver.server.serve(sockets=[receiver.socket]))
-    while not receiver.server.started:
-        await asyncio.sleep(0.01)
-    yield receiver
-    receiver.server.should_exit = True
-    await task
-
-
-@pytest.fixture
-def hooked(receiver):
-    receiver.requests.clear()
-    receiver.status, receiver.delay = 200, 0.0
-    return create_app(Settings(meta_app_secret=SECRET, sandbox_webhook_url=receiver.url))
-
-
-def assert_signed(headers: dict, body: bytes) -> dict:
-    assert headers["content-type"] == "application/json"
-    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    assert headers["x-hub-signature-256"] == expected
-    return json.loads(body)
 
 
 async def test_send_emits_signed_echo(hooked, receiver):

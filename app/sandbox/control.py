@@ -1,0 +1,172 @@
+"""The unauthenticated control surface, under /_sandbox:
+
+GET|DELETE /sent                 what the Send API accepted
+GET|POST   /faults               the fault set (shape: app.sandbox.faults)
+POST       /inbound              {account_id, sender_id, text} -> {mid, timestamp}
+POST       /emit                 webhook events (shapes: app.sandbox.events) ->
+                                 {mids, posts, statuses}
+POST       /profiles             {"<IGSID>": {field: value}}: override, and grant consent
+DELETE     /profiles             forget every profile, consent and request count
+GET|DELETE /profile_requests     Graph profile reads per IGSID
+GET        /media/{name}         bytes for attachment and profile picture URLs
+POST       /media/expire         {"names": [...]}: those answer 404 from now on
+"""
+
+import random
+from functools import partial
+from typing import Literal
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.sandbox import media
+from app.sandbox.events import AnyEvent, Text, bodies, item_key, opens_profile
+from app.sandbox.faults import Faults
+from app.sandbox.profiles import ProfileFields
+from app.sandbox.state import Sandbox, SandboxDep
+
+
+class ControlError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def control_error(request: Request, exc: ControlError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+class Inbound(BaseModel):
+    account_id: str
+    sender_id: str
+    text: str
+
+
+class Emit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[AnyEvent] = Field(min_length=1)
+    batch: Literal["single", "entries", "messaging"] = "single"
+    duplicate: bool = False  # post every body twice
+    shuffle: bool = False  # post the bodies in random order
+    shape: Literal["messaging", "standby", "changes"] = "messaging"
+
+
+class MediaNames(BaseModel):
+    names: list[str]
+
+
+def webhook_ready(sandbox: SandboxDep) -> Sandbox:
+    if not sandbox.settings.sandbox_webhook_url:
+        raise ControlError(409, "SANDBOX_WEBHOOK_URL is not set: the sandbox has nowhere to post")
+    return sandbox
+
+
+ReadyDep = Depends(webhook_ready)
+control = APIRouter(prefix="/_sandbox")
+
+
+@control.get("/sent")
+async def list_sent(sandbox: SandboxDep) -> dict:
+    return {"data": sandbox.sent}
+
+
+@control.delete("/sent")
+async def clear_sent(sandbox: SandboxDep) -> dict:
+    sandbox.sent.clear()
+    return {"success": True}
+
+
+@control.get("/faults")
+async def get_faults(sandbox: SandboxDep) -> Faults:
+    return sandbox.faults
+
+
+@control.post("/faults")
+async def set_faults(faults: Faults, sandbox: SandboxDep) -> Faults:
+    sandbox.set_faults(faults)
+    return faults
+
+
+async def emit_items(sandbox: Sandbox, emit: Emit, base_url: str) -> tuple[list[dict], list[int]]:
+    """Post the events to dmrelay as asked; returns their items and the HTTP statuses."""
+    new_media_url = partial(media.new_url, base_url)
+    pairs = []
+    for event in emit.events:
+        timestamp = sandbox.timestamp() if event.timestamp is None else event.timestamp
+        item = event.item(timestamp, new_media_url)
+        if opens_profile(item):  # before posting: dmrelay may read the profile at once
+            sandbox.profiles.consent(event.sender_id)
+        pairs.append((event.account_id, item))
+    payloads = bodies(pairs, emit.batch, emit.shape)
+    if emit.duplicate:
+        payloads = [payload for payload in payloads for _ in range(2)]
+    if emit.shuffle:
+        random.shuffle(payloads)
+    statuses = []
+    for payload in payloads:
+        try:
+            statuses.append((await sandbox.post_webhook(payload)).status_code)
+        except httpx.HTTPError as exc:
+            raise ControlError(502, f"webhook delivery failed: {exc!r}") from exc
+    return [item for _, item in pairs], statuses
+
+
+@control.post("/emit")
+async def emit(body: Emit, request: Request, sandbox: Sandbox = ReadyDep) -> dict:
+    items, statuses = await emit_items(sandbox, body, str(request.base_url))
+    mids = [item[item_key(item)].get("mid") for item in items]
+    return {"mids": mids, "posts": len(statuses), "statuses": statuses}
+
+
+@control.post("/inbound")
+async def inbound(body: Inbound, request: Request, sandbox: Sandbox = ReadyDep) -> dict:
+    event = Text(kind="text", **body.model_dump())
+    [item], [status] = await emit_items(sandbox, Emit(events=[event]), str(request.base_url))
+    if status >= 400:
+        raise ControlError(502, f"webhook answered HTTP {status}")
+    return {"mid": item["message"]["mid"], "timestamp": item["timestamp"]}
+
+
+@control.post("/profiles")
+async def set_profiles(
+    body: dict[str, ProfileFields], request: Request, sandbox: SandboxDep
+) -> dict:
+    base_url = str(request.base_url)
+    return {
+        igsid: sandbox.profiles.override(igsid, fields.model_dump(exclude_unset=True), base_url)
+        for igsid, fields in body.items()
+    }
+
+
+@control.delete("/profiles")
+async def clear_profiles(sandbox: SandboxDep) -> dict:
+    sandbox.profiles.clear()
+    return {"success": True}
+
+
+@control.get("/profile_requests")
+async def profile_requests(sandbox: SandboxDep) -> dict:
+    return {"data": dict(sandbox.profiles.requests)}
+
+
+@control.delete("/profile_requests")
+async def clear_profile_requests(sandbox: SandboxDep) -> dict:
+    sandbox.profiles.requests.clear()
+    return {"success": True}
+
+
+@control.get("/media/{name}")
+async def get_media(name: str, sandbox: SandboxDep) -> Response:
+    if name in sandbox.expired_media:  # like an expired CDN link
+        return Response(status_code=404)
+    content_type, content = media.content(name)
+    return Response(content, media_type=content_type)
+
+
+@control.post("/media/expire")
+async def expire_media(body: MediaNames, sandbox: SandboxDep) -> dict:
+    sandbox.expired_media.update(body.names)
+    return {"expired": sorted(sandbox.expired_media)}

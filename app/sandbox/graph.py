@@ -1,0 +1,232 @@
+"""Meta's Graph endpoints as the sandbox serves them: the Send API, /me, subscribed_apps and the
+User Profile API, answered as Meta documents them, usage headers included.
+
+One catch-all route, so that any `/vNN.N/` prefix (or none) works and unknown paths get Meta's
+own error.
+"""
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
+
+from app.sandbox import events
+from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
+from app.sandbox.faults import Faults
+from app.sandbox.state import Sandbox, SandboxDep
+
+GRAPH_PATH = re.compile(r"(?:v\d+\.\d+/)?(?P<node>[^/]+)(?:/(?P<edge>[^/]+))?/?")
+PARAM_KEY = re.compile(r"[^\[\]]+")  # "message[attachment][type]" -> message, attachment, type
+ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart"}
+SENDER_ACTIONS = {"react", "unreact", "typing_on", "typing_off", "mark_seen"}
+
+graph = APIRouter()
+
+
+@graph.api_route("/{path:path}", methods=["GET", "POST"], include_in_schema=False)
+async def graph_call(path: str, request: Request, sandbox: SandboxDep) -> Response:
+    match = GRAPH_PATH.fullmatch(path)
+    node, edge = (match["node"], match["edge"]) if match else (path, None)
+    account = node  # whose usage the headers report: the path id, or the token's for node reads
+    try:
+        if sandbox.faults.latency_ms:
+            await asyncio.sleep(sandbox.faults.latency_ms / 1000)
+        params = await read_params(request)
+        token = access_token(request, params)
+        check_token(token, sandbox.faults)
+        if edge is None:
+            account = me(token)["user_id"]
+        if random.random() < sandbox.faults.transient_rate:
+            raise GraphError.transient(*random.choice(TRANSIENT_ERRORS))
+        response = await dispatch(request, sandbox, node, edge, params, token)
+    except GraphError as exc:
+        response = exc.response()
+    response.headers.update(sandbox.limiter.headers(account))
+    return response
+
+
+async def dispatch(
+    request: Request, sandbox: Sandbox, node: str, edge: str | None, params: dict, token: str
+) -> Response:
+    if request.method == "GET" and edge is None and node == "me":
+        return JSONResponse(me(token))
+    if request.method == "GET" and edge is None and node.isdigit():
+        base_url = str(request.base_url)
+        return JSONResponse(sandbox.profiles.read(node, params.get("fields"), base_url))
+    if request.method == "POST" and edge == "subscribed_apps":
+        return JSONResponse({"success": True})
+    if request.method == "POST" and edge == "messages":
+        return await send(request, sandbox, node, params)
+    raise unsupported(request.method, node)
+
+
+async def send(request: Request, sandbox: Sandbox, account: str, params: dict) -> Response:
+    recipient_id = check_send(params)
+    fault = sandbox.faults.recipients.get(recipient_id)
+    if fault:
+        raise GraphError(fault.code, fault.message, fault.error_subcode)
+    if not sandbox.limiter.take(account, rate_bucket(params)):
+        raise GraphError.transient(*THROTTLE)
+    if params.get("sender_action") is not None:  # as at Meta: answered, never recorded or echoed
+        return JSONResponse({"recipient_id": recipient_id})
+
+    mid, timed_out = events.new_mid(), sandbox.times_out(recipient_id)
+    record = {
+        "message_id": mid,
+        "recipient_id": recipient_id,
+        "account_id": account,
+        "message": params["message"],
+        "received_at": datetime.now(UTC).isoformat(),
+        "timed_out": timed_out,
+    }
+    record.update({k: params[k] for k in ("messaging_type", "tag", "reply_to") if k in params})
+    sandbox.sent.append(record)
+
+    answer = {"recipient_id": recipient_id, "message_id": mid}
+    content = events.echo_message(mid, params["message"])
+    item = events.messaging_item(account, recipient_id, sandbox.timestamp(), "message", content)
+    echo = events.bodies([(account, item)], "single", "messaging")[0]
+    if timed_out or sandbox.faults.echo.mode == "before":
+        await sandbox.echo(echo)
+        if timed_out:
+            await until_disconnected(request)  # the client gave up: nobody reads what follows
+        return JSONResponse(answer)
+    # A background task runs once the answer is sent; it only spawns, so it never holds that up.
+    return JSONResponse(answer, background=BackgroundTask(sandbox.echo, echo))
+
+
+async def until_disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the client hanging up.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def parse_params(pairs: list[tuple[str, str]]) -> dict:
+    """Form/query pairs as Graph reads them: JSON-string values and bracket keys both nest."""
+    params: dict = {}
+    for key, value in pairs:
+        *parents, leaf = PARAM_KEY.findall(key) or [key]
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GraphError(100, f"(#100) Invalid parameter {key}")
+        if value.startswith(("{", "[")):
+            with suppress(ValueError):
+                value = json.loads(value)
+        node[leaf] = value
+    return params
+
+
+async def read_params(request: Request) -> dict:
+    params = parse_params(parse_qsl(request.url.query))
+    body = await request.body()
+    if "json" in request.headers.get("content-type", ""):
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise GraphError(100, "(#100) The request body could not be parsed as JSON")
+        params.update(data)
+    else:
+        params.update(parse_params(parse_qsl(body.decode(errors="replace"))))
+    return params
+
+
+def access_token(request: Request, params: dict) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() in ("bearer", "oauth") and token.strip():
+        return token.strip()
+    token = params.get("access_token")
+    return token if isinstance(token, str) and token else None
+
+
+def check_token(token: str | None, faults: Faults) -> None:
+    if token is None:
+        raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
+    if token in faults.revoked_tokens:
+        raise GraphError(
+            190,
+            "Error validating access token: The session has been invalidated because the user "
+            "changed their password or Facebook has changed the session for security reasons.",
+            460,
+        )
+
+
+def check_send(params: dict) -> str:
+    """Validate a /messages body in Meta's order; returns the recipient IGSID."""
+    recipient = params.get("recipient")
+    recipient_id = recipient.get("id") if isinstance(recipient, dict) else None
+    if not (isinstance(recipient_id, str | int) and str(recipient_id).isdigit()):
+        raise GraphError(100, "(#100) No matching Instagram user", 2534014)
+
+    message, action = params.get("message"), params.get("sender_action")
+    text = message.get("text") if isinstance(message, dict) else None
+    if text is not None and not (isinstance(text, str) and len(text.encode()) <= 1000):
+        raise GraphError(
+            100, "(#100) Param message[text] must be UTF-8 text of at most 1000 bytes", 2534015
+        )
+    if (message is None) == (action is None):
+        raise GraphError(100, "(#100) Exactly one of message or sender_action must be set")
+    if action is not None and action not in SENDER_ACTIONS:
+        raise GraphError(100, f"(#100) Param sender_action must be one of {sorted(SENDER_ACTIONS)}")
+    if message is not None:
+        check_message(message)
+
+    tag, messaging_type = params.get("tag"), params.get("messaging_type")
+    if not (
+        (tag is None and messaging_type in (None, "RESPONSE", "UPDATE"))
+        or (tag == "HUMAN_AGENT" and messaging_type == "MESSAGE_TAG")
+    ):
+        raise GraphError(
+            100, "(#100) Param tag must be HUMAN_AGENT, sent with messaging_type MESSAGE_TAG"
+        )
+    return str(recipient_id)
+
+
+def attachments_of(message: dict) -> list:
+    return [message["attachment"]] if "attachment" in message else message.get("attachments") or []
+
+
+def check_message(message: Any) -> None:
+    if not isinstance(message, dict):
+        raise GraphError(100, "(#100) Param message must be a JSON object", 2534015)
+    attachments = attachments_of(message)
+    if not message.get("text") and not attachments:
+        raise GraphError(
+            100, "(#100) Message cannot be empty, must provide valid attachment or text", 2534015
+        )
+    for attachment in attachments:
+        if not (isinstance(attachment, dict) and attachment.get("type") in ATTACHMENT_TYPES):
+            raise GraphError(
+                100,
+                "(#100) Param message[attachment][type] must be one of "
+                "{image, audio, video, file, MEDIA_SHARE, like_heart}",
+            )
+
+
+def rate_bucket(params: dict) -> str:
+    """The RateLimit budget a valid send draws on: audio and video have their own (§4.1)."""
+    message = params.get("message")
+    types = {a["type"] for a in attachments_of(message)} if isinstance(message, dict) else set()
+    return "audio_video_per_second" if types & {"audio", "video"} else "per_second"
+
+
+def me(token: str) -> dict:
+    # Stable fake ids per token, so different tokens look like different accounts.
+    digest = int(hashlib.sha256(token.encode()).hexdigest(), 16)
+    return {
+        "user_id": f"1784{digest % 10**13:013d}",
+        "username": "sandbox_user",
+        "id": f"{(digest >> 64) % 10**16:016d}",
+    }

@@ -1,0 +1,103 @@
+"""The sandbox's per-app state: what was sent, the faults in force, profiles, expired media, and
+the webhook client."""
+
+import asyncio
+import logging
+import random
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from app.core.settings import Settings
+from app.sandbox import webhooks
+from app.sandbox.faults import Faults
+from app.sandbox.profiles import Profiles
+from app.sandbox.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+class Sandbox:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.sent: list[dict] = []
+        self.profiles = Profiles()
+        self.expired_media: set[str] = set()
+        self.set_faults(Faults())
+        self._last_timestamp = 0
+        self._client: httpx.AsyncClient | None = None
+        self._deliveries: set[asyncio.Task] = set()
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replace the faults; their counters (rate windows, timeouts left) start afresh."""
+        self.faults = faults
+        self.limiter = RateLimiter(faults.rate_limit)
+        self._timeouts_left = faults.timeout.times if faults.timeout else None
+
+    def times_out(self, recipient_id: str) -> bool:
+        """Whether the timeout fault takes this send (and uses up one of its `times`)."""
+        timeout = self.faults.timeout
+        if (
+            timeout is None
+            or (timeout.recipients and recipient_id not in timeout.recipients)
+            or self._timeouts_left == 0
+            or random.random() >= timeout.rate
+        ):
+            return False
+        if self._timeouts_left is not None:
+            self._timeouts_left -= 1
+        return True
+
+    def timestamp(self) -> int:
+        """Now in ms, strictly increasing, so events emitted together keep their order."""
+        self._last_timestamp = max(webhooks.now_ms(), self._last_timestamp + 1)
+        return self._last_timestamp
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # Created on first use: ASGITransport-based tests never run the lifespan.
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=10)
+        return self._client
+
+    async def post_webhook(self, payload: dict) -> httpx.Response:
+        url = self.settings.sandbox_webhook_url
+        return await webhooks.post_event(self.client, url, self.settings.meta_app_secret, payload)
+
+    async def echo(self, payload: dict) -> None:
+        """Deliver a send's echo as the echo fault says: now, later, twice or never."""
+        mode, delay_ms = self.faults.echo.mode, self.faults.echo.delay_ms
+        if not self.settings.sandbox_webhook_url or mode == "none":
+            return
+        if mode == "before":
+            await self._deliver_echo(payload)
+            return
+        delay = delay_ms / 1000 if mode == "late" else 0.0
+        task = asyncio.create_task(self._deliver_echo(payload, 2 if mode == "twice" else 1, delay))
+        self._deliveries.add(task)  # keep a reference until done, or the task may be collected
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver_echo(self, payload: dict, copies: int = 1, delay: float = 0.0) -> None:
+        await asyncio.sleep(delay)
+        for _ in range(copies):
+            try:
+                response = await self.post_webhook(payload)
+            except httpx.HTTPError as exc:
+                log.warning("sandbox echo webhook failed: %r", exc)
+                continue
+            if response.is_error:
+                log.warning("sandbox echo webhook answered HTTP %s", response.status_code)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def get_sandbox(request: Request) -> Sandbox:
+    return request.app.state.sandbox
+
+
+SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
