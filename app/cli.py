@@ -34,11 +34,9 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from arq.worker import run_worker
+    from app.worker import run
 
-    from app.worker import WorkerSettings
-
-    run_worker(WorkerSettings)
+    run()
 
 
 def cmd_sandbox(args: argparse.Namespace) -> None:

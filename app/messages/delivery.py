@@ -1,124 +1,399 @@
-"""Delivering one outbound message to Meta: claim it, send it, record the outcome."""
+"""Delivering outbound messages to Meta: once, in order per chat, whatever fails.
 
+A delivery job names a chat. The worker that takes the chat's lease (a time-bounded lock in
+PostgreSQL) sends the chat's undelivered messages oldest first, so two workers never send
+the same message and a chat's messages reach Meta in the order they were accepted. A message
+waiting for a retry holds back the later ones of its chat; a permanent failure releases them.
+
+Before each Graph call the message is claimed (`claimed_until`). A claim still set when the
+next worker looks at the message means the previous attempt's outcome is unknown (the
+worker died, or the call timed out): Meta may have delivered it, so the echo webhook is
+awaited for a bounded time before sending again.
+"""
+
+import asyncio
 import logging
+import random
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+import httpx
+from arq.connections import ArqRedis
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
-from app.core import crypto
+from app.core import crypto, queue
 from app.core.settings import Settings
 from app.messages.models import Message
+from app.messages.throttle import ProfileThrottle
 from app.meta.errors import TOKEN_CODE, GraphError
 from app.meta.graph import Account, GraphClient, send_body
 from app.profiles.models import Profile
 
 log = logging.getLogger(__name__)
 
-# How long a claim keeps other workers off a message: longer than any Graph call may take.
-CLAIM_SECONDS = 120
 UNDELIVERED = ("pending", "failed_waiting_for_retry")
+# A worker drains one chat for at most this long, then hands it to a fresh job, so a busy
+# chat does not pin a job slot and a graceful shutdown is never long.
+DRAIN_SECONDS = 20.0
+# A message younger than this still has the job its acceptance enqueued.
+SWEEP_GRACE = timedelta(seconds=5)
+SWEEP_BATCH = 500
 
 
-@dataclass
+def delivery_job(chat_id: int, job_id: str, defer_until: datetime | None = None) -> tuple:
+    """The arq enqueue arguments that ask a worker to deliver a chat's messages."""
+    kwargs: dict[str, Any] = {"_job_id": job_id}
+    if defer_until is not None:
+        kwargs["_defer_until"] = defer_until
+    return ("deliver_chat", (chat_id,), kwargs)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an attempt failed, in the user's words and Meta's."""
+
+    reason: str
+    details: dict[str, str | None]
+    retryable: bool
+    is_token_error: bool = False
+
+    @classmethod
+    def of_graph_error(cls, error: GraphError) -> "Failure":
+        return cls(error.explain(), error.details(), error.retryable, error.code == TOKEN_CODE)
+
+    @classmethod
+    def of_transport_error(cls, error: httpx.TransportError) -> "Failure":
+        return cls(
+            "dmrelay could not reach Meta's Graph API.",
+            {
+                "platform_error_code": None,
+                "platform_error_subcode": None,
+                "platform_error_message": f"{type(error).__name__}: {error}".rstrip(": "),
+            },
+            retryable=True,
+        )
+
+
+@dataclass(frozen=True)
+class Head:
+    """The oldest undelivered message of a chat, with what sending it needs."""
+
+    message: Message
+    participant_id: str
+    profile: Profile
+
+
 class Delivery:
-    sessionmaker: async_sessionmaker[AsyncSession]
-    graph: GraphClient
-    settings: Settings
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        graph: GraphClient,
+        settings: Settings,
+        redis: ArqRedis,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.graph = graph
+        self.settings = settings
+        self.redis = redis
+        self.throttle = ProfileThrottle(redis, settings)
+        # Longer than one attempt can take: the Graph call, then the wait for an echo.
+        self.lease = timedelta(
+            seconds=settings.graph_timeout_seconds + settings.echo_wait_seconds + 5
+        )
 
-    async def deliver(self, message_id: int) -> None:
-        claimed = await self._claim(message_id)
-        if claimed is None:
-            return
-        message, chat, profile = claimed
-        account = Account(
-            connection=profile.connection,
-            platform_id=profile.platform_id,
-            page_id=profile.page_id,
-            access_token=crypto.decrypt(self.settings.secret_key, profile.access_token_encrypted),
-        )
-        body = send_body(
-            chat.participant_external_id,
-            message.body,
-            message.attachment,
-            message.tag,
-            message.reply_to_external_id,
-        )
+    async def deliver_chat(self, chat_id: int) -> None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while await self._take_lease(chat_id):
+            try:
+                drained = await self._drain(chat_id, deadline)
+            finally:
+                await self._release_lease(chat_id)
+            if not drained:
+                await self._enqueue(delivery_job(chat_id, f"continue:{chat_id}:{time.time()}"))
+                return
+            # A job for a message accepted while we held the lease found it taken and left;
+            # now that it is released, look once more so that message is not stranded.
+            if await self._due_head(chat_id) is None:
+                return
+
+    async def _drain(self, chat_id: int, deadline: float) -> bool:
+        """Send the chat's due messages in order; False if time ran out first."""
+        while time.monotonic() < deadline:
+            head = await self._due_head(chat_id)
+            if head is None:
+                return True
+            if not await self._send(head):
+                return True  # the head waits for a retry, and the rest of the chat with it
+        return False
+
+    async def _send(self, head: Head) -> bool:
+        """One attempt at the head message; False if the chat must now wait."""
+        message, profile = head.message, head.profile
+        if message.claimed_until is not None and await self._echo_arrived(message.id):
+            return True
+        paused = await self.throttle.paused_for(profile.id)
+        if paused:
+            await self._hold(message, timedelta(seconds=paused))
+            return False
+        attachment_type = (message.attachment or {}).get("type")
+        while wait := await self.throttle.wait_for_slot(
+            profile.id, profile.connection, attachment_type
+        ):
+            await asyncio.sleep(wait)
+        attempts = await self._claim(message)
+        if attempts is None:
+            return True  # delivered meanwhile (an echo attached to it)
         try:
-            answer = await self.graph.send_message(account, body)
+            answer = await self.graph.send_message(_account(profile, self.settings), _body(head))
         except GraphError as error:
-            await self._failed(message, error)
+            await self._pause_if_throttled(profile.id, error.throttled_for, error.is_throttle)
+            return await self._failed(message, attempts, Failure.of_graph_error(error))
+        except httpx.TransportError as error:
+            if _maybe_delivered(error) and await self._echo_arrived(message.id):
+                return True
+            return await self._failed(message, attempts, Failure.of_transport_error(error))
+        await self._pause_if_throttled(profile.id, answer.throttled_for, False)
+        await self._published(message, answer.message_id)
+        return True
+
+    async def _echo_arrived(self, message_id: int) -> bool:
+        """After an unknown outcome: wait a bounded time for Meta's echo to mark the message
+        published. Meta has no idempotency key, so without an echo it is sent again."""
+        deadline = time.monotonic() + self.settings.echo_wait_seconds
+        while True:
+            async with self.sessionmaker() as session:
+                status = await session.scalar(
+                    select(Message.status).where(Message.id == message_id)
+                )
+            if status not in UNDELIVERED:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+
+    async def _pause_if_throttled(
+        self, profile_id: int, throttled_for: float | None, is_throttle_error: bool
+    ) -> None:
+        if throttled_for is None and not is_throttle_error:
             return
-        await self._published(message, chat, str(answer["message_id"]))
+        await self.throttle.pause(profile_id, throttled_for or self.settings.throttle_pause_seconds)
 
-    async def _claim(self, message_id: int) -> tuple[Message, Chat, Profile] | None:
-        """Take the message for this worker alone, or None if it is not ours to send."""
+    # -- PostgreSQL ------------------------------------------------------------------------
+
+    async def _take_lease(self, chat_id: int) -> bool:
         async with self.sessionmaker() as session, session.begin():
-            claimed = await session.scalar(
-                update(Message)
+            taken = await session.scalar(
+                update(Chat)
                 .where(
-                    Message.id == message_id,
-                    Message.direction == "outbound",
-                    Message.status.in_(UNDELIVERED),
-                    (Message.claimed_until.is_(None)) | (Message.claimed_until < func.now()),
+                    Chat.id == chat_id,
+                    or_(
+                        Chat.delivery_lease_until.is_(None), Chat.delivery_lease_until < func.now()
+                    ),
                 )
-                .values(
-                    claimed_until=func.now() + text(f"interval '{CLAIM_SECONDS} seconds'"),
-                    attempts=Message.attempts + 1,
-                )
-                .returning(Message)
+                .values(delivery_lease_until=func.now() + self.lease)
+                .returning(Chat.id)
             )
-            if claimed is None:
-                return None
-            chat, profile = (
-                await session.execute(
-                    select(Chat, Profile)
-                    .join(Profile, Profile.id == Chat.profile_id)
-                    .where(Chat.id == claimed.chat_id)
-                )
-            ).one()
-            return claimed, chat, profile
+        return taken is not None
 
-    async def _published(self, message: Message, chat: Chat, external_id: str) -> None:
+    async def _release_lease(self, chat_id: int) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Chat).where(Chat.id == chat_id).values(delivery_lease_until=None)
+            )
+
+    async def _due_head(self, chat_id: int) -> Head | None:
+        """The chat's oldest undelivered message, if it may be sent now. One that waits for
+        a retry is not due, but its retry job is (re)scheduled, in case it was lost."""
+        async with self.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(Message, Chat.participant_external_id, Profile)
+                    .join(Chat, Chat.id == Message.chat_id)
+                    .join(Profile, Profile.id == Message.profile_id)
+                    .where(
+                        Message.chat_id == chat_id,
+                        Message.direction == "outbound",
+                        Message.status.in_(UNDELIVERED),
+                    )
+                    .order_by(Message.id)
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        message = row[0]
+        if message.next_attempt_at is not None and message.next_attempt_at > datetime.now(UTC):
+            await self._schedule_retry(message)
+            return None
+        return Head(message, row[1], row[2])
+
+    async def _claim(self, message: Message) -> int | None:
+        """Mark an attempt as started; returns the attempt number."""
+        async with self.sessionmaker() as session, session.begin():
+            attempts = await session.scalar(
+                update(Message)
+                .where(Message.id == message.id, Message.status.in_(UNDELIVERED))
+                .values(claimed_until=func.now() + self.lease, attempts=Message.attempts + 1)
+                .returning(Message.attempts)
+            )
+            await session.execute(
+                update(Chat)
+                .where(Chat.id == message.chat_id)
+                .values(delivery_lease_until=func.now() + self.lease)
+            )
+        return attempts
+
+    async def _published(self, message: Message, external_id: str) -> None:
         now = datetime.now(UTC)
         async with self.sessionmaker() as session, session.begin():
+            # An echo that beat us here and matched no in-flight row was stored on its own;
+            # it is this message, so that copy goes.
+            await session.execute(
+                delete(Message).where(
+                    Message.profile_id == message.profile_id,
+                    Message.external_id == external_id,
+                    Message.id != message.id,
+                    Message.direction == "outbound",
+                )
+            )
             await session.execute(
                 update(Message)
                 .where(Message.id == message.id)
                 .values(
                     status="published",
                     external_id=external_id,
-                    external_posted_at=now,
+                    external_posted_at=func.coalesce(Message.external_posted_at, now),
                     claimed_until=None,
+                    next_attempt_at=None,
                     error_message=None,
                     error_details=None,
                 )
             )
             await session.execute(
                 update(Chat)
-                .where(Chat.id == chat.id)
+                .where(Chat.id == message.chat_id)
                 .values(
                     last_outbound_at=func.greatest(Chat.last_outbound_at, now),
                     last_message_at=func.greatest(Chat.last_message_at, now),
                 )
             )
 
-    async def _failed(self, message: Message, error: GraphError) -> None:
-        log.info("message %s failed: Meta error %s/%s", message.id, error.code, error.subcode)
+    async def _failed(self, message: Message, attempts: int, failure: Failure) -> bool:
+        """Record a failed attempt; False if the message will be retried (the chat waits)."""
+        retry = failure.retryable and attempts < self.settings.max_attempts
+        if retry:
+            delay = _backoff(attempts, self.settings)
+            reason = (
+                f"{failure.reason} Retrying (attempt {attempts} of {self.settings.max_attempts})."
+            )
+        elif failure.retryable:
+            reason = f"{failure.reason} Gave up after {attempts} attempts."
+        else:
+            reason = failure.reason
+        log.info("message %s attempt %s failed: %s", message.id, attempts, failure.details)
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(Message)
                 .where(Message.id == message.id)
                 .values(
-                    status="failed",
-                    error_message=error.explain(),
-                    error_details=error.details(),
+                    status="failed_waiting_for_retry" if retry else "failed",
+                    error_message=reason,
+                    error_details=failure.details,
                     claimed_until=None,
+                    next_attempt_at=func.now() + delay if retry else None,
                 )
             )
-            if error.code == TOKEN_CODE:
+            if failure.is_token_error:
                 await session.execute(
                     update(Profile).where(Profile.id == message.profile_id).values(status="expired")
                 )
+        if retry:
+            message.attempts = attempts
+            message.next_attempt_at = datetime.now(UTC) + delay
+            await self._schedule_retry(message)
+        return not retry
+
+    async def _hold(self, message: Message, wait: timedelta) -> None:
+        """Keep a message (and its chat) back without counting an attempt."""
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Message)
+                .where(Message.id == message.id)
+                .values(next_attempt_at=func.now() + wait)
+            )
+        message.next_attempt_at = datetime.now(UTC) + wait
+        await self._schedule_retry(message)
+
+    async def _schedule_retry(self, message: Message) -> None:
+        when = message.next_attempt_at
+        await self._enqueue(
+            delivery_job(message.chat_id, f"retry:{message.id}:{when.timestamp():.3f}", when)
+        )
+
+    async def _enqueue(self, job: tuple) -> None:
+        function, args, kwargs = job
+        await queue.enqueue(self.redis, function, *args, **kwargs)
+
+    async def sweep(self) -> int:
+        """Re-enqueue chats whose due messages have no live job and no worker: the job was
+        lost (Redis flushed or restarted) or its worker died. Returns how many."""
+        async with self.sessionmaker() as session:
+            chat_ids = (
+                await session.scalars(
+                    select(Message.chat_id)
+                    .join(Chat, Chat.id == Message.chat_id)
+                    .where(
+                        Message.direction == "outbound",
+                        Message.status.in_(UNDELIVERED),
+                        func.coalesce(Message.next_attempt_at, Message.created_at)
+                        < func.now() - SWEEP_GRACE,
+                        or_(
+                            Chat.delivery_lease_until.is_(None),
+                            Chat.delivery_lease_until < func.now(),
+                        ),
+                    )
+                    .distinct()
+                    .limit(SWEEP_BATCH)
+                )
+            ).all()
+        bucket = int(time.time() // self.settings.sweep_interval_seconds)
+        for chat_id in chat_ids:
+            await self._enqueue(delivery_job(chat_id, f"sweep:{chat_id}:{bucket}"))
+        if chat_ids:
+            log.warning("sweeper re-enqueued %d chats with undelivered messages", len(chat_ids))
+        return len(chat_ids)
+
+
+def _account(profile: Profile, settings: Settings) -> Account:
+    return Account(
+        connection=profile.connection,
+        platform_id=profile.platform_id,
+        page_id=profile.page_id,
+        access_token=crypto.decrypt(settings.secret_key, profile.access_token_encrypted),
+    )
+
+
+def _body(head: Head) -> dict[str, Any]:
+    message = head.message
+    return send_body(
+        head.participant_id,
+        message.body,
+        message.attachment,
+        message.tag,
+        message.reply_to_external_id,
+    )
+
+
+def _maybe_delivered(error: httpx.TransportError) -> bool:
+    """Whether Meta may have received the request before the error."""
+    return not isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def _backoff(attempts: int, settings: Settings) -> timedelta:
+    """Exponential, with full jitter so that retries of many messages spread out."""
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempts - 1))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))

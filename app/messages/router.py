@@ -48,6 +48,15 @@ async def send_message(
     return await idempotency.remember(session, 202, MessageOut.of(message))
 
 
+@router.post("/messages/{message_id}/retry", response_model=MessageOut, status_code=202)
+async def retry_message(
+    message_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
+) -> MessageOut:
+    """Send a failed message again: it is `pending` until a worker hands it to Meta."""
+    message = await service.retry(session, scope, message_id)
+    return await idempotency.remember(session, 202, MessageOut.of(message))
+
+
 @router.get("/messages/{message_id}", response_model=MessageOut)
 async def get_message(message_id: str, scope: CurrentScope, session: Session) -> MessageOut:
     return MessageOut.of(await service.get_message(session, scope, message_id))

@@ -10,6 +10,7 @@ from app.core import ids
 from app.core.db import enqueue_after_commit
 from app.core.errors import APIError, NotFound
 from app.core.pagination import PageParams
+from app.messages.delivery import delivery_job
 from app.messages.models import Message
 from app.messages.schemas import HUMAN_AGENT, MessageSend
 from app.profiles.models import Profile
@@ -17,10 +18,6 @@ from app.profiles.service import visible
 
 STANDARD_WINDOW = timedelta(hours=24)
 HUMAN_AGENT_WINDOW = timedelta(days=7)
-
-
-def delivery_job_id(message_id: int) -> str:
-    return f"deliver:{message_id}"
 
 
 def check_window(chat: Chat, tag: str | None, now: datetime) -> None:
@@ -65,9 +62,34 @@ async def send(session: AsyncSession, scope: Scope, chat_id: str, fields: Messag
     )
     session.add(message)
     await session.flush()
-    enqueue_after_commit(
-        session, "deliver_message", message.id, _job_id=delivery_job_id(message.id)
-    )
+    _queue_delivery(session, message)
+    return message
+
+
+def _queue_delivery(session: AsyncSession, message: Message) -> None:
+    function, args, kwargs = delivery_job(message.chat_id, f"deliver:{message.id}")
+    enqueue_after_commit(session, function, *args, **kwargs)
+
+
+async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message:
+    """Queue a failed outbound message again, with its attempts reset."""
+    message = await get_message(session, scope, message_id)
+    if message.direction != "outbound" or message.status != "failed":
+        raise APIError(
+            422,
+            f"Only a failed outbound message can be retried; this one is "
+            f"{message.direction} and {message.status}",
+            [{"field": "status", "message": message.status}],
+        )
+    message.status = "pending"
+    message.attempts = 0
+    message.error_message = None
+    message.error_details = None
+    message.claimed_until = None
+    message.next_attempt_at = func.now()
+    await session.flush()
+    await session.refresh(message)
+    _queue_delivery(session, message)
     return message
 
 

@@ -23,18 +23,24 @@ class GraphError(Exception):
     message: str
     http_status: int
     is_transient: bool = False
+    # From Meta's usage headers: how long to stop calling, in seconds (0: unknown).
+    throttled_for: float | None = None
 
     @classmethod
-    def from_response(cls, http_status: int, body: Any) -> "GraphError":
+    def from_response(
+        cls, http_status: int, body: Any, throttled_for: float | None = None
+    ) -> "GraphError":
         error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(error, dict):
-            return cls(None, None, f"HTTP {http_status} without a Graph error body", http_status)
+            message = f"HTTP {http_status} without a Graph error body"
+            return cls(None, None, message, http_status, throttled_for=throttled_for)
         return cls(
             code=_int_or_none(error.get("code")),
             subcode=_int_or_none(error.get("error_subcode")),
             message=str(error.get("message", "")),
             http_status=http_status,
             is_transient=bool(error.get("is_transient")),
+            throttled_for=throttled_for,
         )
 
     @property
