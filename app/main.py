@@ -12,7 +12,9 @@ from app.core.queue import create_arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
 from app.inbound.router import router as inbound_router
+from app.media.router import router as media_router
 from app.messages.router import router as messages_router
+from app.participants.router import router as participants_router
 from app.profiles.router import router as profiles_router
 
 
@@ -41,9 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
     app.add_middleware(RequestIdMiddleware)
 
-    for router in (profiles_router, chats_router, messages_router):
+    for router in (profiles_router, chats_router, messages_router, participants_router):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)
+    app.include_router(media_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

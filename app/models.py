@@ -4,9 +4,22 @@ from app.api_keys.models import ApiKey
 from app.chats.models import Chat
 from app.core.db import Base
 from app.core.idempotency import IdempotencyRecord
+from app.events.models import CustomerEvent
+from app.inbound.models import InboundEvent, WebhookDelivery
 from app.messages.models import Message
 from app.profiles.models import Profile, ProfileGroup
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Chat", "IdempotencyRecord", "Message", "Profile", "ProfileGroup", "metadata"]
+__all__ = [
+    "ApiKey",
+    "Chat",
+    "CustomerEvent",
+    "IdempotencyRecord",
+    "InboundEvent",
+    "Message",
+    "Profile",
+    "ProfileGroup",
+    "WebhookDelivery",
+    "metadata",
+]

@@ -1,49 +1,138 @@
 """The arq worker: every background job dmrelay runs."""
 
+import asyncio
 import logging
 from typing import Any
 
 import httpx
-from arq import func
+from arq import cron, func
+from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.db import create_engine, create_sessionmaker
 from app.core.queue import redis_settings
 from app.core.settings import get_settings
+from app.inbound.processing import InboundProcessor
+from app.media.service import Mirror
+from app.media.storage import create_store
 from app.messages.delivery import Delivery
 from app.meta.graph import GraphClient
+from app.participants import service as participants
 
 log = logging.getLogger(__name__)
-
-# Meta answers within seconds; a send still open after this is treated as failed to reach it.
-GRAPH_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     ctx["engine"] = create_engine(settings)
-    ctx["http"] = httpx.AsyncClient(timeout=GRAPH_TIMEOUT)
+    ctx["http"] = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.graph_timeout_seconds, connect=5.0),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+    )
     ctx["delivery"] = Delivery(
         sessionmaker=create_sessionmaker(ctx["engine"]),
         graph=GraphClient(settings, ctx["http"]),
         settings=settings,
+        redis=ctx["redis"],
+    )
+    inbound_sessions = create_sessionmaker(ctx["engine"])
+    ctx["inbound"] = InboundProcessor(inbound_sessions, settings, ctx["redis"])
+    ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+    ctx["mirror"] = Mirror(
+        inbound_sessions,
+        ctx["media_http"],
+        create_store(settings),
+        settings,
+        ctx["redis"],
     )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["http"].aclose()
+    await ctx["media_http"].aclose()
     await ctx["engine"].dispose()
 
 
-async def deliver_message(ctx: dict[str, Any], message_id: int) -> None:
-    await ctx["delivery"].deliver(message_id)
+async def deliver_chat(ctx: dict[str, Any], chat_id: int) -> None:
+    await ctx["delivery"].deliver_chat(chat_id)
+
+
+async def sweep(ctx: dict[str, Any]) -> None:
+    await ctx["delivery"].sweep()
+
+
+async def process_webhook(ctx: dict[str, Any], delivery_id: int) -> None:
+    await ctx["inbound"].process_delivery(delivery_id)
+
+
+async def sweep_inbound(ctx: dict[str, Any]) -> None:
+    await ctx["inbound"].sweep()
+
+
+async def refresh_participant(ctx: dict[str, Any], chat_id: int) -> None:
+    inbound: InboundProcessor = ctx["inbound"]
+    graph = GraphClient(inbound.settings, ctx["http"])
+    await participants.refresh(inbound.sessionmaker, graph, inbound.settings, chat_id)
+
+
+async def mirror_attachment(ctx: dict[str, Any], message_id: int, index: int) -> None:
+    await ctx["mirror"].mirror(message_id, index, ctx["job_try"])
+
+
+async def check_story_mention(ctx: dict[str, Any], message_id: int, index: int, check: int) -> None:
+    await ctx["mirror"].check_story_mention(message_id, index, check)
+
+
+async def delete_media(ctx: dict[str, Any], keys: list[str]) -> None:
+    await ctx["mirror"].delete(keys)
+
+
+class ResilientWorker(Worker):
+    """An arq worker that waits out a Redis restart instead of exiting."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            log.warning("Redis is unavailable (%s); trying again in a second", error)
+            await asyncio.sleep(1.0)
+
+
+def _every(seconds: int) -> set[int]:
+    return set(range(0, 60, seconds))
 
 
 class WorkerSettings:
-    # keep_result=0: a finished job frees its id, so the message can be queued again.
-    functions = [func(deliver_message, keep_result=0)]
+    settings = get_settings()
+    # keep_result=0: a finished job frees its id at once.
+    functions = [
+        func(deliver_chat, keep_result=0, max_tries=1),
+        func(process_webhook, keep_result=0, max_tries=1),
+        func(refresh_participant, keep_result=0, max_tries=1),
+        func(mirror_attachment, keep_result=0, max_tries=3),
+        func(check_story_mention, keep_result=0, max_tries=1),
+        func(delete_media, keep_result=0, max_tries=3),
+    ]
+    cron_jobs = [
+        cron(sweep, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
+        cron(sweep_inbound, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
+    ]
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = redis_settings(get_settings())
+    redis_settings = redis_settings(settings)
     # arq polls for due jobs every 0.5 s by default: too slow for a chat.
     poll_delay = 0.01
-    max_jobs = 50
+    max_jobs = 100
+    # On SIGTERM, stop taking jobs and let in-flight sends finish.
+    job_completion_wait = 30
+
+
+def worker_options() -> dict[str, Any]:
+    return {
+        k: v for k, v in vars(WorkerSettings).items() if not k.startswith("_") and k != "settings"
+    }
+
+
+def run() -> None:
+    ResilientWorker(**worker_options()).run()

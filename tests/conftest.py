@@ -4,13 +4,13 @@ API, all served on free local ports in the test session's event loop."""
 import asyncio
 import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 import uvicorn
-from arq.worker import Worker
 from postproxy import PostProxy
 from sqlalchemy import text
 
@@ -32,16 +32,32 @@ os.environ.update(
     REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
     SECRET_KEY="test-secret-key",
     META_APP_SECRET="test-app-secret",
+    INSTAGRAM_APP_SECRET="test-instagram-app-secret",
     META_VERIFY_TOKEN="test-verify-token",
     META_GRAPH_URL=SANDBOX_URL,
     SANDBOX_WEBHOOK_URL=f"{API_URL}/webhooks/instagram",
+    # Inbound media: a private directory, and the sandbox's CDN on 127.0.0.1 reachable.
+    MEDIA_DIR=tempfile.mkdtemp(prefix="dmrelay-test-media-"),
+    MEDIA_BASE_URL=f"{API_URL}/media",
+    MEDIA_ALLOW_PRIVATE_HOSTS="true",
+    # Short delays, so retries, echo waits and sweeps happen within a test.
+    GRAPH_TIMEOUT_SECONDS="1",
+    ECHO_WAIT_SECONDS="1",
+    RETRY_BASE_SECONDS="0.05",
+    RETRY_MAX_SECONDS="0.2",
+    THROTTLE_PAUSE_SECONDS="0.5",
+    SWEEP_INTERVAL_SECONDS="1",
+    MAX_ATTEMPTS="8",
 )
 
 from app.core.db import create_engine, create_sessionmaker  # noqa: E402
 from app.core.migrate import alembic_config, create_database_if_missing  # noqa: E402
 from app.core.settings import Settings, get_settings  # noqa: E402
 
-TABLES = "idempotency_keys, messages, chats, profiles, api_keys, profile_groups"
+TABLES = (
+    "idempotency_keys, customer_events, inbound_events, webhook_deliveries, messages, chats, "
+    "profiles, api_keys, profile_groups"
+)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +97,7 @@ class Stack:
     api_url: str
     sandbox_url: str
     sessionmaker: object
-    worker: Worker
+    worker: object
 
     async def sandbox(self, method: str, path: str, **kwargs) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
@@ -94,14 +110,11 @@ class Stack:
 async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
     from app.main import create_app
     from app.sandbox.app import create_app as create_sandbox
-    from app.worker import WorkerSettings
+    from app.worker import ResilientWorker, worker_options
 
     sandbox, sandbox_task = await _serve(create_sandbox(settings), SANDBOX_PORT)
     api, api_task = await _serve(create_app(settings), API_PORT)
-    worker = Worker(
-        **{k: v for k, v in vars(WorkerSettings).items() if not k.startswith("_")},
-        handle_signals=False,
-    )
+    worker = ResilientWorker(**worker_options(), handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     engine = create_engine(settings, pool_size=2)
     yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker)

@@ -38,3 +38,8 @@ class Chat(SerialId, Timestamps, Base):
     last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     archived: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    # The last attempt to read the participant's profile from Meta, and why it failed.
+    participant_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    participant_sync_error: Mapped[str | None] = mapped_column(Text)
+    # One worker at a time sends a chat's messages, in order; it holds this lease meanwhile.
+    delivery_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

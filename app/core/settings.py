@@ -1,4 +1,5 @@
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,10 +19,55 @@ class Settings(BaseSettings):
     meta_graph_url: str | None = None
     meta_graph_version: str = "v25.0"
     meta_app_secret: str | None = None
+    # Instagram-Login apps sign webhooks with the Instagram app secret instead.
+    instagram_app_secret: str | None = None
     meta_verify_token: str | None = None
     # Encrypts access tokens at rest and keys the public-id alphabet.
     secret_key: str | None = None
     sandbox_webhook_url: str | None = None
+
+    # Delivery. Meta answers a send within seconds; one still open after this is treated as
+    # an unknown outcome (it may have been delivered).
+    graph_timeout_seconds: float = 10.0
+    # After an unknown outcome, how long to wait for Meta's echo before sending again.
+    echo_wait_seconds: float = 5.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    # Pause after a throttle answer that does not say how long to wait.
+    throttle_pause_seconds: float = 30.0
+    # Sweeper: how often it looks for messages whose job is gone.
+    sweep_interval_seconds: int = 5
+    # Per-profile send rates (calls per second), shared by all workers.
+    rate_text_instagram_login: float = 100.0
+    rate_text_facebook_login: float = 300.0
+    rate_audio_video: float = 10.0
+
+    # Inbound participants: how often a profile is re-read from Meta (profile_pic links
+    # expire within days), how soon after a failed read, and how long the participant-status
+    # endpoint trusts what it stored.
+    participant_refresh_seconds: int = 86_400
+    participant_retry_seconds: int = 600
+    participant_status_cache_seconds: int = 300
+
+    # Inbound media: mirrored to a local directory (served at MEDIA_BASE_URL) or to an
+    # S3-compatible bucket (pip install 'dmrelay[s3]').
+    media_store: Literal["local", "s3"] = "local"
+    media_dir: str = "media"
+    media_base_url: str = "http://127.0.0.1:8000/media"
+    media_max_bytes: int = 26_214_400  # Instagram's largest attachments (video) are 25 MB
+    media_download_timeout_seconds: float = 60.0
+    # Only for tests and the sandbox: let downloads reach private and loopback addresses.
+    media_allow_private_hosts: bool = False
+    # Meta forbids storing story-mention media; the CDN link is kept and checked instead.
+    mirror_story_mentions: bool = False
+    story_mention_check_seconds: float = 6 * 3600
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_public_base_url: str | None = None
 
     @field_validator("database_url")
     @classmethod

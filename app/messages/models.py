@@ -3,6 +3,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Computed,
     DateTime,
@@ -64,13 +65,27 @@ class Message(SerialId, Timestamps, Base):
     error_details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     platform_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    # A worker's claim on an outbound message: no other worker sends it before this time.
+    # Set while an attempt is under way: still set afterwards, the attempt's outcome is unknown.
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a message waiting for retry (or held by a throttle) may be sent again.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     external_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     external_read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     external_edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     external_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Webhook content (inbound messages and echoes): the attachments, each
+    # {type, url, status, source_url?, external_id?, title?}; `url` is dmrelay's copy once
+    # mirrored.
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # The participant's current reaction, keyed by their IGSID: {action, reaction, emoji, at}.
+    # An unreact is kept (not removed) so that an older react delivered late cannot revive it.
+    reactions: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    tapped_action: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    story_reply: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    referral: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    is_unsupported: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     # Newest-first listing key: Meta's time, or creation for what Meta has not seen yet.
     sort_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), Computed("COALESCE(external_posted_at, created_at)", persisted=True)
+        DateTime(timezone=True),
+        Computed("COALESCE(external_posted_at, created_at)", persisted=True),
     )

@@ -132,22 +132,40 @@ class MessageOut(BaseModel):
     reactions: list[dict[str, Any]] = []
     attachments: list[dict[str, Any]] = []
     is_unsupported: bool = False
+    tapped_action: dict[str, Any] | None = None
+    story_reply: dict[str, Any] | None = None
+    referral: dict[str, Any] | None = None
     created_at: datetime
 
     @classmethod
     def of(cls, message: Message) -> "MessageOut":
-        attachments = []
-        if message.attachment:
-            attachments.append(
-                {
-                    "id": ids.encode(ids.Kind.MESSAGE, message.id) + "-0",
-                    "type": message.attachment["type"],
-                    "url": message.attachment["url"],
-                    "status": "processed",
-                }
-            )
+        public_id = ids.encode(ids.Kind.MESSAGE, message.id)
+        # Webhook content has `attachments`; an outbound send has its one `attachment`.
+        stored = message.attachments
+        if stored is None and message.attachment:
+            stored = [{**message.attachment, "status": "processed"}]
+        attachments = [
+            {
+                "id": f"{public_id}-{index}",
+                "type": attachment["type"],
+                "url": attachment.get("url"),
+                "status": attachment["status"],
+                "external_id": attachment.get("external_id"),
+            }
+            for index, attachment in enumerate(stored or [])
+        ]
+        reactions = [
+            {
+                "sender_external_id": sender,
+                "reaction": state["reaction"],
+                "emoji": state["emoji"],
+                "at": state["at"],
+            }
+            for sender, state in (message.reactions or {}).items()
+            if state["action"] == "react"
+        ]
         return cls(
-            id=ids.encode(ids.Kind.MESSAGE, message.id),
+            id=public_id,
             chat_id=ids.encode(ids.Kind.CHAT, message.chat_id),
             external_id=message.external_id,
             direction=message.direction,
@@ -162,6 +180,11 @@ class MessageOut(BaseModel):
             external_edited_at=message.external_edited_at,
             external_deleted_at=message.external_deleted_at,
             reply_to_external_id=message.reply_to_external_id,
+            reactions=reactions,
             attachments=attachments,
+            is_unsupported=message.is_unsupported,
+            tapped_action=message.tapped_action,
+            story_reply=message.story_reply,
+            referral=message.referral,
             created_at=message.created_at,
         )

@@ -1,5 +1,6 @@
 """A thin client for the parts of Meta's Graph API dmrelay uses."""
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,12 @@ class Account:
         return self.platform_id if self.connection == "instagram_login" else self.page_id or ""
 
 
+USER_PROFILE_FIELDS = (
+    "name,username,profile_pic,follower_count,is_verified_user,is_user_follow_business,"
+    "is_business_follow_user"
+)
+
+
 class GraphClient:
     def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
         self._settings = settings
@@ -33,11 +40,11 @@ class GraphClient:
         base = self._settings.graph_base_url(account.connection)
         return f"{base}/{self._settings.meta_graph_version}/{path}"
 
-    async def send_message(self, account: Account, body: dict[str, Any]) -> dict[str, Any]:
+    async def send_message(self, account: Account, body: dict[str, Any]) -> "SendAnswer":
         """POST to the Send API; returns Meta's answer or raises GraphError.
 
-        Transport errors (httpx.TransportError) propagate: whether Meta got the request is
-        then unknown, and the caller decides.
+        Transport errors (httpx.TransportError) propagate: whether Meta got the request may
+        then be unknown, and the caller decides.
         """
         response = await self._http.post(
             self._url(account, f"{account.send_path_id}/messages"),
@@ -48,9 +55,59 @@ class GraphClient:
             payload = response.json()
         except ValueError:
             payload = None
+        backoff = throttled_for(response.headers)
+        if response.is_success and isinstance(payload, dict) and "message_id" in payload:
+            return SendAnswer(str(payload["message_id"]), backoff)
+        raise GraphError.from_response(response.status_code, payload, backoff)
+
+    async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
+        """The User Profile API: what Meta shares about a participant who has messaged the
+        account (before that, Meta answers code 230, "user consent is required")."""
+        response = await self._http.get(
+            self._url(account, user_id),
+            params={"fields": USER_PROFILE_FIELDS},
+            headers={"Authorization": f"Bearer {account.access_token}"},
+        )
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
         if response.is_success and isinstance(payload, dict):
             return payload
         raise GraphError.from_response(response.status_code, payload)
+
+
+@dataclass(frozen=True)
+class SendAnswer:
+    message_id: str
+    # Meta's usage headers said to stop calling for this long (seconds), if at all.
+    throttled_for: float | None
+
+
+def throttled_for(headers: httpx.Headers) -> float | None:
+    """How long Meta's usage headers ask us to stop calling, in seconds.
+
+    `X-Business-Use-Case-Usage` gives `estimated_time_to_regain_access` in minutes per
+    business object; an `X-App-Usage` figure at 100 % means throttled, for an unknown time.
+    """
+    seconds: float | None = None
+    for usages in _json_header(headers, "x-business-use-case-usage").values():
+        for usage in usages if isinstance(usages, list) else []:
+            minutes = usage.get("estimated_time_to_regain_access") if isinstance(usage, dict) else 0
+            if isinstance(minutes, int | float) and minutes > 0:
+                seconds = max(seconds or 0.0, minutes * 60.0)
+    app_usage = _json_header(headers, "x-app-usage")
+    if seconds is None and any(isinstance(v, int | float) and v >= 100 for v in app_usage.values()):
+        seconds = 0.0  # throttled, duration unknown: the caller picks a pause
+    return seconds
+
+
+def _json_header(headers: httpx.Headers, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(headers.get(name, "{}"))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def send_body(

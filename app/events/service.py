@@ -1,0 +1,58 @@
+"""Customer events: recorded in the transaction of the change they describe, so that an event
+exists exactly when its change does. Sending them to customers is a separate concern."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chats.models import Chat
+from app.core import ids
+from app.events.models import CustomerEvent
+from app.messages.models import Message
+from app.messages.schemas import MessageOut
+
+EventType = Literal[
+    "message.received",
+    "message.sent",
+    "message.read",
+    "message.edited",
+    "message.deleted",
+    "reaction.received",
+    "referral.received",
+]
+
+
+def record(
+    session: AsyncSession,
+    profile_id: int,
+    type: EventType,
+    data: dict[str, Any],
+    occurred_at: datetime | None,
+) -> None:
+    session.add(CustomerEvent(profile_id=profile_id, type=type, data=data, occurred_at=occurred_at))
+
+
+def message_data(message: Message) -> dict[str, Any]:
+    return {"message": MessageOut.of(message).model_dump(mode="json")}
+
+
+def chat_data(chat: Chat) -> dict[str, Any]:
+    """A chat as Postproxy's webhook payloads carry it (WebhookChatData)."""
+    return {
+        "id": ids.encode(ids.Kind.CHAT, chat.id),
+        "profile_id": ids.encode(ids.Kind.PROFILE, chat.profile_id),
+        "platform": "instagram",
+        "external_placement_id": None,
+        "group": False,
+        "participant_external_id": chat.participant_external_id,
+        "participant_username": chat.participant_username,
+        "participant_name": chat.participant_name,
+        "last_inbound_at": _iso(chat.last_inbound_at),
+        "last_outbound_at": _iso(chat.last_outbound_at),
+        "last_message_at": _iso(chat.last_message_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

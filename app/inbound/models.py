@@ -1,0 +1,70 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+from app.core.models import SerialId
+
+DELIVERY_STATUSES = ("received", "processed", "unparseable")
+EVENT_STATUSES = ("pending", "waiting", "applied", "ignored", "failed")
+# Events still to apply: new ones, and those waiting for the message they refer to.
+OPEN_EVENT_STATUSES = ("pending", "waiting")
+
+
+class WebhookDelivery(SerialId, Base):
+    """One verified POST from Meta, kept as received: the ack stores it, a worker splits it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(f"status IN {DELIVERY_STATUSES}", name="status"),
+        Index("ix_webhook_deliveries_received", "id", postgresql_where="status = 'received'"),
+    )
+
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="received")
+    # What could not be understood, item by item; the rest of the delivery is still applied.
+    problems: Mapped[list[str] | None] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InboundEvent(SerialId, Base):
+    """One event of a delivery, stored once however often Meta sends it, applied in
+    `occurred_at` order per chat."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (
+        CheckConstraint(f"status IN {EVENT_STATUSES}", name="status"),
+        Index("uq_inbound_events_account_dedupe", "account_id", "dedupe_key", unique=True),
+        Index(
+            "ix_inbound_events_open",
+            "account_id",
+            "participant_id",
+            "occurred_at",
+            postgresql_where=f"status IN {OPEN_EVENT_STATUSES}",
+        ),
+    )
+
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("webhook_deliveries.id", ondelete="SET NULL")
+    )
+    # The business's IG_ID (`entry.id`) and the customer's IGSID: together, the chat.
+    account_id: Mapped[str] = mapped_column(Text, nullable=False)
+    participant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    mid: Mapped[str | None] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(Text, nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # The `messaging` item as Meta sent it.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,149 @@
+"""Mirroring inbound attachments, so their URLs outlive Meta's expiring CDN links.
+
+An attachment to mirror is stored `pending` with Meta's URL; a worker downloads it, stores a
+copy and marks it `processed` with dmrelay's URL (or `failed`). Story-mention media is not
+copied unless MIRROR_STORY_MENTIONS is set (Meta forbids storing it): its CDN URL is kept
+and checked later, and marked expired once it stops resolving.
+"""
+
+import logging
+import mimetypes
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from arq import Retry
+from arq.connections import ArqRedis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core import queue
+from app.core.db import enqueue_after_commit
+from app.core.settings import Settings
+from app.media.download import DownloadError, download
+from app.media.storage import MediaStore
+from app.messages.models import Message
+
+log = logging.getLogger(__name__)
+
+MIRRORED_TYPES = frozenset({"image", "video", "audio", "file", "sticker"})
+MAX_DOWNLOAD_TRIES = 3
+# Meta's CDN links die within days; stop checking a story mention after this many looks.
+MAX_STORY_CHECKS = 7
+EXPIRED_STATUSES = frozenset({403, 404, 410})
+
+
+def should_mirror(kind: str, settings: Settings) -> bool:
+    return kind in MIRRORED_TYPES or (kind == "story_mention" and settings.mirror_story_mentions)
+
+
+def stored_keys(attachments: list[dict[str, Any]] | None) -> list[str]:
+    return [a["storage_key"] for a in attachments or [] if a.get("storage_key")]
+
+
+def mirror_after_commit(session: AsyncSession, message: Message, settings: Settings) -> None:
+    """Queue the work a newly stored message's attachments need."""
+    for index, attachment in enumerate(message.attachments or []):
+        if attachment["status"] == "pending":
+            enqueue_after_commit(
+                session,
+                "mirror_attachment",
+                message.id,
+                index,
+                _job_id=f"mirror:{message.id}:{index}",
+            )
+        elif attachment["type"] == "story_mention" and attachment.get("url"):
+            function, args, kwargs = story_check_job(message.id, index, 1, settings)
+            enqueue_after_commit(session, function, *args, **kwargs)
+
+
+def story_check_job(message_id: int, index: int, check: int, settings: Settings) -> tuple:
+    """The arq job that looks whether a story mention's CDN link still resolves."""
+    return (
+        "check_story_mention",
+        (message_id, index, check),
+        {
+            "_job_id": f"story:{message_id}:{index}:{check}",
+            "_defer_by": timedelta(seconds=settings.story_mention_check_seconds),
+        },
+    )
+
+
+class Mirror:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        http: httpx.AsyncClient,
+        store: MediaStore,
+        settings: Settings,
+        redis: ArqRedis,
+    ) -> None:
+        self.redis = redis
+        self.sessionmaker = sessionmaker
+        self.http = http
+        self.store = store
+        self.settings = settings
+
+    async def mirror(self, message_id: int, index: int, job_try: int) -> None:
+        attachment = await self._attachment(message_id, index)
+        if attachment is None or attachment["status"] != "pending":
+            return
+        try:
+            data, content_type = await download(self.http, attachment["source_url"], self.settings)
+        except DownloadError as error:
+            if error.transient and job_try < MAX_DOWNLOAD_TRIES:
+                raise Retry(defer=timedelta(seconds=5 * job_try)) from error
+            log.warning("mirroring attachment %s/%s failed: %s", message_id, index, error)
+            await self._update(message_id, index, {"status": "failed", "error": str(error)})
+            return
+        content_type = content_type.split(";")[0].strip()
+        extension = mimetypes.guess_extension(content_type) or ""
+        key = f"{message_id}/{index}-{secrets.token_urlsafe(16)}{extension}"
+        url = await self.store.put(key, data, content_type)
+        changes = {"status": "processed", "url": url, "storage_key": key}
+        if not await self._update(message_id, index, changes):
+            await self.store.delete([key])  # unsent meanwhile: the copy must not outlive it
+
+    async def check_story_mention(self, message_id: int, index: int, check: int) -> None:
+        attachment = await self._attachment(message_id, index)
+        if attachment is None or not attachment.get("url") or attachment.get("storage_key"):
+            return
+        try:
+            async with self.http.stream("GET", attachment["url"]) as response:
+                expired = response.status_code in EXPIRED_STATUSES
+        except httpx.TransportError:
+            expired = False
+        if expired:
+            await self._update(
+                message_id, index, {"status": "failed", "url": None, "expired": True}
+            )
+        elif check < MAX_STORY_CHECKS:
+            function, args, kwargs = story_check_job(message_id, index, check + 1, self.settings)
+            await queue.enqueue(self.redis, function, *args, **kwargs)
+
+    async def delete(self, keys: list[str]) -> None:
+        await self.store.delete(keys)
+
+    async def _attachment(self, message_id: int, index: int) -> dict[str, Any] | None:
+        async with self.sessionmaker() as session:
+            message = await session.get(Message, message_id)
+        if message is None or message.external_deleted_at is not None:
+            return None
+        attachments = message.attachments or []
+        return attachments[index] if index < len(attachments) else None
+
+    async def _update(self, message_id: int, index: int, changes: dict[str, Any]) -> bool:
+        """Apply changes to one attachment; False if the message was unsent meanwhile."""
+        async with self.sessionmaker() as session, session.begin():
+            message = await session.scalar(
+                select(Message).where(Message.id == message_id).with_for_update()
+            )
+            if message is None or message.external_deleted_at is not None:
+                return False
+            attachments = list(message.attachments or [])
+            if index >= len(attachments):
+                return False
+            attachments[index] = {**attachments[index], **changes}
+            message.attachments = attachments
+        return True

@@ -1,0 +1,90 @@
+"""Where mirrored media lives: a local directory (the default) or an S3-compatible bucket.
+
+Keys are random, so a URL cannot be guessed: media is served without an API key, like
+Meta's own CDN links.
+"""
+
+import asyncio
+import os
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.core.settings import Settings
+
+
+class MediaStore(Protocol):
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Store the bytes under the key; returns the URL they are served at."""
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+
+class LocalStore:
+    """Files under MEDIA_DIR, served by dmrelay itself at MEDIA_BASE_URL (see router.py)."""
+
+    def __init__(self, directory: Path, base_url: str) -> None:
+        self.directory = directory.resolve()
+        self.base_url = base_url.rstrip("/")
+
+    def path_of(self, key: str) -> Path | None:
+        """The file for a key, or None if the key points outside the directory."""
+        path = (self.directory / key).resolve()
+        return path if path.is_relative_to(self.directory) and path != self.directory else None
+
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        await asyncio.to_thread(self._write, key, data)
+        return f"{self.base_url}/{key}"
+
+    def _write(self, key: str, data: bytes) -> None:
+        path = self.path_of(key)
+        if path is None:
+            raise ValueError(f"invalid media key {key!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees a half-written file.
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as partial_file:
+            partial_file.write(data)
+        os.replace(partial_file.name, path)
+
+    async def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            path = self.path_of(key)
+            if path is not None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+class S3Store:
+    """An S3-compatible bucket through boto3 (the optional `s3` extra), run in threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        import boto3  # optional: only S3 deployments install it
+
+        if not settings.s3_bucket or not settings.s3_public_base_url:
+            raise ValueError("MEDIA_STORE=s3 needs S3_BUCKET and S3_PUBLIC_BASE_URL")
+        self.bucket = settings.s3_bucket
+        self.base_url = settings.s3_public_base_url.rstrip("/")
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+        )
+
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        put_object = partial(
+            self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+        )
+        await asyncio.to_thread(put_object)
+        return f"{self.base_url}/{key}"
+
+    async def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=key)
+
+
+def create_store(settings: Settings) -> MediaStore:
+    if settings.media_store == "s3":
+        return S3Store(settings)
+    return LocalStore(Path(settings.media_dir), settings.media_base_url)

@@ -1,0 +1,35 @@
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Path, Request
+
+from app.api_keys.auth import CurrentScope
+from app.chats.schemas import IGSID_PATTERN
+from app.core.deps import Session
+from app.meta.graph import GraphClient
+from app.participants import service
+from app.participants.schemas import ParticipantStatusOut
+from app.profiles.service import get_profile
+
+router = APIRouter(tags=["participants"])
+
+# A profile read is one Graph call: bounded well inside an API client's patience.
+PROFILE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+@router.get("/profiles/{profile_id}/participants/{user_id}", response_model=ParticipantStatusOut)
+async def participant_status(
+    profile_id: str,
+    user_id: Annotated[str, Path(pattern=IGSID_PATTERN, description="The participant's IGSID")],
+    request: Request,
+    scope: CurrentScope,
+    session: Session,
+) -> Any:
+    """Whether an Instagram participant is verified and follows the account (and vice
+    versa); cached for a short while."""
+    profile = await get_profile(session, scope, profile_id)
+    settings = request.app.state.settings
+    async with httpx.AsyncClient(timeout=PROFILE_TIMEOUT) as http:
+        return await service.status(
+            session, GraphClient(settings, http), settings, profile, user_id
+        )

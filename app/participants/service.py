@@ -1,0 +1,151 @@
+"""The participant's Instagram profile (User Profile API), kept on their chat.
+
+Fetched when a chat is created, refreshed once stale. Meta shares a profile only after the
+person has messaged the account (code 230 before that): after that answer dmrelay asks
+again only once a newer inbound message has arrived, so there is no retry storm.
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chats.models import Chat
+from app.core import crypto
+from app.core.db import enqueue_after_commit
+from app.core.errors import APIError
+from app.core.settings import Settings
+from app.meta.errors import GraphError
+from app.meta.graph import Account, GraphClient
+from app.profiles.models import Profile
+
+CONSENT_REQUIRED_CODE = 230
+CONSENT_REQUIRED = "consent_required"
+# Profile fields kept in the chat's metadata (name, username and picture have columns).
+METADATA_FIELDS = (
+    "follower_count",
+    "is_verified_user",
+    "is_user_follow_business",
+    "is_business_follow_user",
+)
+
+
+def job_id(chat_id: int) -> str:
+    return f"participant:{chat_id}"
+
+
+def account_of(profile: Profile, settings: Settings) -> Account:
+    return Account(
+        connection=profile.connection,
+        platform_id=profile.platform_id,
+        page_id=profile.page_id,
+        access_token=crypto.decrypt(settings.secret_key, profile.access_token_encrypted),
+    )
+
+
+def is_stale(chat: Chat, settings: Settings, now: datetime) -> bool:
+    synced_at, error = chat.participant_synced_at, chat.participant_sync_error
+    if synced_at is None:
+        return True
+    if error == CONSENT_REQUIRED:
+        # Messaging the account is what grants consent.
+        return chat.last_inbound_at is not None and chat.last_inbound_at > synced_at
+    limit = settings.participant_retry_seconds if error else settings.participant_refresh_seconds
+    return now - synced_at > timedelta(seconds=limit)
+
+
+def refresh_if_stale(session: AsyncSession, chat: Chat, settings: Settings) -> None:
+    if is_stale(chat, settings, datetime.now(UTC)):
+        enqueue_after_commit(session, "refresh_participant", chat.id, _job_id=job_id(chat.id))
+
+
+async def fetch(graph: GraphClient, settings: Settings, profile: Profile, user_id: str) -> dict:
+    """The participant's profile from Meta; raises GraphError or httpx.TransportError."""
+    return await graph.get_user_profile(account_of(profile, settings), user_id)
+
+
+def store(chat: Chat, fetched: dict[str, Any], now: datetime) -> None:
+    chat.participant_name = fetched.get("name")
+    chat.participant_username = fetched.get("username")
+    chat.participant_avatar_url = fetched.get("profile_pic")
+    chat.metadata_ = {
+        **(chat.metadata_ or {}),
+        **{field: fetched.get(field) for field in METADATA_FIELDS},
+    }
+    chat.participant_synced_at, chat.participant_sync_error = now, None
+
+
+def failure_of(error: Exception) -> str:
+    if isinstance(error, GraphError):
+        return CONSENT_REQUIRED if error.code == CONSENT_REQUIRED_CODE else error.message
+    return f"Meta could not be reached: {type(error).__name__}"
+
+
+async def refresh(sessionmaker: Any, graph: GraphClient, settings: Settings, chat_id: int) -> None:
+    """The worker job: fetch outside any transaction, then store the outcome."""
+    async with sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(Chat, Profile)
+                .join(Profile, Profile.id == Chat.profile_id)
+                .where(Chat.id == chat_id)
+            )
+        ).first()
+    if row is None or not is_stale(row.Chat, settings, datetime.now(UTC)):
+        return
+    try:
+        fetched = await fetch(graph, settings, row.Profile, row.Chat.participant_external_id)
+        failure = None
+    except (GraphError, httpx.TransportError) as error:
+        fetched, failure = None, failure_of(error)
+    async with sessionmaker() as session, session.begin():
+        chat = await session.get(Chat, chat_id, with_for_update=True)
+        if chat is None:
+            return
+        now = datetime.now(UTC)
+        if fetched is not None:
+            store(chat, fetched, now)
+        else:
+            chat.participant_synced_at, chat.participant_sync_error = now, failure
+
+
+async def status(
+    session: AsyncSession, graph: GraphClient, settings: Settings, profile: Profile, user_id: str
+) -> dict[str, Any]:
+    """The participant's status for the API, from the chat when fresh, else from Meta."""
+    chat = await session.scalar(
+        select(Chat).where(Chat.profile_id == profile.id, Chat.participant_external_id == user_id)
+    )
+    now = datetime.now(UTC)
+    fresh = timedelta(seconds=settings.participant_status_cache_seconds)
+    if (
+        chat is not None
+        and chat.participant_sync_error is None
+        and chat.participant_synced_at is not None
+        and now - chat.participant_synced_at <= fresh
+    ):
+        return _status_of(chat.metadata_ or {}, chat.participant_synced_at)
+    try:
+        fetched = await fetch(graph, settings, profile, user_id)
+    except GraphError as error:
+        if error.code == CONSENT_REQUIRED_CODE:
+            raise APIError(
+                422,
+                "Instagram shares a participant's profile only after they have messaged the "
+                "account (Meta: user consent is required)",
+            ) from error
+        raise APIError(502, f"Meta refused the profile request: {error.message}") from error
+    except httpx.TransportError as error:
+        raise APIError(502, "dmrelay could not reach Meta's Graph API") from error
+    if chat is not None:
+        store(chat, fetched, now)
+    return _status_of(fetched, now)
+
+
+def _status_of(fields: dict[str, Any], fetched_at: datetime) -> dict[str, Any]:
+    return {
+        **{field: fields.get(field) for field in METADATA_FIELDS},
+        "fetched_at": fetched_at,
+    }

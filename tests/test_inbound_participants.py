@@ -1,0 +1,106 @@
+"""The participant's profile: fetched into a new chat, refreshed without retry storms, and
+served by the SDK's `participant_status`."""
+
+import pytest
+from postproxy import ValidationError
+
+from tests.conftest import wait_for
+from tests.inbound import emit, event, only_chat
+
+
+@pytest.fixture
+async def sandbox_profiles(clean):
+    await clean.sandbox("DELETE", "/_sandbox/profiles")
+    yield clean
+
+
+async def profile_requests(stack) -> dict[str, int]:
+    return (await stack.sandbox("GET", "/_sandbox/profile_requests")).json()["data"]
+
+
+async def test_a_new_chat_gets_the_participants_profile(account, sandbox_profiles):
+    await sandbox_profiles.sandbox(
+        "POST",
+        "/_sandbox/profiles",
+        json={
+            "4242": {
+                "name": "Ada L.",
+                "username": "ada",
+                "follower_count": 1815,
+                "is_verified_user": True,
+                "is_user_follow_business": True,
+                "is_business_follow_user": False,
+            }
+        },
+    )
+    await emit(sandbox_profiles, event("text", sender="4242", text="hi"))
+
+    async def profiled():
+        chat = await only_chat(account)
+        return chat if chat.participant_username else None
+
+    chat = await wait_for(profiled)
+    assert (chat.participant_name, chat.participant_username) == ("Ada L.", "ada")
+    assert chat.participant_avatar_url.endswith("avatar_4242.png")
+    assert chat.metadata == {
+        "follower_count": 1815,
+        "is_verified_user": True,
+        "is_user_follow_business": True,
+        "is_business_follow_user": False,
+    }
+    # More messages do not read the profile again while it is fresh.
+    await emit(sandbox_profiles, event("text", sender="4242", text="still me"))
+    assert (await profile_requests(sandbox_profiles)) == {"4242": 1}
+
+
+async def test_consent_required_is_not_retried_until_the_participant_writes(
+    account, sandbox_profiles
+):
+    # The business writes first (from the Instagram app): Meta shares no profile yet.
+    await emit(sandbox_profiles, event("echo", sender="4343", text="hello from us"))
+    await wait_for(lambda: _requests_for(sandbox_profiles, "4343", 1))
+    await emit(sandbox_profiles, event("echo", sender="4343", text="anyone there?"))
+    await emit(sandbox_profiles, event("reaction", sender="4343", mid="aWdf_x"))
+    assert (await profile_requests(sandbox_profiles))["4343"] == 1
+    assert (await only_chat(account)).participant_username is None
+
+    await emit(sandbox_profiles, event("text", sender="4343", text="hi!"))
+
+    async def profiled():
+        return (await only_chat(account)).participant_username
+
+    assert await wait_for(profiled) == "user_4343"
+    assert (await profile_requests(sandbox_profiles))["4343"] == 2
+
+
+async def _requests_for(stack, igsid: str, count: int) -> bool:
+    return (await profile_requests(stack)).get(igsid) == count
+
+
+async def test_participant_status_is_fetched_then_cached(account, sandbox_profiles):
+    await sandbox_profiles.sandbox(
+        "POST",
+        "/_sandbox/profiles",
+        json={"4444": {"is_verified_user": True, "is_user_follow_business": False}},
+    )
+    status = await account.client.profiles.participant_status(account.profile_id, "4444")
+    assert (status.is_verified_user, status.is_user_follow_business) == (True, False)
+    assert status.fetched_at is not None
+
+    await emit(sandbox_profiles, event("text", sender="4444", text="hi"))
+
+    async def profiled():
+        return (await only_chat(account)).participant_username
+
+    await wait_for(profiled)
+    requests = (await profile_requests(sandbox_profiles))["4444"]
+    again = await account.client.profiles.participant_status(account.profile_id, "4444")
+    assert again.is_verified_user is True
+    assert (await profile_requests(sandbox_profiles))["4444"] == requests  # from the chat
+
+
+async def test_participant_status_errors(account, sandbox_profiles):
+    with pytest.raises(ValidationError, match="consent"):
+        await account.client.profiles.participant_status(account.profile_id, "4545")
+    with pytest.raises(ValidationError):
+        await account.client.profiles.participant_status(account.profile_id, "not-an-igsid")
