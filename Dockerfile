@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY migrations ./migrations
 # Editable, so that `dmrelay migrate` finds migrations/ next to the app package.
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e . && mkdir media && chown dmrelay media
 USER dmrelay
 EXPOSE 8000
 CMD ["dmrelay", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -39,11 +39,14 @@ def _dev_secrets() -> dict[str, str]:
 
 def _environment(settings: Settings, api_port: int, sandbox_port: int) -> tuple[dict, bool]:
     env = dict(os.environ)
+    env.setdefault("MEDIA_BASE_URL", f"http://127.0.0.1:{api_port}/media")
     use_sandbox = not settings.meta_app_secret
     if use_sandbox:
         env.update({k: v for k, v in _dev_secrets().items() if k not in env})
         env.setdefault("META_GRAPH_URL", f"http://127.0.0.1:{sandbox_port}")
         env.setdefault("SANDBOX_WEBHOOK_URL", f"http://127.0.0.1:{api_port}/webhooks/instagram")
+        # The sandbox serves attachments from 127.0.0.1, which real downloads must not reach.
+        env.setdefault("MEDIA_ALLOW_PRIVATE_HOSTS", "true")
     elif not settings.secret_key:
         sys.exit("SECRET_KEY must be set when dmrelay talks to Meta")
     return env, use_sandbox

@@ -30,17 +30,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         timeout=httpx.Timeout(settings.graph_timeout_seconds, connect=5.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
     )
+    sessions = create_sessionmaker(ctx["engine"])
+    ctx["graph"] = GraphClient(settings, ctx["http"])
     ctx["delivery"] = Delivery(
-        sessionmaker=create_sessionmaker(ctx["engine"]),
-        graph=GraphClient(settings, ctx["http"]),
-        settings=settings,
-        redis=ctx["redis"],
+        sessionmaker=sessions, graph=ctx["graph"], settings=settings, redis=ctx["redis"]
     )
-    inbound_sessions = create_sessionmaker(ctx["engine"])
-    ctx["inbound"] = InboundProcessor(inbound_sessions, settings, ctx["redis"])
+    ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
     ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
     ctx["mirror"] = Mirror(
-        inbound_sessions,
+        sessions,
         ctx["media_http"],
         create_store(settings),
         settings,
@@ -72,8 +70,7 @@ async def sweep_inbound(ctx: dict[str, Any]) -> None:
 
 async def refresh_participant(ctx: dict[str, Any], chat_id: int) -> None:
     inbound: InboundProcessor = ctx["inbound"]
-    graph = GraphClient(inbound.settings, ctx["http"])
-    await participants.refresh(inbound.sessionmaker, graph, inbound.settings, chat_id)
+    await participants.refresh(inbound.sessionmaker, ctx["graph"], inbound.settings, chat_id)
 
 
 async def mirror_attachment(ctx: dict[str, Any], message_id: int, index: int) -> None:

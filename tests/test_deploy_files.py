@@ -79,3 +79,11 @@ def test_readme_commands_are_make_targets():
     for target in commands:
         assert re.search(rf"^{target}:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_api_and_worker_share_the_media_directory():
+    for name in ("api", "worker"):
+        spec = COMPOSE["services"][name]
+        media_dir = spec["environment"]["MEDIA_DIR"]
+        assert any(v.endswith(f":{media_dir}") for v in spec["volumes"]), name
+    assert "mkdir media && chown dmrelay media" in DOCKERFILE
