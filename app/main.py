@@ -1,6 +1,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from app.api_keys.service import PrincipalCache
@@ -14,6 +15,7 @@ from app.core.settings import Settings, get_settings
 from app.inbound.router import router as inbound_router
 from app.media.router import router as media_router
 from app.messages.router import router as messages_router
+from app.meta.graph import GraphClient
 from app.participants.router import router as participants_router
 from app.profiles.router import router as profiles_router
 
@@ -26,9 +28,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.arq_pool = await create_arq_pool(settings)
+        # Graph reads made while answering a request (participant profiles).
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        app.state.graph = GraphClient(settings, http)
         try:
             yield
         finally:
+            await http.aclose()
             await app.state.arq_pool.aclose()
             await engine.dispose()
 

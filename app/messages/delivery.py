@@ -25,13 +25,14 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
-from app.core import crypto, queue
+from app.core import queue
 from app.core.settings import Settings
 from app.messages.models import Message
 from app.messages.throttle import ProfileThrottle
 from app.meta.errors import TOKEN_CODE, GraphError
-from app.meta.graph import Account, GraphClient, send_body
+from app.meta.graph import GraphClient, send_body
 from app.profiles.models import Profile
+from app.profiles.service import graph_account
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,9 @@ class Delivery:
         if attempts is None:
             return True  # delivered meanwhile (an echo attached to it)
         try:
-            answer = await self.graph.send_message(_account(profile, self.settings), _body(head))
+            answer = await self.graph.send_message(
+                graph_account(profile, self.settings), _body(head)
+            )
         except GraphError as error:
             await self._pause_if_throttled(profile.id, error.throttled_for, error.is_throttle)
             return await self._failed(message, attempts, Failure.of_graph_error(error))
@@ -366,15 +369,6 @@ class Delivery:
         if chat_ids:
             log.warning("sweeper re-enqueued %d chats with undelivered messages", len(chat_ids))
         return len(chat_ids)
-
-
-def _account(profile: Profile, settings: Settings) -> Account:
-    return Account(
-        connection=profile.connection,
-        platform_id=profile.platform_id,
-        page_id=profile.page_id,
-        access_token=crypto.decrypt(settings.secret_key, profile.access_token_encrypted),
-    )
 
 
 def _body(head: Head) -> dict[str, Any]:

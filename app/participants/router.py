@@ -1,20 +1,15 @@
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Path, Request
 
 from app.api_keys.auth import CurrentScope
 from app.chats.schemas import IGSID_PATTERN
 from app.core.deps import Session
-from app.meta.graph import GraphClient
 from app.participants import service
 from app.participants.schemas import ParticipantStatusOut
 from app.profiles.service import get_profile
 
 router = APIRouter(tags=["participants"])
-
-# A profile read is one Graph call: bounded well inside an API client's patience.
-PROFILE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 @router.get("/profiles/{profile_id}/participants/{user_id}", response_model=ParticipantStatusOut)
@@ -28,8 +23,5 @@ async def participant_status(
     """Whether an Instagram participant is verified and follows the account (and vice
     versa); cached for a short while."""
     profile = await get_profile(session, scope, profile_id)
-    settings = request.app.state.settings
-    async with httpx.AsyncClient(timeout=PROFILE_TIMEOUT) as http:
-        return await service.status(
-            session, GraphClient(settings, http), settings, profile, user_id
-        )
+    state = request.app.state
+    return await service.status(session, state.graph, state.settings, profile, user_id)

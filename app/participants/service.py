@@ -13,13 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
-from app.core import crypto
 from app.core.db import enqueue_after_commit
 from app.core.errors import APIError
 from app.core.settings import Settings
 from app.meta.errors import GraphError
-from app.meta.graph import Account, GraphClient
+from app.meta.graph import GraphClient
 from app.profiles.models import Profile
+from app.profiles.service import graph_account
 
 CONSENT_REQUIRED_CODE = 230
 CONSENT_REQUIRED = "consent_required"
@@ -34,15 +34,6 @@ METADATA_FIELDS = (
 
 def job_id(chat_id: int) -> str:
     return f"participant:{chat_id}"
-
-
-def account_of(profile: Profile, settings: Settings) -> Account:
-    return Account(
-        connection=profile.connection,
-        platform_id=profile.platform_id,
-        page_id=profile.page_id,
-        access_token=crypto.decrypt(settings.secret_key, profile.access_token_encrypted),
-    )
 
 
 def is_stale(chat: Chat, settings: Settings, now: datetime) -> bool:
@@ -63,7 +54,7 @@ def refresh_if_stale(session: AsyncSession, chat: Chat, settings: Settings) -> N
 
 async def fetch(graph: GraphClient, settings: Settings, profile: Profile, user_id: str) -> dict:
     """The participant's profile from Meta; raises GraphError or httpx.TransportError."""
-    return await graph.get_user_profile(account_of(profile, settings), user_id)
+    return await graph.get_user_profile(graph_account(profile, settings), user_id)
 
 
 def store(chat: Chat, fetched: dict[str, Any], now: datetime) -> None:

@@ -6,6 +6,7 @@ from app.api_keys.auth import Scope
 from app.core import crypto, ids
 from app.core.errors import NotFound
 from app.core.settings import Settings
+from app.meta.graph import Account
 from app.profiles.models import Profile, ProfileGroup
 
 DEFAULT_GROUP = "default"
@@ -75,3 +76,13 @@ async def add_profile(
         .returning(Profile)
     )
     return (await session.scalars(statement)).one()
+
+
+def graph_account(profile: Profile, settings: Settings) -> Account:
+    """What the Graph API needs to act as this profile, its token decrypted."""
+    return Account(
+        connection=profile.connection,
+        platform_id=profile.platform_id,
+        page_id=profile.page_id,
+        access_token=crypto.decrypt(settings.secret_key, profile.access_token_encrypted),
+    )
