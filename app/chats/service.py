@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Row, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,19 +59,44 @@ async def find_or_create(
     return chat, created
 
 
-async def find_chat(session: AsyncSession, scope: Scope, chat_id: str) -> tuple[Chat, Profile]:
-    """A chat, with its profile, by our public id or by Meta's conversation id."""
+def _chat_matching(chat_id: str) -> ColumnElement[bool]:
+    """Our public id or Meta's conversation id."""
     serial = ids.decode(ids.Kind.CHAT, chat_id)
     match = Chat.external_conversation_id == chat_id
-    if serial is not None:
-        match = or_(Chat.id == serial, match)
+    return or_(Chat.id == serial, match) if serial is not None else match
+
+
+async def find_chat(session: AsyncSession, scope: Scope, chat_id: str) -> tuple[Chat, Profile]:
+    """A chat, with its profile, by our public id or by Meta's conversation id."""
     row = (
         await session.execute(
             visible(select(Chat, Profile).join(Profile, Profile.id == Chat.profile_id), scope)
-            .where(match)
+            .where(_chat_matching(chat_id))
             .limit(1)
         )
     ).first()
     if row is None:
         raise NotFound("Chat")
     return row[0], row[1]
+
+
+async def find_chat_to_send(session: AsyncSession, scope: Scope, chat_id: str) -> Row:
+    """Only what accepting a send needs: (id, profile_id, last_inbound_at, profile_status)."""
+    row = (
+        await session.execute(
+            visible(
+                select(
+                    Chat.id,
+                    Chat.profile_id,
+                    Chat.last_inbound_at,
+                    Profile.status.label("profile_status"),
+                ).join(Profile, Profile.id == Chat.profile_id),
+                scope,
+            )
+            .where(_chat_matching(chat_id))
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Chat")
+    return row

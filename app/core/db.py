@@ -30,7 +30,8 @@ class Base(DeclarativeBase):
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a round trip per checkout): after a PostgreSQL restart, the first use of
+    # a dead connection fails and SQLAlchemy then replaces the whole pool.
     return create_async_engine(settings.database_url, **kwargs)
 
 

@@ -1,11 +1,11 @@
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
 from app.chats.models import Chat
-from app.chats.service import find_chat
+from app.chats.service import find_chat_to_send
 from app.core import ids
 from app.core.db import enqueue_after_commit
 from app.core.errors import APIError, NotFound
@@ -20,16 +20,16 @@ STANDARD_WINDOW = timedelta(hours=24)
 HUMAN_AGENT_WINDOW = timedelta(days=7)
 
 
-def check_window(chat: Chat, tag: str | None, now: datetime) -> None:
+def check_window(last_inbound_at: datetime | None, tag: str | None, now: datetime) -> None:
     """Meta refuses replies more than 24 h after the customer's last message (7 days with
     HUMAN_AGENT). With no inbound message on record, Meta is left to decide."""
-    if chat.last_inbound_at is None:
+    if last_inbound_at is None:
         return
     window = HUMAN_AGENT_WINDOW if tag == HUMAN_AGENT else STANDARD_WINDOW
-    if now - chat.last_inbound_at <= window:
+    if now - last_inbound_at <= window:
         return
-    last = chat.last_inbound_at.isoformat()
-    if tag == HUMAN_AGENT or now - chat.last_inbound_at > HUMAN_AGENT_WINDOW:
+    last = last_inbound_at.isoformat()
+    if tag == HUMAN_AGENT or now - last_inbound_at > HUMAN_AGENT_WINDOW:
         advice = "Instagram allows no reply until the participant writes again."
     else:
         advice = "A human agent may still reply within 7 days with tag HUMAN_AGENT."
@@ -42,26 +42,29 @@ def check_window(chat: Chat, tag: str | None, now: datetime) -> None:
 
 
 async def send(session: AsyncSession, scope: Scope, chat_id: str, fields: MessageSend) -> Message:
-    chat, profile = await find_chat(session, scope, chat_id)
-    if profile.status != "active":
+    # The hot path: one lean read of what the checks need, one INSERT … RETURNING.
+    chat = await find_chat_to_send(session, scope, chat_id)
+    if chat.profile_status != "active":
         raise APIError(
             422,
-            f"The profile is {profile.status}: reconnect the Instagram account "
+            f"The profile is {chat.profile_status}: reconnect the Instagram account "
             "(dmrelay profiles add … with a fresh access token) before sending",
         )
-    check_window(chat, fields.tag, datetime.now(UTC))
-    message = Message(
-        chat_id=chat.id,
-        profile_id=chat.profile_id,
-        direction="outbound",
-        status="pending",
-        body=fields.body,
-        tag=fields.tag,
-        attachment=fields.attachment,
-        reply_to_external_id=fields.reply_to_external_id,
+    check_window(chat.last_inbound_at, fields.tag, datetime.now(UTC))
+    message = await session.scalar(
+        insert(Message)
+        .values(
+            chat_id=chat.id,
+            profile_id=chat.profile_id,
+            direction="outbound",
+            status="pending",
+            body=fields.body,
+            tag=fields.tag,
+            attachment=fields.attachment,
+            reply_to_external_id=fields.reply_to_external_id,
+        )
+        .returning(Message)
     )
-    session.add(message)
-    await session.flush()
     _queue_delivery(session, message)
     return message
 
