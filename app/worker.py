@@ -33,7 +33,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     sessions = create_sessionmaker(ctx["engine"])
     ctx["graph"] = GraphClient(settings, ctx["http"])
     ctx["delivery"] = Delivery(
-        sessionmaker=sessions, graph=ctx["graph"], settings=settings, redis=ctx["redis"]
+        sessionmaker=create_sessionmaker(
+            ctx["engine"].execution_options(isolation_level="AUTOCOMMIT")
+        ),
+        graph=ctx["graph"],
+        settings=settings,
+        redis=ctx["redis"],
     )
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
     ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
@@ -132,4 +137,7 @@ def worker_options() -> dict[str, Any]:
 
 
 def run() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ResilientWorker(**worker_options()).run()

@@ -41,5 +41,7 @@ class Chat(SerialId, Timestamps, Base):
     # The last attempt to read the participant's profile from Meta, and why it failed.
     participant_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     participant_sync_error: Mapped[str | None] = mapped_column(Text)
+    # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
+    message_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # One worker at a time sends a chat's messages, in order; it holds this lease meanwhile.
     delivery_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

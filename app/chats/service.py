@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Row, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Row, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,12 @@ async def list_chats(
         conditions.append(Chat.last_message_at < before)
     if after is not None:
         conditions.append(Chat.last_message_at > after)
-    total = await session.scalar(select(func.count()).select_from(Chat).where(*conditions))
+    filtered = before is not None or after is not None
+    total = (
+        await session.scalar(select(func.count()).select_from(Chat).where(*conditions))
+        if filtered
+        else profile.chat_count
+    )
     chats = await session.scalars(
         select(Chat)
         .where(*conditions)
@@ -60,10 +65,10 @@ async def find_or_create(
 
 
 def _chat_matching(chat_id: str) -> ColumnElement[bool]:
-    """Our public id or Meta's conversation id."""
+    """Our public id or, failing that, Meta's conversation id (which never decodes as ours:
+    only the canonical encoding of a chat serial does)."""
     serial = ids.decode(ids.Kind.CHAT, chat_id)
-    match = Chat.external_conversation_id == chat_id
-    return or_(Chat.id == serial, match) if serial is not None else match
+    return Chat.id == serial if serial is not None else Chat.external_conversation_id == chat_id
 
 
 async def find_chat(session: AsyncSession, scope: Scope, chat_id: str) -> tuple[Chat, Profile]:

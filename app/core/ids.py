@@ -1,6 +1,7 @@
 """Public ids: short opaque strings that encode (kind, serial), never the raw serial."""
 
 from enum import IntEnum
+from functools import lru_cache
 
 from sqids import Sqids
 
@@ -17,10 +18,12 @@ class Kind(IntEnum):
     MESSAGE = 5
 
 
+@lru_cache(maxsize=65_536)
 def encode(kind: Kind, serial: int) -> str:
     return _sqids.encode([int(kind), serial])
 
 
+@lru_cache(maxsize=65_536)
 def decode(kind: Kind, public_id: str) -> int | None:
     """The serial behind a public id of that kind, or None for anything else."""
     if not public_id.isascii() or not public_id.isalnum():

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from arq.connections import ArqRedis
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
@@ -89,6 +90,9 @@ class Head:
 
 
 class Delivery:
+    """Its sessions run in autocommit mode: every statement stands alone (one round trip),
+    and none of the steps below needs two statements to commit together."""
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -136,15 +140,15 @@ class Delivery:
         message, profile = head.message, head.profile
         if message.claimed_until is not None and await self._echo_arrived(message.id):
             return True
-        paused = await self.throttle.paused_for(profile.id)
-        if paused:
-            await self._hold(message, timedelta(seconds=paused))
-            return False
         attachment_type = (message.attachment or {}).get("type")
-        while wait := await self.throttle.wait_for_slot(
-            profile.id, profile.connection, attachment_type
-        ):
-            await asyncio.sleep(wait)
+        while True:
+            slot = await self.throttle.reserve(profile.id, profile.connection, attachment_type)
+            if slot.paused_for:
+                await self._hold(message, timedelta(seconds=slot.paused_for))
+                return False
+            if not slot.wait:
+                break
+            await asyncio.sleep(slot.wait)
         attempts = await self._claim(message)
         if attempts is None:
             return True  # delivered meanwhile (an echo attached to it)
@@ -188,7 +192,7 @@ class Delivery:
     # -- PostgreSQL ------------------------------------------------------------------------
 
     async def _take_lease(self, chat_id: int) -> bool:
-        async with self.sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as session:
             taken = await session.scalar(
                 update(Chat)
                 .where(
@@ -203,7 +207,7 @@ class Delivery:
         return taken is not None
 
     async def _release_lease(self, chat_id: int) -> None:
-        async with self.sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as session:
             await session.execute(
                 update(Chat).where(Chat.id == chat_id).values(delivery_lease_until=None)
             )
@@ -235,26 +239,55 @@ class Delivery:
         return Head(message, row[1], row[2])
 
     async def _claim(self, message: Message) -> int | None:
-        """Mark an attempt as started; returns the attempt number."""
-        async with self.sessionmaker() as session, session.begin():
-            attempts = await session.scalar(
+        """Mark an attempt as started, and renew the chat's lease; returns the attempt number."""
+        renew_lease = (
+            update(Chat)
+            .where(Chat.id == message.chat_id)
+            .values(delivery_lease_until=func.now() + self.lease)
+            .cte("renew_lease")
+        )
+        async with self.sessionmaker() as session:
+            return await session.scalar(
                 update(Message)
+                .add_cte(renew_lease)
                 .where(Message.id == message.id, Message.status.in_(UNDELIVERED))
                 .values(claimed_until=func.now() + self.lease, attempts=Message.attempts + 1)
                 .returning(Message.attempts)
             )
-            await session.execute(
-                update(Chat)
-                .where(Chat.id == message.chat_id)
-                .values(delivery_lease_until=func.now() + self.lease)
-            )
-        return attempts
 
     async def _published(self, message: Message, external_id: str) -> None:
         now = datetime.now(UTC)
-        async with self.sessionmaker() as session, session.begin():
-            # An echo that beat us here and matched no in-flight row was stored on its own;
-            # it is this message, so that copy goes.
+        touch_chat = (
+            update(Chat)
+            .where(Chat.id == message.chat_id)
+            .values(
+                last_outbound_at=func.greatest(Chat.last_outbound_at, now),
+                last_message_at=func.greatest(Chat.last_message_at, now),
+            )
+            .cte("touch_chat")
+        )
+        publish = (
+            update(Message)
+            .add_cte(touch_chat)
+            .where(Message.id == message.id)
+            .values(
+                status="published",
+                external_id=external_id,
+                external_posted_at=func.coalesce(Message.external_posted_at, now),
+                claimed_until=None,
+                next_attempt_at=None,
+                error_message=None,
+                error_details=None,
+            )
+        )
+        async with self.sessionmaker() as session:
+            try:
+                await session.execute(publish)
+                return
+            except IntegrityError:
+                pass
+            # An echo that beat us here and matched no in-flight message was stored on its
+            # own; it is this message, so that copy goes.
             await session.execute(
                 delete(Message).where(
                     Message.profile_id == message.profile_id,
@@ -263,27 +296,7 @@ class Delivery:
                     Message.direction == "outbound",
                 )
             )
-            await session.execute(
-                update(Message)
-                .where(Message.id == message.id)
-                .values(
-                    status="published",
-                    external_id=external_id,
-                    external_posted_at=func.coalesce(Message.external_posted_at, now),
-                    claimed_until=None,
-                    next_attempt_at=None,
-                    error_message=None,
-                    error_details=None,
-                )
-            )
-            await session.execute(
-                update(Chat)
-                .where(Chat.id == message.chat_id)
-                .values(
-                    last_outbound_at=func.greatest(Chat.last_outbound_at, now),
-                    last_message_at=func.greatest(Chat.last_message_at, now),
-                )
-            )
+            await session.execute(publish)
 
     async def _failed(self, message: Message, attempts: int, failure: Failure) -> bool:
         """Record a failed attempt; False if the message will be retried (the chat waits)."""
@@ -298,7 +311,7 @@ class Delivery:
         else:
             reason = failure.reason
         log.info("message %s attempt %s failed: %s", message.id, attempts, failure.details)
-        async with self.sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as session:
             await session.execute(
                 update(Message)
                 .where(Message.id == message.id)
@@ -322,7 +335,7 @@ class Delivery:
 
     async def _hold(self, message: Message, wait: timedelta) -> None:
         """Keep a message (and its chat) back without counting an attempt."""
-        async with self.sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as session:
             await session.execute(
                 update(Message)
                 .where(Message.id == message.id)

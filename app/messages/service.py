@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
@@ -108,7 +108,12 @@ async def list_messages(
         conditions.append(Message.direction == direction)
     if status is not None:
         conditions.append(Message.status == status)
-    total = await session.scalar(select(func.count()).select_from(Message).where(*conditions))
+    filtered = direction is not None or status is not None
+    total = (
+        await session.scalar(select(func.count()).select_from(Message).where(*conditions))
+        if filtered
+        else chat.message_count
+    )
     messages = await session.scalars(
         select(Message)
         .where(*conditions)
@@ -122,9 +127,8 @@ async def list_messages(
 async def get_message(session: AsyncSession, scope: Scope, message_id: str) -> Message:
     """A message by our public id or by Meta's message id (mid)."""
     serial = ids.decode(ids.Kind.MESSAGE, message_id)
-    match = Message.external_id == message_id
-    if serial is not None:
-        match = or_(Message.id == serial, match)
+    # Meta's mid never decodes as ours: only the canonical encoding of a serial does.
+    match = Message.id == serial if serial is not None else Message.external_id == message_id
     message = await session.scalar(
         visible(select(Message).join(Profile, Profile.id == Message.profile_id), scope)
         .where(match)

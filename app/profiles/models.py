@@ -40,3 +40,5 @@ class Profile(SerialId, Timestamps, Base):
     access_token_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
+    chat_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
