@@ -7,8 +7,7 @@ from typing import Any
 import httpx
 from arq import cron, func
 from arq.worker import Worker
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from app.core.db import create_engine, create_sessionmaker
 from app.core.queue import redis_settings
@@ -96,9 +95,19 @@ class ResilientWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        except (RedisError, OSError) as error:
+            # Includes the WatchError redis-py raises for a connection lost mid-WATCH.
             log.warning("Redis is unavailable (%s); trying again in a second", error)
             await asyncio.sleep(1.0)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except (RedisError, OSError):
+            # arq had taken a job slot for the job it was starting: give it back, or each
+            # Redis outage would shrink the worker for good.
+            self._release_sem_dec_counter_on_complete()
+            raise
 
 
 def _every(seconds: int) -> set[int]:
