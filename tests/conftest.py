@@ -128,13 +128,27 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def clean(stack: Stack) -> AsyncIterator[Stack]:
-    """Empty tables, queue and sandbox before a test."""
-    async with stack.sessionmaker() as session, session.begin():
-        await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-    await stack.worker.pool.flushdb()
+    """Empty tables, queue and sandbox before a test, with the worker idle meanwhile: a job
+    left over from the previous test must not race the TRUNCATE."""
+    worker = stack.worker
+    worker.allow_pick_jobs = False
+    try:
+        await wait_for(_worker_idle(worker), timeout=30)
+        async with stack.sessionmaker() as session, session.begin():
+            await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        await worker.pool.flushdb()
+    finally:
+        worker.allow_pick_jobs = True
     await stack.sandbox("DELETE", "/_sandbox/sent")
     await stack.sandbox("POST", "/_sandbox/faults", json={})
     yield stack
+
+
+def _worker_idle(worker):
+    async def idle() -> bool:
+        return all(task.done() for task in worker.tasks.values())
+
+    return idle
 
 
 @dataclass

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -435,3 +436,26 @@ async def test_deliveries_survive_worker_kills_redis_loss_and_postgres_restarts(
         f"faults: "
         f"{', '.join(run.fault_log)}; {time.monotonic() - started:.1f} s in all"
     )
+
+
+async def test_sigterm_lets_in_flight_sends_finish(cluster):
+    """A worker told to stop (SIGTERM, as `docker compose stop` does) takes no new job but
+    finishes the send it has under way: the message is published, and sent once."""
+    async with httpx.AsyncClient(base_url=cluster.sandbox_url) as sandbox:
+        await sandbox.post("/_sandbox/faults", json={"latency_ms": 600})
+        async with PostProxy(cluster.token, base_url=cluster.api_url) as client:
+            chat = await client.chats.create(cluster.profile_id, "1700000000009999")
+            message = await client.messages.send(chat.id, body="finish me before you go")
+            deadline = time.monotonic() + 10
+            while not await in_flight(cluster):
+                assert time.monotonic() < deadline, "the send never started"
+                await asyncio.sleep(0.02)
+            for worker in cluster.workers:
+                if worker.poll() is None:
+                    os.killpg(worker.pid, signal.SIGTERM)
+            exit_codes = [await asyncio.to_thread(worker.wait, 40) for worker in cluster.workers]
+            finished = await client.messages.get(message.id)
+        sent = (await sandbox.get("/_sandbox/sent")).json()["data"]
+    assert exit_codes and all(code is not None for code in exit_codes)
+    assert finished.status == "published"
+    assert [s["message"]["text"] for s in sent].count("finish me before you go") == 1

@@ -90,8 +90,9 @@ class Head:
 
 
 class Delivery:
-    """Its sessions run in autocommit mode: every statement stands alone (one round trip),
-    and none of the steps below needs two statements to commit together."""
+    """Its sessions run in autocommit mode: every statement stands alone (one round trip,
+    one row locked at a time), and none of the steps below needs two statements to commit
+    together."""
 
     def __init__(
         self,
@@ -239,36 +240,29 @@ class Delivery:
         return Head(message, row[1], row[2])
 
     async def _claim(self, message: Message) -> int | None:
-        """Mark an attempt as started, and renew the chat's lease; returns the attempt number."""
-        renew_lease = (
-            update(Chat)
-            .where(Chat.id == message.chat_id)
-            .values(delivery_lease_until=func.now() + self.lease)
-            .cte("renew_lease")
-        )
+        """Mark an attempt as started, and renew the chat's lease; returns the attempt number.
+
+        One row per statement: inbound processing locks a chat, then its messages, so a
+        statement that locked both here could deadlock with it.
+        """
         async with self.sessionmaker() as session:
-            return await session.scalar(
+            attempts = await session.scalar(
                 update(Message)
-                .add_cte(renew_lease)
                 .where(Message.id == message.id, Message.status.in_(UNDELIVERED))
                 .values(claimed_until=func.now() + self.lease, attempts=Message.attempts + 1)
                 .returning(Message.attempts)
             )
+            await session.execute(
+                update(Chat)
+                .where(Chat.id == message.chat_id)
+                .values(delivery_lease_until=func.now() + self.lease)
+            )
+        return attempts
 
     async def _published(self, message: Message, external_id: str) -> None:
         now = datetime.now(UTC)
-        touch_chat = (
-            update(Chat)
-            .where(Chat.id == message.chat_id)
-            .values(
-                last_outbound_at=func.greatest(Chat.last_outbound_at, now),
-                last_message_at=func.greatest(Chat.last_message_at, now),
-            )
-            .cte("touch_chat")
-        )
         publish = (
             update(Message)
-            .add_cte(touch_chat)
             .where(Message.id == message.id)
             .values(
                 status="published",
@@ -283,20 +277,26 @@ class Delivery:
         async with self.sessionmaker() as session:
             try:
                 await session.execute(publish)
-                return
             except IntegrityError:
-                pass
-            # An echo that beat us here and matched no in-flight message was stored on its
-            # own; it is this message, so that copy goes.
+                # An echo that beat us here and matched no in-flight message was stored on
+                # its own; it is this message, so that copy goes.
+                await session.execute(
+                    delete(Message).where(
+                        Message.profile_id == message.profile_id,
+                        Message.external_id == external_id,
+                        Message.id != message.id,
+                        Message.direction == "outbound",
+                    )
+                )
+                await session.execute(publish)
             await session.execute(
-                delete(Message).where(
-                    Message.profile_id == message.profile_id,
-                    Message.external_id == external_id,
-                    Message.id != message.id,
-                    Message.direction == "outbound",
+                update(Chat)
+                .where(Chat.id == message.chat_id)
+                .values(
+                    last_outbound_at=func.greatest(Chat.last_outbound_at, now),
+                    last_message_at=func.greatest(Chat.last_message_at, now),
                 )
             )
-            await session.execute(publish)
 
     async def _failed(self, message: Message, attempts: int, failure: Failure) -> bool:
         """Record a failed attempt; False if the message will be retried (the chat waits)."""
