@@ -31,25 +31,29 @@ def upgrade() -> None:
             f"UPDATE {owner} SET {counter} = "
             f"(SELECT count(*) FROM {table} WHERE {table}.{key} = {owner}.id)"
         )
-        op.execute(f"""
-            CREATE FUNCTION count_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF TG_OP = 'INSERT' THEN
-                    UPDATE {owner} SET {counter} = {counter} + 1 WHERE id = NEW.{key};
-                ELSE
-                    UPDATE {owner} SET {counter} = {counter} - 1 WHERE id = OLD.{key};
-                END IF;
-                RETURN NULL;
-            END $$
-        """)
-        op.execute(
-            f"CREATE TRIGGER count_{table} AFTER INSERT OR DELETE ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION count_{table}()"
-        )
+        # Statement-level, over the transition table: a bulk insert updates each owner row
+        # once, not once per inserted row.
+        for operation, rows, sign in (("INSERT", "NEW", "+"), ("DELETE", "OLD", "-")):
+            function = f"count_{table}_{operation.lower()}"
+            op.execute(f"""
+                CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    UPDATE {owner} SET {counter} = {counter} {sign} changed.n
+                    FROM (SELECT {key}, count(*) AS n FROM changed_rows GROUP BY {key}) changed
+                    WHERE {owner}.id = changed.{key};
+                    RETURN NULL;
+                END $$
+            """)
+            op.execute(
+                f"CREATE TRIGGER {function} AFTER {operation} ON {table} "
+                f"REFERENCING {rows} TABLE AS changed_rows "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+            )
 
 
 def downgrade() -> None:
     for table, _, owner, counter in COUNTERS:
-        op.execute(f"DROP TRIGGER count_{table} ON {table}")
-        op.execute(f"DROP FUNCTION count_{table}()")
+        for operation in ("insert", "delete"):
+            op.execute(f"DROP TRIGGER count_{table}_{operation} ON {table}")
+            op.execute(f"DROP FUNCTION count_{table}_{operation}()")
         op.drop_column(owner, counter)
