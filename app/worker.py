@@ -31,14 +31,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     sessions = create_sessionmaker(ctx["engine"])
     ctx["graph"] = GraphClient(settings, ctx["http"])
-    ctx["delivery"] = Delivery(
-        sessionmaker=create_sessionmaker(
-            ctx["engine"].execution_options(isolation_level="AUTOCOMMIT")
-        ),
-        graph=ctx["graph"],
-        settings=settings,
-        redis=ctx["redis"],
-    )
+    ctx["delivery"] = Delivery(ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
     ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
     ctx["mirror"] = Mirror(

@@ -1,6 +1,7 @@
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from arq.connections import ArqRedis
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -39,19 +40,26 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-AFTER_COMMIT_JOBS = "after_commit_jobs"
+AFTER_COMMIT = "after_commit"
+
+AfterCommit = Callable[[ArqRedis], Awaitable[Any]]
 
 
-def enqueue_after_commit(session: AsyncSession, function: str, *args: Any, **kwargs: Any) -> None:
-    """Queue an arq job to be enqueued once the session's transaction has committed.
+def after_commit(session: AsyncSession, action: AfterCommit) -> None:
+    """Run `action` (given the arq pool) once the session's transaction has committed.
 
     A job enqueued before commit could run before its rows are visible to the worker.
     """
-    session.info.setdefault(AFTER_COMMIT_JOBS, []).append((function, args, kwargs))
+    session.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
+def enqueue_after_commit(session: AsyncSession, function: str, *args: Any, **kwargs: Any) -> None:
+    """Enqueue an arq job once the session's transaction has committed."""
+    after_commit(session, lambda pool: queue.enqueue(pool, function, *args, **kwargs))
 
 
 async def session_scope(
-    sessionmaker: async_sessionmaker[AsyncSession], arq_pool: Any
+    sessionmaker: async_sessionmaker[AsyncSession], arq_pool: ArqRedis
 ) -> AsyncIterator[AsyncSession]:
     """The one place a unit of work is committed, then its jobs enqueued."""
     async with sessionmaker() as session:
@@ -61,6 +69,6 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
-        jobs = session.info.pop(AFTER_COMMIT_JOBS, [])
-    for function, args, kwargs in jobs:
-        await queue.enqueue(arq_pool, function, *args, **kwargs)
+        actions = session.info.pop(AFTER_COMMIT, [])
+    for action in actions:
+        await action(arq_pool)

@@ -2,6 +2,7 @@ import logging
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.jobs import Job
 
 from app.core.settings import Settings
 
@@ -16,13 +17,15 @@ async def create_arq_pool(settings: Settings) -> ArqRedis:
     return await create_pool(redis_settings(settings))
 
 
-async def enqueue(pool: ArqRedis, function: str, *args: Any, **kwargs: Any) -> None:
-    """Enqueue a job whose rows are already committed.
+async def enqueue(pool: ArqRedis, function: str, *args: Any, **kwargs: Any) -> Job | None:
+    """Enqueue a job whose rows are already committed; None if its id is taken (or Redis
+    failed).
 
     The database row is the truth and a job only points at it, so a failed enqueue is
-    logged, not raised: the caller's work is committed and the sweeper re-enqueues it.
+    logged, not raised: the caller's work is committed and a sweeper re-enqueues it.
     """
     try:
-        await pool.enqueue_job(function, *args, **kwargs)
+        return await pool.enqueue_job(function, *args, **kwargs)
     except Exception:
         log.exception("could not enqueue %s%r; the sweeper will pick it up", function, args)
+        return None

@@ -23,7 +23,7 @@ import httpx
 from arq.connections import ArqRedis
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.chats.models import Chat
 from app.core import queue
@@ -44,6 +44,17 @@ DRAIN_SECONDS = 20.0
 # A message younger than this still has the job its acceptance enqueued.
 SWEEP_GRACE = timedelta(seconds=5)
 SWEEP_BATCH = 500
+
+
+async def request_delivery(pool: ArqRedis, chat_id: int) -> None:
+    """Ask a worker to deliver a chat's messages, with at most two jobs per chat in Redis.
+
+    A job already queued for the chat will see the new message. One already running may be
+    past its last look at the chat, so a follow-up job is queued as well (at most one).
+    """
+    for job_id in (f"deliver:{chat_id}", f"deliver:{chat_id}:next"):
+        if await queue.enqueue(pool, "deliver_chat", chat_id, _job_id=job_id) is not None:
+            return
 
 
 def delivery_job(chat_id: int, job_id: str, defer_until: datetime | None = None) -> tuple:
@@ -90,18 +101,15 @@ class Head:
 
 
 class Delivery:
-    """Its sessions run in autocommit mode: every statement stands alone (one round trip,
-    one row locked at a time), and none of the steps below needs two statements to commit
-    together."""
+    """Every statement here runs in autocommit mode and stands alone (one round trip, one
+    row locked at a time): none of the steps below needs two statements to commit together."""
 
     def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        graph: GraphClient,
-        settings: Settings,
-        redis: ArqRedis,
+        self, engine: AsyncEngine, graph: GraphClient, settings: Settings, redis: ArqRedis
     ) -> None:
-        self.sessionmaker = sessionmaker
+        # Core statements on autocommit connections; the ORM only to read a chat's head.
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.graph = graph
         self.settings = settings
         self.redis = redis
@@ -173,8 +181,8 @@ class Delivery:
         published. Meta has no idempotency key, so without an echo it is sent again."""
         deadline = time.monotonic() + self.settings.echo_wait_seconds
         while True:
-            async with self.sessionmaker() as session:
-                status = await session.scalar(
+            async with self.engine.connect() as connection:
+                status = await connection.scalar(
                     select(Message.status).where(Message.id == message_id)
                 )
             if status not in UNDELIVERED:
@@ -193,8 +201,8 @@ class Delivery:
     # -- PostgreSQL ------------------------------------------------------------------------
 
     async def _take_lease(self, chat_id: int) -> bool:
-        async with self.sessionmaker() as session:
-            taken = await session.scalar(
+        async with self.engine.connect() as connection:
+            taken = await connection.scalar(
                 update(Chat)
                 .where(
                     Chat.id == chat_id,
@@ -208,8 +216,8 @@ class Delivery:
         return taken is not None
 
     async def _release_lease(self, chat_id: int) -> None:
-        async with self.sessionmaker() as session:
-            await session.execute(
+        async with self.engine.connect() as connection:
+            await connection.execute(
                 update(Chat).where(Chat.id == chat_id).values(delivery_lease_until=None)
             )
 
@@ -245,14 +253,14 @@ class Delivery:
         One row per statement: inbound processing locks a chat, then its messages, so a
         statement that locked both here could deadlock with it.
         """
-        async with self.sessionmaker() as session:
-            attempts = await session.scalar(
+        async with self.engine.connect() as connection:
+            attempts = await connection.scalar(
                 update(Message)
                 .where(Message.id == message.id, Message.status.in_(UNDELIVERED))
                 .values(claimed_until=func.now() + self.lease, attempts=Message.attempts + 1)
                 .returning(Message.attempts)
             )
-            await session.execute(
+            await connection.execute(
                 update(Chat)
                 .where(Chat.id == message.chat_id)
                 .values(delivery_lease_until=func.now() + self.lease)
@@ -274,13 +282,14 @@ class Delivery:
                 error_details=None,
             )
         )
-        async with self.sessionmaker() as session:
+        async with self.engine.connect() as connection:
             try:
-                await session.execute(publish)
+                await connection.execute(publish)
             except IntegrityError:
                 # An echo that beat us here and matched no in-flight message was stored on
                 # its own; it is this message, so that copy goes.
-                await session.execute(
+                await connection.rollback()
+                await connection.execute(
                     delete(Message).where(
                         Message.profile_id == message.profile_id,
                         Message.external_id == external_id,
@@ -288,8 +297,8 @@ class Delivery:
                         Message.direction == "outbound",
                     )
                 )
-                await session.execute(publish)
-            await session.execute(
+                await connection.execute(publish)
+            await connection.execute(
                 update(Chat)
                 .where(Chat.id == message.chat_id)
                 .values(
@@ -311,8 +320,8 @@ class Delivery:
         else:
             reason = failure.reason
         log.info("message %s attempt %s failed: %s", message.id, attempts, failure.details)
-        async with self.sessionmaker() as session:
-            await session.execute(
+        async with self.engine.connect() as connection:
+            await connection.execute(
                 update(Message)
                 .where(Message.id == message.id)
                 .values(
@@ -324,7 +333,7 @@ class Delivery:
                 )
             )
             if failure.is_token_error:
-                await session.execute(
+                await connection.execute(
                     update(Profile).where(Profile.id == message.profile_id).values(status="expired")
                 )
         if retry:
@@ -335,8 +344,8 @@ class Delivery:
 
     async def _hold(self, message: Message, wait: timedelta) -> None:
         """Keep a message (and its chat) back without counting an attempt."""
-        async with self.sessionmaker() as session:
-            await session.execute(
+        async with self.engine.connect() as connection:
+            await connection.execute(
                 update(Message)
                 .where(Message.id == message.id)
                 .values(next_attempt_at=func.now() + wait)
@@ -357,9 +366,9 @@ class Delivery:
     async def sweep(self) -> int:
         """Re-enqueue chats whose due messages have no live job and no worker: the job was
         lost (Redis flushed or restarted) or its worker died. Returns how many."""
-        async with self.sessionmaker() as session:
+        async with self.engine.connect() as connection:
             chat_ids = (
-                await session.scalars(
+                await connection.scalars(
                     select(Message.chat_id)
                     .join(Chat, Chat.id == Message.chat_id)
                     .where(

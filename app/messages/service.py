@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -7,10 +8,10 @@ from app.api_keys.auth import Scope
 from app.chats.models import Chat
 from app.chats.service import find_chat_to_send
 from app.core import ids
-from app.core.db import enqueue_after_commit
+from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
 from app.core.pagination import PageParams
-from app.messages.delivery import delivery_job
+from app.messages.delivery import request_delivery
 from app.messages.models import Message
 from app.messages.schemas import HUMAN_AGENT, MessageSend
 from app.profiles.models import Profile
@@ -70,8 +71,7 @@ async def send(session: AsyncSession, scope: Scope, chat_id: str, fields: Messag
 
 
 def _queue_delivery(session: AsyncSession, message: Message) -> None:
-    function, args, kwargs = delivery_job(message.chat_id, f"deliver:{message.id}")
-    enqueue_after_commit(session, function, *args, **kwargs)
+    after_commit(session, partial(request_delivery, chat_id=message.chat_id))
 
 
 async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message:
