@@ -1,0 +1,207 @@
+"""The machine a run measured on, and the markdown table of its figures against the targets."""
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from bench.stack import ROOT, Stack
+
+
+async def machine(stack: Stack) -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
+        platform.processor(),
+    )
+    meminfo = Path("/proc/meminfo").read_text().split()
+    redis_info = await stack.queue.info("server")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
+        "postgresql": await stack.db.fetchval("SHOW server_version"),
+        "redis": redis_info["redis_version"],
+        "python": platform.python_version(),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "app_dir": str(stack.app_dir),
+    }
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def _mark(ok: bool | None) -> str:
+    return "–" if ok is None else ("✓" if ok else "✗")
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    m, mode = results["machine"], results["mode"]
+    lines = [
+        f"## dmrelay benchmarks ({mode} run, {results['started_at']})",
+        "",
+        f"Machine: {m['nproc']} × {m['cpu_model']}, {m['memory_gib']} GiB · PostgreSQL "
+        f"{m['postgresql']} · Redis {m['redis']} · Python {m['python']} · commit "
+        f"{m['git_commit'][:12]}{' (uncommitted changes)' if m['git_dirty'] else ''}"
+        + ("" if m["app_dir"] == str(ROOT) else f" · dmrelay run from {m['app_dir']}"),
+        "",
+        "| # | Measure | dmrelay | Reference | Target | Met |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows, notes = [], []
+    s = results["scenarios"]
+
+    if "accept" in s:
+        a = s["accept"]
+        rows.append((
+            "1", "Accept rate, `POST /api/chats/{id}/messages` (req/s)",
+            f"{_n(a['dmrelay']['rate'])} (p99 {_n(a['dmrelay']['latency_ms']['p99'], 1)} ms)",
+            f"floor {_n(a['floor']['rate'])} (p99 {_n(a['floor']['latency_ms']['p99'], 1)} ms)"
+            f" → **{a['ratio']:.2f}×**",
+            "≥ 0.8 × floor", _mark(a["ratio"] >= 0.8),
+        ))  # fmt: skip
+        notes.append(
+            f"1: worker stopped (accept path only); wrk 1 thread, {a['connections']} "
+            f"connections, {a['seconds']:g} s per run, {a['rounds']} alternating rounds, "
+            f"median round shown (dmrelay {', '.join(_n(r) for r in a['dmrelay']['rates'])}; "
+            f"floor {', '.join(_n(r) for r in a['floor']['rates'])} req/s); 100 chats of one "
+            f"profile picked at random; non-2xx or socket errors: dmrelay "
+            f"{a['dmrelay']['errors']}, floor {a['floor']['errors']}. The floor "
+            "(bench/floor.py) is a bare ASGI app: one asyncpg INSERT of the same row + one "
+            "arq enqueue_job, same uvicorn settings."
+        )
+    if "latency" in s:
+        lat = s["latency"]
+        p = lat["post_to_meta_ms"] or {}
+        rows.append((
+            "2", f"POST → Meta latency at {lat['offered_rate']:g} msg/s, p50 / p95 / p99 (ms)",
+            " / ".join(_n(p.get(k), 1) for k in ("p50", "p95", "p99")),
+            f"accept alone p50 {_n((lat['accept_ms'] or {}).get('p50'), 1)} / p99 "
+            f"{_n((lat['accept_ms'] or {}).get('p99'), 1)} ms",
+            "p50 ≤ 20, p99 ≤ 100",
+            _mark(bool(p) and p["p50"] <= 20 and p["p99"] <= 100
+                  and lat["delivered"] == lat["sent"]),
+        ))  # fmt: skip
+        notes.append(
+            f"2: open-loop client, {lat['sent']} messages over {lat['seconds']:g} s, "
+            f"{lat['failed_posts']} POSTs failed, {lat['delivered']} messages reached the "
+            "sandbox (0 ms latency, no echo webhooks) within 30 s of the last POST, spread "
+            f"over {lat['chats']} chats of {lat['profiles']} profiles; "
+            "latency = sandbox received_at − client clock before the POST."
+        )
+    for key in ("delivery_1", "delivery_many"):
+        if key in s:
+            d = s[key]
+            rows.append((
+                "3", f"Deliveries/s, one worker, {d['profiles']} profile(s)",
+                f"{_n(d['rate'])}", f"{d['published']}/{d['messages']} published in "
+                f"{_n(d['seconds'], 1)} s", "≥ 1,500", _mark((d["rate"] or 0) >= 1500),
+            ))  # fmt: skip
+    if "delivery_1" in s:
+        notes.append(
+            "3: messages accepted through the API with the worker stopped, then one "
+            "`dmrelay worker` started; rate = published between the first and last "
+            "external_posted_at (worker start-up excluded), runs cut at "
+            f"{s['delivery_1']['timeout']:g} s; sandbox at 0 ms, so this is dmrelay's own cost."
+        )
+    if "rate_limit" in s:
+        r = s["rate_limit"]
+        enforced = r["cap_enforced_by_sandbox"]
+        rows.append((
+            "4", f"Share of the per-profile cap used ({r['cap']}/s, 1 profile)",
+            f"{r['share_of_cap']:.1%} ({_n(r['rate'], 1)}/s), "
+            f"{r['throttle_errors']} throttle errors",
+            f"cap {r['cap']}/s" + ("" if enforced else " (not enforced by the sandbox)"),
+            "≥ 95 %, 0 throttle errors",
+            _mark(r["share_of_cap"] >= 0.95 and r["throttle_errors"] == 0) if enforced else "–",
+        ))  # fmt: skip
+        notes.append(
+            f"4: {r['messages']} messages for one profile (twice the cap's worth). "
+            + (
+                "The sandbox throttles each account above the cap (rate_limit.per_second); "
+                "throttle errors = sends refused with code 4/17/32/613 (retries counted)."
+                if enforced
+                else "The sandbox has no per-account rate limit yet "
+                "(bench/scenarios/delivery.py enable_sandbox_rate_limit switches it on once "
+                "it has), so this shows how far above Meta's cap one profile would be pushed: "
+                "dmrelay does no per-profile pacing."
+            )
+        )
+    if "webhook" in s:
+        w = s["webhook"]
+        rows.append((
+            "5", "Webhook ack, `POST /webhooks/instagram` p50 / p99 (ms)",
+            f"{_n(w['ack_ms']['p50'], 1)} / {_n(w['ack_ms']['p99'], 1)}",
+            f"{_n(w['post_rate'])} POST/s, errors {sum(w['errors'].values())}",
+            "p99 ≤ 20", _mark(w["ack_ms"]["p99"] <= 20),
+        ))  # fmt: skip
+        rows.append((
+            "5", "Webhook events ingested/s (rows in `messages`)",
+            _n(w["events_per_second"]) + ("" if w["settled"] else " (still growing: ≥)"),
+            f"{w['events_stored']:,} events stored; completed POSTs carried "
+            f"{w['events_offered']:,}",
+            "≥ 2,000", _mark(w["events_per_second"] >= 2000),
+        ))  # fmt: skip
+        notes.append(
+            f"5: wrk 1 thread, {w['connections']} connections, {w['seconds']:g} s; "
+            f"{w['entries']} entries × 1 messaging event per POST, unique mids, signed with "
+            f"META_APP_SECRET; {w['unique_posts']:,} unique bodies sent; one worker running; "
+            f"events/s = stored rows / (load time + {w['stored_after_load_seconds']:.1f} s "
+            + (
+                "until the count stopped growing)."
+                if w["settled"]
+                else "after the load, when the wait was cut off with the count still growing)."
+            )
+        )
+    if "scale" in s:
+        sc = s["scale"]
+        small, large = sc["stages"][0], sc["stages"][-1]
+        labels = {
+            "chats_list": "`GET /api/profiles/{id}/chats?per_page=20`",
+            "hot_chat_messages": "`GET /api/chats/{hot}/messages?per_page=20`",
+            "typical_chat_messages": "`GET /api/chats/{typical}/messages?per_page=20`",
+        }
+        for name, label in labels.items():
+            lo, hi = small["latency_ms"][name], large["latency_ms"][name]
+            ratio = sc["ratio_p50"][name]
+            rows.append((
+                "6", f"{label} p50 / p95 (ms) at {large['messages']:,} messages",
+                f"{_n(hi['p50'], 1)} / {_n(hi['p95'], 1)}",
+                f"at {small['messages']:,}: {_n(lo['p50'], 1)} / {_n(lo['p95'], 1)} → "
+                f"**{ratio:.2f}×**",
+                "≤ 1.5 ×", _mark(ratio <= 1.5),
+            ))  # fmt: skip
+        notes.append(
+            f"6: {small['chats']:,} chats / {small['messages']:,} messages, then "
+            f"{large['chats']:,} / {large['messages']:,}, in one profile; a hot chat holds 10 % "
+            f"({small['hot_chat_messages']:,} then {large['hot_chat_messages']:,}), the rest "
+            f"spread evenly; {sc['requests']} sequential requests per endpoint after 10 "
+            "warm-ups; ratio on p50."
+        )
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += ["", "Notes:", *[f"- {note}" for note in notes]]
+    if "profile" in results:
+        pr = results["profile"]
+        lines += [
+            "",
+            f"py-spy, API process under accept load ({pr['samples']} samples, "
+            f"{_n(pr['rate_while_sampled'])} req/s while sampled), top frames by own time:",
+            "",
+            *[f"{i}. {f['share']:.1%} `{f['frame']}`" for i, f in enumerate(pr["top_own"], 1)],
+            "",
+            "dmrelay's own functions by inclusive time:",
+            "",
+            *[
+                f"{i}. {f['share']:.1%} `{f['frame']}`"
+                for i, f in enumerate(pr["top_app_inclusive"], 1)
+            ],
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""One module per measured figure; each returns a JSON-able dict of its results."""

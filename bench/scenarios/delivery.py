@@ -1,0 +1,126 @@
+"""3. Delivery throughput of one worker process, and 4. use of Meta's per-profile rate cap.
+
+With the worker stopped, the messages are accepted through the API, so they are stored and
+their jobs enqueued exactly as dmrelay does it; then one worker starts. The rate is taken
+between the first and the last `external_posted_at` (stamped by the worker as each send
+returns), so the worker's start-up is left out; a run cut short by its time limit still
+gives the rate of what it published.
+"""
+
+import asyncio
+import time
+
+import httpx
+
+from bench.fixtures import Chat, Fixtures
+from bench.stack import Stack
+
+# Instagram API with Instagram Login: 100 Send API calls per second per professional account.
+INSTAGRAM_SEND_CAP = 100
+# Meta's throttling codes (app/meta/errors.py THROTTLE_CODES has them among others).
+THROTTLE_CODES = ["4", "17", "32", "613"]
+POST_CONCURRENCY = 32
+OUTCOME = """
+SELECT count(*) FILTER (WHERE status = 'published') AS published,
+       count(*) FILTER (WHERE status IN ('pending', 'failed_waiting_for_retry')) AS undelivered,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE error_details->>'platform_error_code' = ANY($1)) AS throttled,
+       coalesce(sum(greatest(attempts - 1, 0)), 0) AS extra_attempts,
+       extract(epoch FROM max(external_posted_at) - min(external_posted_at)) AS span
+FROM messages WHERE direction = 'outbound'
+"""
+
+
+async def accept(stack: Stack, fixtures: Fixtures, chats: list[Chat], count: int) -> None:
+    """POST `count` messages round-robin over `chats` (the worker must be stopped)."""
+    headers = {"Authorization": f"Bearer {fixtures.token}"}
+    gate = asyncio.Semaphore(POST_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=30) as api:
+
+        async def post(i: int) -> None:
+            async with gate:
+                chat = chats[i % len(chats)]
+                response = await api.post(chat.path, json={"body": f"bench delivery {i}"})
+                response.raise_for_status()
+
+        await asyncio.gather(*(post(i) for i in range(count)))
+
+
+async def deliver_all(
+    stack: Stack,
+    fixtures: Fixtures,
+    chats: list[Chat],
+    count: int,
+    timeout: float,
+    rate_cap: int | None = None,
+) -> dict:
+    """Accept `count` messages over `chats`, then run one worker until none is undelivered
+    or `timeout` seconds have passed. With rate_cap, the sandbox is asked to throttle each
+    account above it (see enable_sandbox_rate_limit)."""
+    stack.stop("worker")
+    await stack.reset_messages()
+    enforced = rate_cap is not None and await enable_sandbox_rate_limit(stack, rate_cap)
+    await accept(stack, fixtures, chats, count)
+    stack.start_worker()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            outcome = await stack.db.fetchrow(OUTCOME, THROTTLE_CODES)
+            if outcome["undelivered"] == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        stack.stop("worker")
+    span = float(outcome["span"] or 0)
+    published = outcome["published"]
+    return {
+        "messages": count,
+        "chats": len(chats),
+        "profiles": len({chat.profile for chat in chats}),
+        "published": published,
+        "failed": outcome["failed"],
+        "undelivered": outcome["undelivered"],
+        # A throttled send is retried and its error cleared once published; with no other
+        # fault injected, every extra attempt is a refused call.
+        "throttle_errors": outcome["throttled"] + outcome["extra_attempts"],
+        "seconds": span,
+        "rate": (published - 1) / span if span > 0 else None,
+        "timeout": timeout,
+        "cap_enforced_by_sandbox": enforced,
+    }
+
+
+# --- 4. rate-limit use ---------------------------------------------------------------------
+
+
+async def enable_sandbox_rate_limit(stack: Stack, per_second: int) -> bool:
+    """Have the sandbox throttle each account above `per_second` sends, as Meta does
+    (app/sandbox/faults.py RateLimit: sliding one-second windows, code 4 once over).
+
+    Returns False for a sandbox without that knob (its Faults model forbids unknown fields,
+    so it refuses the request): the scenario then runs without a cap, and says so.
+    """
+    async with httpx.AsyncClient(base_url=stack.sandbox_url) as sandbox:
+        response = await sandbox.post(
+            "/_sandbox/faults", json={"rate_limit": {"per_second": per_second}}
+        )
+    if not response.is_success:
+        return False
+    return (response.json().get("rate_limit") or {}).get("per_second") == per_second
+
+
+async def run_rate_limit(stack: Stack, fixtures: Fixtures, seconds: float) -> dict:
+    """One profile offered twice its cap's worth for `seconds`: the share of the cap used."""
+    result = await deliver_all(
+        stack,
+        fixtures,
+        fixtures.main.chats,
+        int(2 * INSTAGRAM_SEND_CAP * seconds),
+        timeout=seconds + 3,  # the worker's start-up, which the rate leaves out
+        rate_cap=INSTAGRAM_SEND_CAP,
+    )
+    return {
+        **result,
+        "cap": INSTAGRAM_SEND_CAP,
+        "share_of_cap": (result["rate"] or 0.0) / INSTAGRAM_SEND_CAP,
+    }

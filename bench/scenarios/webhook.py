@@ -1,0 +1,96 @@
+"""5. Meta webhook: how fast POST /webhooks/instagram answers, and how many events it ingests.
+
+wrk posts precomputed bodies, each signed with META_APP_SECRET as Meta signs them and made
+of ENTRIES entries of one messaging event (a unique mid each). "Ingested" counts the
+inbound rows that appear in `messages`: processing may happen in the request or later in
+the worker (which runs meanwhile), so after the load the count is watched until it has
+stopped growing for STABLE_SECONDS (or `settle` seconds have passed: then the figure is a
+lower bound, and says so).
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import time
+from pathlib import Path
+
+from bench.fixtures import Fixtures
+from bench.loadgen import wrk
+from bench.stack import APP_SECRET, Stack
+
+ENTRIES = 10
+CONNECTIONS = 32
+# Each account hears from this many customers: chats get created, then revisited.
+SENDERS_PER_ACCOUNT = 200
+FIRST_SENDER = 9_100_000_000_000_000
+STABLE_SECONDS = 2.0
+INBOUND = "SELECT count(*) FROM messages WHERE direction = 'inbound'"
+
+
+def write_bodies(fixtures: Fixtures, count: int, path: Path) -> Path:
+    accounts = [profile.platform_id for profile in fixtures.spread]
+    now = int(time.time() * 1000)
+    lines = []
+    for i in range(count):
+        entries = []
+        for j in range(ENTRIES):
+            n = i * ENTRIES + j
+            account = random.choice(accounts)
+            event = {
+                "sender": {"id": str(FIRST_SENDER + random.randrange(SENDERS_PER_ACCOUNT))},
+                "recipient": {"id": account},
+                "timestamp": now + n,
+                "message": {"mid": f"aWdfZAG1faXRlbTpiZW5jaD{n:012d}", "text": f"hello {n}"},
+            }
+            entries.append({"id": account, "time": now + n, "messaging": [event]})
+        body = json.dumps({"object": "instagram", "entry": entries}, ensure_ascii=True)
+        digest = hmac.new(APP_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+        lines.append(f"sha256={digest} {body}\n")
+    path.write_text("".join(lines))
+    return path
+
+
+async def run(stack: Stack, fixtures: Fixtures, seconds: float, bodies: int, settle: float) -> dict:
+    stack.stop("worker")
+    await stack.reset_messages()
+    path = write_bodies(fixtures, bodies, stack.log_dir / "webhook-bodies.txt")
+    stack.start_worker()
+    try:
+        load = await wrk(stack.api_url, "webhook.lua", [str(path)], seconds, CONNECTIONS)
+        stored, late, settled = await _settle(stack, settle)
+    finally:
+        stack.stop("worker")
+    return {
+        "connections": CONNECTIONS,
+        "seconds": seconds,
+        "entries": ENTRIES,
+        "posts": load.requests,
+        "post_rate": load.rate,
+        "unique_posts": min(load.requests, bodies),
+        "events_offered": min(load.requests, bodies) * ENTRIES,
+        "events_stored": stored,
+        "stored_after_load_seconds": late,
+        "settled": settled,
+        "events_per_second": stored / (load.seconds + late),
+        "ack_ms": load.latency_ms,
+        "errors": load.errors,
+    }
+
+
+async def _settle(stack: Stack, limit: float) -> tuple[int, float, bool]:
+    """The inbound row count once it stops growing, for how long it grew after the load, and
+    whether it did stop within `limit` seconds."""
+    ended = time.monotonic()
+    count, last_growth = await stack.db.fetchval(INBOUND), ended
+    while True:
+        now = time.monotonic()
+        if now - last_growth >= STABLE_SECONDS:
+            return count, last_growth - ended, True
+        if now - ended >= limit:
+            return count, last_growth - ended, False
+        await asyncio.sleep(0.25)
+        latest = await stack.db.fetchval(INBOUND)
+        if latest != count:
+            count, last_growth = latest, time.monotonic()

@@ -1,0 +1,190 @@
+"""Booting and stopping dmrelay's processes, and the bench's own database and queue."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+ROOT = Path(__file__).resolve().parents[1]
+DATABASE = "dmrelay_bench"
+DATABASE_URL = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+APP_SECRET = "bench-app-secret"
+# Longer than a worker's graceful stop (it finishes the chats it is draining, up to 20 s), so
+# it releases its delivery leases rather than leave them to expire under the next scenario.
+STOP_SECONDS = 40.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """dmrelay's API, worker and sandbox (plus the floor on demand), as child processes."""
+
+    log_dir: Path
+    # The dmrelay source tree the children run (default: this checkout).
+    app_dir: Path = ROOT
+    api_port: int = field(default_factory=free_port)
+    sandbox_port: int = field(default_factory=free_port)
+    floor_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    db: asyncpg.Connection | None = None
+    queue: ArqRedis | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    @property
+    def floor_url(self) -> str:
+        return f"http://127.0.0.1:{self.floor_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The children run in app_dir, so `app` comes from there; bench (the floor) from here.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.update(
+            DATABASE_URL=DATABASE_URL,
+            REDIS_URL=REDIS_URL,
+            META_GRAPH_URL=self.sandbox_url,
+            META_APP_SECRET=APP_SECRET,
+            META_VERIFY_TOKEN="bench-verify-token",
+            SECRET_KEY="bench-secret-key",
+            # Empty rather than unset, so a developer's .env cannot switch echoes on:
+            # echo webhooks would add load the throughput runs do not mean to measure.
+            SANDBOX_WEBHOOK_URL="",
+        )
+        return env
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """A fresh database and queue, migrated, with the sandbox and the API running."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.log_dir.glob("*.log"):
+            old.unlink()
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        finally:
+            await admin.close()
+        self.cli("migrate")
+        self.db = await asyncpg.connect(DATABASE_URL)
+        self.queue = await create_pool(RedisSettings.from_dsn(REDIS_URL))
+        await self.queue.flushdb()
+        self.start("sandbox", "app.cli", "sandbox", "--port", str(self.sandbox_port))
+        await self.wait_http(f"{self.sandbox_url}/_sandbox/faults", "sandbox")
+        await self.start_api()
+
+    async def close(self) -> None:
+        self.stop_all()
+        if self.queue is not None:
+            await self.queue.aclose()
+        if self.db is not None:
+            await self.db.close()
+
+    def start(self, name: str, module: str, *args: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=self.app_dir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches any children
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    async def wait_http(self, url: str, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {self.log_dir / name}.log")
+                try:
+                    await client.get(url)
+                    return
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        raise RuntimeError(f"{name} did not answer on {url} within {timeout:.0f}s")
+
+    async def start_api(self) -> None:
+        self.start("api", "app.cli", "api", "--port", str(self.api_port), "--workers", "1")
+        await self.wait_http(f"{self.api_url}/healthz", "api")
+
+    async def start_floor(self) -> None:
+        self.start(
+            "floor",
+            "uvicorn",
+            "bench.floor:app",
+            "--host", "127.0.0.1",
+            "--port", str(self.floor_port),
+            "--workers", "1",
+            "--log-level", "info",  # as `dmrelay api` serves: access log included
+        )  # fmt: skip
+        await self.wait_http(f"{self.floor_url}/healthz", "floor")
+
+    def start_worker(self) -> None:
+        self.start("worker", "app.cli", "worker")
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=self.app_dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dmrelay {' '.join(args)} failed:\n{done.stderr}")
+        return done.stdout
+
+    def cli_json(self, *args: str) -> dict:
+        return json.loads(self.cli(*args, "--json"))
+
+    # --- state between scenarios -------------------------------------------------------
+
+    async def reset_messages(self) -> None:
+        """No messages, no queued jobs, nothing recorded by the sandbox: a level start."""
+        await self.db.execute("TRUNCATE messages CASCADE")
+        await self.queue.flushdb()
+        async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
+            (await client.delete("/_sandbox/sent")).raise_for_status()
+            (await client.post("/_sandbox/faults", json={})).raise_for_status()
