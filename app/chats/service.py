@@ -9,7 +9,7 @@ from app.chats.models import Chat
 from app.chats.schemas import ChatCreate
 from app.core import ids
 from app.core.errors import NotFound
-from app.core.pagination import PageParams
+from app.core.pagination import PageParams, fetch_page
 from app.profiles.models import Profile
 from app.profiles.service import visible
 
@@ -27,19 +27,9 @@ async def list_chats(
     if after is not None:
         conditions.append(Chat.last_message_at > after)
     filtered = before is not None or after is not None
-    total = (
-        await session.scalar(select(func.count()).select_from(Chat).where(*conditions))
-        if filtered
-        else profile.chat_count
-    )
-    chats = await session.scalars(
-        select(Chat)
-        .where(*conditions)
-        .order_by(Chat.last_message_at.desc().nulls_last(), Chat.id.desc())
-        .offset(page.offset)
-        .limit(page.per_page)
-    )
-    return list(chats), total or 0
+    order = [Chat.last_message_at.desc().nulls_last(), Chat.id.desc()]
+    kept_total = None if filtered else profile.chat_count
+    return await fetch_page(session, Chat, conditions, order, page, kept_total)
 
 
 async def find_or_create(

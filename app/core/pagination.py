@@ -1,7 +1,9 @@
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T")
 
@@ -32,3 +34,26 @@ class Page(BaseModel, Generic[T]):
     total: int
     page: int
     per_page: int
+
+
+async def fetch_page(
+    session: AsyncSession,
+    model: Any,
+    conditions: list[ColumnElement[bool]],
+    order_by: list[Any],
+    page: PageParams,
+    unfiltered_total: int | None,
+) -> tuple[list[Any], int]:
+    """One page of `model` rows and the total they are a page of. `unfiltered_total` is a
+    kept count to use instead of counting (None: the conditions filter, so count)."""
+    total = unfiltered_total
+    if total is None:
+        total = await session.scalar(select(func.count()).select_from(model).where(*conditions))
+    rows = await session.scalars(
+        select(model)
+        .where(*conditions)
+        .order_by(*order_by)
+        .offset(page.offset)
+        .limit(page.per_page)
+    )
+    return list(rows), total or 0

@@ -10,7 +10,7 @@ from app.chats.service import find_chat_to_send
 from app.core import ids
 from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
-from app.core.pagination import PageParams
+from app.core.pagination import PageParams, fetch_page
 from app.messages.delivery import request_delivery
 from app.messages.models import Message
 from app.messages.schemas import HUMAN_AGENT, MessageSend
@@ -109,19 +109,9 @@ async def list_messages(
     if status is not None:
         conditions.append(Message.status == status)
     filtered = direction is not None or status is not None
-    total = (
-        await session.scalar(select(func.count()).select_from(Message).where(*conditions))
-        if filtered
-        else chat.message_count
-    )
-    messages = await session.scalars(
-        select(Message)
-        .where(*conditions)
-        .order_by(Message.sort_at.desc(), Message.id.desc())
-        .offset(page.offset)
-        .limit(page.per_page)
-    )
-    return list(messages), total or 0
+    order = [Message.sort_at.desc(), Message.id.desc()]
+    kept_total = None if filtered else chat.message_count
+    return await fetch_page(session, Message, conditions, order, page, kept_total)
 
 
 async def get_message(session: AsyncSession, scope: Scope, message_id: str) -> Message:
