@@ -1,21 +1,22 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
+# Always through the venv's interpreter, never a script's shebang.
+PY := $(VENV)/bin/python
 
 .PHONY: run test bench
 
-$(BIN)/dmrelay: pyproject.toml
+$(VENV)/installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-run: $(BIN)/dmrelay
-	$(BIN)/dmrelay up
+run: $(VENV)/installed
+	$(PY) -m app.cli up
 
-test: $(BIN)/dmrelay
-	$(BIN)/pytest -q
+test: $(VENV)/installed
+	$(PY) -m pytest -q
 
-bench: $(BIN)/dmrelay
-	$(BIN)/python -m bench
+bench: $(VENV)/installed
+	$(PY) -m bench
