@@ -9,6 +9,7 @@ from arq import cron, func
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from app.core import idempotency
 from app.core.db import create_engine, create_sessionmaker
 from app.core.queue import redis_settings
 from app.core.settings import get_settings
@@ -30,6 +31,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
     )
     sessions = create_sessionmaker(ctx["engine"])
+    ctx["sessions"] = sessions
     ctx["graph"] = GraphClient(settings, ctx["http"])
     ctx["delivery"] = Delivery(ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
@@ -55,6 +57,11 @@ async def deliver_chat(ctx: dict[str, Any], chat_id: int) -> None:
 
 async def sweep(ctx: dict[str, Any]) -> None:
     await ctx["delivery"].sweep()
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> None:
+    async with ctx["sessions"].begin() as session:
+        await idempotency.purge_expired(session)
 
 
 async def process_webhook(ctx: dict[str, Any], delivery_id: int) -> None:
@@ -121,6 +128,8 @@ class WorkerSettings:
     cron_jobs = [
         cron(sweep, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
         cron(sweep_inbound, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
+        # Idempotency-Key responses are replayed for 24 h, then forgotten.
+        cron(purge_idempotency_keys, minute=set(range(0, 60, 10)), second=0),
     ]
     on_startup = startup
     on_shutdown = shutdown

@@ -3,7 +3,7 @@ import asyncio
 import httpx
 import pytest
 from postproxy import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.messages.models import Message
 
@@ -76,3 +76,26 @@ async def test_chat_creation_replays_its_201(account):
     assert (first.status_code, replay.status_code) == (201, 201)
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == first.json()
+
+
+async def test_responses_are_forgotten_after_24_hours(account, clean, chat):
+    from sqlalchemy import update
+
+    from app.core.idempotency import IdempotencyRecord, purge_expired
+
+    await account.client.messages.send(chat.id, body="old", idempotency_key="k-old")
+    await account.client.messages.send(chat.id, body="new", idempotency_key="k-new")
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == "k-old")
+            .values(created_at=func.now() - text("interval '25 hours'"))
+        )
+        assert await purge_expired(session) == 1
+    # (The short in-flight locks are long gone 24 h later.)
+    for lock in await clean.worker.pool.keys("dmrelay:idempotency:*"):
+        await clean.worker.pool.delete(lock)
+    # The expired key is free again: a new request with it is a new message.
+    again = await account.client.messages.send(chat.id, body="other", idempotency_key="k-old")
+    assert again.body == "other"
+    assert await _count(clean) == 3
