@@ -23,10 +23,9 @@ from app.events import service as events
 from app.inbound.content import message_columns
 from app.inbound.parsing import Event
 from app.media import service as media
-from app.messages.models import Message
+from app.messages.models import UNDELIVERED, Message
 from app.profiles.models import Profile
 
-UNDELIVERED = ("pending", "failed_waiting_for_retry")
 # What Meta's terms require erasing when the sender unsends a message.
 ERASED_ON_UNSEND = {
     "body": None,

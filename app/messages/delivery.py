@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from app.chats.models import Chat
 from app.core import queue
 from app.core.settings import Settings
-from app.messages.models import Message
+from app.messages.models import UNDELIVERED, Message
 from app.messages.throttle import ProfileThrottle
 from app.meta.errors import TOKEN_CODE, GraphError
 from app.meta.graph import GraphClient, send_body
@@ -37,7 +37,6 @@ from app.profiles.service import graph_account
 
 log = logging.getLogger(__name__)
 
-UNDELIVERED = ("pending", "failed_waiting_for_retry")
 # A worker drains one chat for at most this long, then hands it to a fresh job, so a busy
 # chat does not pin a job slot and a graceful shutdown is never long.
 DRAIN_SECONDS = 20.0

@@ -20,6 +20,8 @@ from app.core.models import SerialId, Timestamps
 
 DIRECTIONS = ("inbound", "outbound")
 STATUSES = ("pending", "published", "failed_waiting_for_retry", "failed", "received")
+# Outbound messages still owed to Meta.
+UNDELIVERED = ("pending", "failed_waiting_for_retry")
 
 
 class Message(SerialId, Timestamps, Base):
@@ -42,7 +44,7 @@ class Message(SerialId, Timestamps, Base):
             "ix_messages_undelivered",
             "chat_id",
             "id",
-            postgresql_where="status IN ('pending', 'failed_waiting_for_retry')",
+            postgresql_where=f"status IN {UNDELIVERED}",
         ),
     )
 
