@@ -16,10 +16,11 @@ import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 ROOT = Path(__file__).resolve().parents[1]
-DATABASE = "dmrelay_bench"
+# Overridable so two runs (say, a developer's and a helper's) never share a database or queue.
+DATABASE = os.environ.get("BENCH_DATABASE", "dmrelay_bench")
 DATABASE_URL = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '14')}"
 APP_SECRET = "bench-app-secret"
 # Longer than a worker's graceful stop (it finishes the chats it is draining, up to 20 s), so
 # it releases its delivery leases rather than leave them to expire under the next scenario.
