@@ -7,13 +7,14 @@ from fastapi import FastAPI
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
 from app.core import errors
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.idempotency import Replay
 from app.core.queue import create_arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
 from app.inbound.router import router as inbound_router
 from app.media.router import router as media_router
+from app.messages.express import ExpressSend
 from app.messages.router import router as messages_router
 from app.meta.graph import GraphClient
 from app.participants.router import router as participants_router
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.arq_pool = await create_arq_pool(settings)
+        app.state.express_pool = await create_driver_pool(settings)
         # Graph reads made while answering a request (participant profiles).
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         app.state.graph = GraphClient(settings, http)
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await http.aclose()
             await app.state.arq_pool.aclose()
+            await app.state.express_pool.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -47,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.principals = PrincipalCache()
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
+    # Inside the request id middleware, so its answers carry one too.
+    app.add_middleware(ExpressSend)
     app.add_middleware(RequestIdMiddleware)
 
     for router in (profiles_router, chats_router, messages_router, participants_router):

@@ -20,7 +20,7 @@ INSERT = (
     "INSERT INTO messages (chat_id, profile_id, direction, status, body) "
     "VALUES ($1, $2, 'outbound', 'pending', $3) RETURNING id"
 )
-# dmrelay's engine: pool_size 20 (+10 overflow, which a 32-connection load barely touches).
+# dmrelay's engine: pool_size 20, no overflow.
 POOL_SIZE = 20
 
 

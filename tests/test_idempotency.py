@@ -99,3 +99,20 @@ async def test_responses_are_forgotten_after_24_hours(account, clean, chat):
     again = await account.client.messages.send(chat.id, body="other", idempotency_key="k-old")
     assert again.body == "other"
     assert await _count(clean) == 3
+
+
+async def test_an_idempotent_send_commits_with_its_stored_response(account, clean, chat):
+    # As the route runs it: the key's lookup opens the session's transaction, which the
+    # send's raw statement then joins; a rollback must take the message back.
+    from app.api_keys.auth import Scope
+    from app.core.db import driver_connection
+    from app.core.idempotency import IdempotencyRecord
+    from app.messages import service
+    from app.messages.schemas import MessageSend
+
+    async with clean.sessionmaker() as session:
+        assert await session.get(IdempotencyRecord, (0, "never-stored")) is None
+        connection = await driver_connection(session)
+        await service.send(connection, Scope(0, None), chat.id, MessageSend(body="undone"))
+        await session.rollback()
+    assert await _count(clean) == 0

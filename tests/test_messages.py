@@ -184,3 +184,34 @@ async def test_messages_list_newest_first_with_filters(account, clean):
     assert [m.body for m in second_page.data] == ["m0"]
     with pytest.raises(ValidationError):
         await account.client.messages.list(chat.id, status="weird")
+
+
+@pytest.mark.parametrize("case", ["accepted", "window closed", "unknown chat", "bad body"])
+async def test_the_express_lane_answers_as_the_route_does(account, clean, case):
+    # A query string sends a request to the FastAPI route; without one, a request with a
+    # recently verified key takes the express lane (app/messages/express.py).
+    chat = await _chat(account)
+    profile = await account.client.profiles.get(account.profile_id)
+    if case == "window closed":
+        async with clean.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Chat).values(last_inbound_at=func.now() - timedelta(days=2))
+            )
+    chat_id = "nope" if case == "unknown chat" else chat.id
+    body = {"body": "x" * 1001} if case == "bad body" else {"body": "same"}
+    answers = []
+    async with httpx.AsyncClient(
+        base_url=account.client.base_url, headers={"Authorization": f"Bearer {account.token}"}
+    ) as http:
+        for query in ({"profile_group_id": profile.profile_group_id}, {}):
+            response = await http.post(f"/api/chats/{chat_id}/messages", params=query, json=body)
+            assert response.headers["x-request-id"]
+            answer = response.json()
+            for varying in ("id", "created_at"):
+                answer.pop(varying, None)
+            answers.append((response.status_code, answer))
+    assert answers[0] == answers[1]
+    async with clean.sessionmaker() as session:
+        stored = await session.scalar(select(func.count()).select_from(Message))
+    assert stored == (2 if case == "accepted" else 0)
+    assert answers[0][0] == {"accepted": 202, "unknown chat": 404}.get(case, 422)

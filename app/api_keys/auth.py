@@ -17,11 +17,17 @@ class Scope:
     profile_group_id: int | None
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The key in an `Authorization: Bearer <key>` header's value, if that is its form."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def _bearer_token(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise APIError(401, "Missing API key: send it as 'Authorization: Bearer <key>'")
-    return token.strip()
+    return token
 
 
 async def _scope(

@@ -44,12 +44,15 @@ class PrincipalCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Principal]] = {}
 
+    def cached(self, token: str) -> Principal | None:
+        """The key's principal if it was verified within CACHE_SECONDS, without a query."""
+        entry = self._entries.get(hash_token(token))
+        return entry[1] if entry and entry[0] > time.monotonic() else None
+
     async def resolve(self, session: AsyncSession, token: str) -> Principal | None:
+        if (principal := self.cached(token)) is not None:
+            return principal
         token_hash = hash_token(token)
-        now = time.monotonic()
-        cached = self._entries.get(token_hash)
-        if cached and cached[0] > now:
-            return cached[1]
         row = (
             await session.execute(
                 select(ApiKey.id, ApiKey.profile_group_id).where(
@@ -61,5 +64,5 @@ class PrincipalCache:
             self._entries.pop(token_hash, None)
             return None
         principal = Principal(api_key_id=row.id, profile_group_id=row.profile_group_id)
-        self._entries[token_hash] = (now + CACHE_SECONDS, principal)
+        self._entries[token_hash] = (time.monotonic() + CACHE_SECONDS, principal)
         return principal

@@ -39,15 +39,13 @@ async def list_chats(
 async def create_chat(
     profile_id: str,
     fields: ChatCreate,
-    response: Response,
     scope: CurrentScope,
     session: Session,
     idempotency: Idempotency,
-) -> ChatOut:
+) -> Response:
     profile = await get_profile(session, scope, profile_id)
     chat, created = await service.find_or_create(session, profile, fields)
-    response.status_code = 201 if created else 200
-    return await idempotency.remember(session, response.status_code, ChatOut.of(chat))
+    return await idempotency.remember(session, 201 if created else 200, ChatOut.of(chat))
 
 
 @router.get("/chats/{chat_id}", response_model=ChatOut)

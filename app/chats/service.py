@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Row, func, literal_column, select
+from sqlalchemy import ColumnElement, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,25 +73,3 @@ async def find_chat(session: AsyncSession, scope: Scope, chat_id: str) -> tuple[
     if row is None:
         raise NotFound("Chat")
     return row[0], row[1]
-
-
-async def find_chat_to_send(session: AsyncSession, scope: Scope, chat_id: str) -> Row:
-    """Only what accepting a send needs: (id, profile_id, last_inbound_at, profile_status)."""
-    row = (
-        await session.execute(
-            visible(
-                select(
-                    Chat.id,
-                    Chat.profile_id,
-                    Chat.last_inbound_at,
-                    Profile.status.label("profile_status"),
-                ).join(Profile, Profile.id == Chat.profile_id),
-                scope,
-            )
-            .where(_chat_matching(chat_id))
-            .limit(1)
-        )
-    ).first()
-    if row is None:
-        raise NotFound("Chat")
-    return row

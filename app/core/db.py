@@ -1,8 +1,9 @@
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from arq.connections import ArqRedis
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,14 +31,43 @@ class Base(DeclarativeBase):
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 20)
-    kwargs.setdefault("max_overflow", 10)
+    # No overflow: under load, overflow connections are opened and closed over and over
+    # (a TLS probe and a backend start each), which costs far more than waiting for one.
+    kwargs.setdefault("max_overflow", 0)
     # No pre-ping (a round trip per checkout): after a PostgreSQL restart, the first use of
     # a dead connection fails and SQLAlchemy then replaces the whole pool.
     return create_async_engine(settings.database_url, **kwargs)
 
 
+async def create_driver_pool(settings: Settings, size: int = 20) -> asyncpg.Pool:
+    """A bare asyncpg pool, for the few hot paths that skip SQLAlchemy altogether.
+
+    Only single autocommit statements run on it, which leave no session state behind, so
+    a connection goes back without asyncpg's reset (a round trip per use)."""
+    url = make_url(settings.database_url).set(drivername="postgresql")
+    return await asyncpg.create_pool(
+        url.render_as_string(hide_password=False),
+        min_size=size,
+        max_size=size,
+        reset=_keep_as_is,
+    )
+
+
+async def _keep_as_is(connection: asyncpg.Connection) -> None:
+    pass
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The session's own asyncpg connection, for hot paths that skip SQLAlchemy's per-statement
+    work. A statement run on it is part of the session's transaction once the session has
+    run a statement of its own (SQLAlchemy begins lazily); before that, it commits alone."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
 
 
 AFTER_COMMIT = "after_commit"

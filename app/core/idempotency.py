@@ -8,10 +8,10 @@ still being processed.
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, DateTime, Integer, Text, delete, func
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -28,8 +28,6 @@ MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
 # Longer than any request should take; a crashed request frees its key after this.
 LOCK_SECONDS = 60
-
-ResponseModel = TypeVar("ResponseModel", bound=BaseModel)
 
 
 class IdempotencyRecord(Base):
@@ -73,10 +71,9 @@ class IdempotentRequest:
         self.key = key
         self.request_hash = request_hash
 
-    async def remember(
-        self, session: AsyncSession, status_code: int, body: ResponseModel
-    ) -> ResponseModel:
-        """Store the response with the request's own transaction, then hand it back."""
+    async def remember(self, session: AsyncSession, status_code: int, body: BaseModel) -> Response:
+        """Store the response with the request's own transaction, then hand it back,
+        serialised (FastAPI would otherwise validate the model again)."""
         if self.key is not None:
             values = {
                 "request_hash": self.request_hash,
@@ -90,7 +87,7 @@ class IdempotentRequest:
                 # Only an expired record can be in the way: a live one was replayed.
                 .on_conflict_do_update(index_elements=["api_key_id", "key"], set_=values)
             )
-        return body
+        return Response(body.model_dump_json(), status_code, media_type="application/json")
 
 
 async def _request_hash(request: Request) -> str:

@@ -2,7 +2,9 @@ import logging
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.jobs import Job
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import Job, serialize_job
+from arq.utils import timestamp_ms
 
 from app.core.settings import Settings
 
@@ -29,3 +31,39 @@ async def enqueue(pool: ArqRedis, function: str, *args: Any, **kwargs: Any) -> J
     except Exception:
         log.exception("could not enqueue %s%r; the sweeper will pick it up", function, args)
         return None
+
+
+# arq's enqueue_job for several candidate ids in one round trip (arq itself takes three per
+# id: WATCH, EXISTS, MULTI/EXEC): the job goes under the first id with no job or result.
+# KEYS: the queue, then each id's job key and result key. ARGV: the serialised job, its
+# score, its expiry (ms), then the ids.
+_ENQUEUE_FIRST_FREE = """
+for j = 1, #ARGV - 3 do
+    if redis.call('EXISTS', KEYS[2 * j], KEYS[2 * j + 1]) == 0 then
+        redis.call('PSETEX', KEYS[2 * j], ARGV[3], ARGV[1])
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3 + j])
+        return j
+    end
+end
+return 0
+"""
+
+
+async def enqueue_first_free(
+    pool: ArqRedis, function: str, args: tuple[Any, ...], job_ids: list[str]
+) -> str | None:
+    """Enqueue a job under the first of `job_ids` that is free, as arq would; the id used,
+    or None if all are taken (or Redis failed: logged, as in `enqueue`)."""
+    enqueued_ms = timestamp_ms()
+    job = serialize_job(function, args, {}, None, enqueued_ms, serializer=pool.job_serializer)
+    keys = [pool.default_queue_name]
+    for job_id in job_ids:
+        keys += [job_key_prefix + job_id, result_key_prefix + job_id]
+    try:
+        taken = await pool.register_script(_ENQUEUE_FIRST_FREE)(
+            keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]
+        )
+    except Exception:
+        log.exception("could not enqueue %s%r; the sweeper will pick it up", function, args)
+        return None
+    return job_ids[taken - 1] if taken else None

@@ -51,9 +51,8 @@ async def request_delivery(pool: ArqRedis, chat_id: int) -> None:
     A job already queued for the chat will see the new message. One already running may be
     past its last look at the chat, so a follow-up job is queued as well (at most one).
     """
-    for job_id in (f"deliver:{chat_id}", f"deliver:{chat_id}:next"):
-        if await queue.enqueue(pool, "deliver_chat", chat_id, _job_id=job_id) is not None:
-            return
+    job_ids = [f"deliver:{chat_id}", f"deliver:{chat_id}:next"]
+    await queue.enqueue_first_free(pool, "deliver_chat", (chat_id,), job_ids)
 
 
 def delivery_job(chat_id: int, job_id: str, defer_until: datetime | None = None) -> tuple:

@@ -1,9 +1,10 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.api_keys.auth import CurrentScope
 from app.chats.service import find_chat
+from app.core.db import driver_connection
 from app.core.deps import Session
 from app.core.idempotency import Idempotency
 from app.core.pagination import Page, Pagination
@@ -42,16 +43,19 @@ async def send_message(
     scope: CurrentScope,
     session: Session,
     idempotency: Idempotency,
-) -> MessageOut:
+) -> Response:
     """Accept a message for delivery: it is `pending` until a worker hands it to Meta."""
-    message = await service.send(session, scope, chat_id, fields)
+    # With an Idempotency-Key, the session's transaction is open (the key was looked up), so
+    # the insert and the stored response commit together.
+    message = await service.send(await driver_connection(session), scope, chat_id, fields)
+    service.queue_delivery(session, message.chat_id)
     return await idempotency.remember(session, 202, MessageOut.of(message))
 
 
 @router.post("/messages/{message_id}/retry", response_model=MessageOut, status_code=202)
 async def retry_message(
     message_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
-) -> MessageOut:
+) -> Response:
     """Send a failed message again: it is `pending` until a worker hands it to Meta."""
     message = await service.retry(session, scope, message_id)
     return await idempotency.remember(session, 202, MessageOut.of(message))

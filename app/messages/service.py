@@ -1,12 +1,14 @@
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import datetime, timedelta
 from functools import partial
+from typing import NoReturn
 
-from sqlalchemy import func, insert, select
+import asyncpg
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
 from app.chats.models import Chat
-from app.chats.service import find_chat_to_send
 from app.core import ids
 from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
@@ -42,36 +44,79 @@ def check_window(last_inbound_at: datetime | None, tag: str | None, now: datetim
     raise APIError(422, message, [{"field": "last_inbound_at", "message": message}])
 
 
-async def send(session: AsyncSession, scope: Scope, chat_id: str, fields: MessageSend) -> Message:
-    # The hot path: one lean read of what the checks need, one INSERT … RETURNING.
-    chat = await find_chat_to_send(session, scope, chat_id)
-    if chat.profile_status != "active":
+# The hot path, in one round trip: find the chat the caller may see, check the profile and
+# the window, insert. The row comes back even when nothing was inserted, so that the refusal
+# can be explained (with the database's clock, the one the condition used).
+_SEND = """
+WITH chat AS (
+    SELECT chats.id, chats.profile_id, chats.last_inbound_at, profiles.status AS profile_status
+    FROM chats JOIN profiles ON profiles.id = chats.profile_id
+    WHERE {match} AND ($2::bigint IS NULL OR profiles.profile_group_id = $2)
+    LIMIT 1
+), sent AS (
+    INSERT INTO messages
+        (chat_id, profile_id, direction, status, body, tag, attachment, reply_to_external_id)
+    SELECT id, profile_id, 'outbound', 'pending', $3, $4, $5::jsonb, $6 FROM chat
+    WHERE profile_status = 'active'
+        AND (last_inbound_at IS NULL OR last_inbound_at >= now() - $7::interval)
+    RETURNING id, created_at
+)
+SELECT chat.id AS chat_id, chat.profile_id, chat.last_inbound_at, chat.profile_status,
+    now() AS now, sent.id, sent.created_at
+FROM chat LEFT JOIN sent ON true
+"""
+# By our public id or by Meta's conversation id (which never decodes as ours).
+SEND_BY_SERIAL = _SEND.format(match="chats.id = $1")
+SEND_BY_CONVERSATION = _SEND.format(match="chats.external_conversation_id = $1")
+
+
+async def send(
+    connection: asyncpg.Connection, scope: Scope, chat_id: str, fields: MessageSend
+) -> Message:
+    serial = ids.decode(ids.Kind.CHAT, chat_id)
+    row = await connection.fetchrow(
+        SEND_BY_SERIAL if serial is not None else SEND_BY_CONVERSATION,
+        serial if serial is not None else chat_id,
+        scope.profile_group_id,
+        fields.body,
+        fields.tag,
+        json.dumps(fields.attachment) if fields.attachment else None,
+        fields.reply_to_external_id,
+        HUMAN_AGENT_WINDOW if fields.tag == HUMAN_AGENT else STANDARD_WINDOW,
+    )
+    if row is None:
+        raise NotFound("Chat")
+    if row["id"] is None:
+        _refuse(row, fields.tag)
+    return Message(
+        id=row["id"],
+        chat_id=row["chat_id"],
+        profile_id=row["profile_id"],
+        direction="outbound",
+        status="pending",
+        body=fields.body,
+        tag=fields.tag,
+        attachment=fields.attachment,
+        reply_to_external_id=fields.reply_to_external_id,
+        is_unsupported=False,
+        created_at=row["created_at"],
+    )
+
+
+def _refuse(chat: asyncpg.Record, tag: str | None) -> NoReturn:
+    """Why the send's conditions kept the message out."""
+    if chat["profile_status"] != "active":
         raise APIError(
             422,
-            f"The profile is {chat.profile_status}: reconnect the Instagram account "
+            f"The profile is {chat['profile_status']}: reconnect the Instagram account "
             "(dmrelay profiles add … with a fresh access token) before sending",
         )
-    check_window(chat.last_inbound_at, fields.tag, datetime.now(UTC))
-    message = await session.scalar(
-        insert(Message)
-        .values(
-            chat_id=chat.id,
-            profile_id=chat.profile_id,
-            direction="outbound",
-            status="pending",
-            body=fields.body,
-            tag=fields.tag,
-            attachment=fields.attachment,
-            reply_to_external_id=fields.reply_to_external_id,
-        )
-        .returning(Message)
-    )
-    _queue_delivery(session, message)
-    return message
+    check_window(chat["last_inbound_at"], tag, chat["now"])
+    raise RuntimeError(f"send to chat {chat['chat_id']} refused for no known reason")
 
 
-def _queue_delivery(session: AsyncSession, message: Message) -> None:
-    after_commit(session, partial(request_delivery, chat_id=message.chat_id))
+def queue_delivery(session: AsyncSession, chat_id: int) -> None:
+    after_commit(session, partial(request_delivery, chat_id=chat_id))
 
 
 async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message:
@@ -92,7 +137,7 @@ async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message
     message.next_attempt_at = func.now()
     await session.flush()
     await session.refresh(message)
-    _queue_delivery(session, message)
+    queue_delivery(session, message.chat_id)
     return message
 
 
