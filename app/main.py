@@ -1,7 +1,6 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from app.api_keys.service import PrincipalCache
@@ -16,7 +15,7 @@ from app.inbound.router import router as inbound_router
 from app.media.router import router as media_router
 from app.messages.express import ExpressSend
 from app.messages.router import router as messages_router
-from app.meta.graph import GraphClient
+from app.meta.graph import GraphClient, create_session
 from app.participants.router import router as participants_router
 from app.profiles.router import router as profiles_router
 
@@ -31,12 +30,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.arq_pool = await create_arq_pool(settings)
         app.state.express_pool = await create_driver_pool(settings)
         # Graph reads made while answering a request (participant profiles).
-        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        http = create_session(timeout_seconds=10.0)
         app.state.graph = GraphClient(settings, http)
         try:
             yield
         finally:
-            await http.aclose()
+            await http.close()
             await app.state.arq_pool.aclose()
             await app.state.express_pool.close()
             await engine.dispose()

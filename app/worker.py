@@ -5,19 +5,20 @@ import logging
 from typing import Any
 
 import httpx
+import uvloop
 from arq import cron, func
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from app.core import idempotency
-from app.core.db import create_engine, create_sessionmaker
-from app.core.queue import redis_settings
+from app.core.db import create_driver_pool, create_engine, create_sessionmaker
+from app.core.queue import create_arq_pool, redis_settings
 from app.core.settings import get_settings
 from app.inbound.processing import InboundProcessor
 from app.media.service import Mirror
 from app.media.storage import create_store
 from app.messages.delivery import Delivery
-from app.meta.graph import GraphClient
+from app.meta.graph import GraphClient, create_session
 from app.participants import service as participants
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,12 @@ log = logging.getLogger(__name__)
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     ctx["engine"] = create_engine(settings)
-    ctx["http"] = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.graph_timeout_seconds, connect=5.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
-    )
+    ctx["http"] = create_session(settings.graph_timeout_seconds)
     sessions = create_sessionmaker(ctx["engine"])
     ctx["sessions"] = sessions
     ctx["graph"] = GraphClient(settings, ctx["http"])
-    ctx["delivery"] = Delivery(ctx["engine"], ctx["graph"], settings, ctx["redis"])
+    ctx["db"] = await create_driver_pool(settings, size=40)
+    ctx["delivery"] = Delivery(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
     ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
     ctx["mirror"] = Mirror(
@@ -46,8 +45,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    await ctx["http"].aclose()
+    await ctx["http"].close()
     await ctx["media_http"].aclose()
+    await ctx["db"].close()
     await ctx["engine"].dispose()
 
 
@@ -91,6 +91,12 @@ async def delete_media(ctx: dict[str, Any], keys: list[str]) -> None:
 
 class ResilientWorker(Worker):
     """An arq worker that waits out a Redis restart instead of exiting."""
+
+    async def main(self) -> None:
+        if self._pool is None:
+            # dmrelay's pool rather than arq's default one (see ConcurrentConnectionPool).
+            self._pool = await create_arq_pool(get_settings())
+        await super().main()
 
     async def _poll_iteration(self) -> None:
         try:
@@ -151,4 +157,7 @@ def run() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # uvloop (which uvicorn serves the API with) turns the loop several times faster than
+    # asyncio's: a worker with a hundred chats in flight spends much of its time there.
+    uvloop.install()
     ResilientWorker(**worker_options()).run()

@@ -1,10 +1,11 @@
 import logging
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, serialize_job
 from arq.utils import timestamp_ms
+from redis.asyncio import ConnectionPool
 
 from app.core.settings import Settings
 
@@ -15,8 +16,30 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
 
+class ConcurrentConnectionPool(ConnectionPool):
+    """A connection pool that lets concurrent commands go out concurrently.
+
+    redis-py 5 (arq pins redis < 6) checks a connection out while holding the pool's lock,
+    across an await on the socket: commands then leave one per event-loop turn, and in a
+    busy worker each Redis call queued for ~100 ms. The lock need only guard the pool's
+    bookkeeping; the check runs on a connection this caller alone now holds.
+    """
+
+    async def get_connection(self, command_name=None, *keys, **options):  # noqa: ANN001, ANN201
+        async with self._lock:
+            connection = self.get_available_connection()
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+
 async def create_arq_pool(settings: Settings) -> ArqRedis:
-    return await create_pool(redis_settings(settings))
+    pool = ArqRedis(ConcurrentConnectionPool.from_url(settings.redis_url))
+    await pool.ping()
+    return pool
 
 
 async def enqueue(pool: ArqRedis, function: str, *args: Any, **kwargs: Any) -> Job | None:

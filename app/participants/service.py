@@ -8,7 +8,6 @@ again only once a newer inbound message has arrived, so there is no retry storm.
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +16,7 @@ from app.core.db import enqueue_after_commit
 from app.core.errors import APIError
 from app.core.settings import Settings
 from app.meta.errors import GraphError
-from app.meta.graph import GraphClient
+from app.meta.graph import GraphClient, GraphUnreachable
 from app.profiles.models import Profile
 from app.profiles.service import graph_account
 
@@ -53,7 +52,7 @@ def refresh_if_stale(session: AsyncSession, chat: Chat, settings: Settings) -> N
 
 
 async def fetch(graph: GraphClient, settings: Settings, profile: Profile, user_id: str) -> dict:
-    """The participant's profile from Meta; raises GraphError or httpx.TransportError."""
+    """The participant's profile from Meta; raises GraphError or GraphUnreachable."""
     return await graph.get_user_profile(graph_account(profile, settings), user_id)
 
 
@@ -89,7 +88,7 @@ async def refresh(sessionmaker: Any, graph: GraphClient, settings: Settings, cha
     try:
         fetched = await fetch(graph, settings, row.Profile, row.Chat.participant_external_id)
         failure = None
-    except (GraphError, httpx.TransportError) as error:
+    except (GraphError, GraphUnreachable) as error:
         fetched, failure = None, failure_of(error)
     async with sessionmaker() as session, session.begin():
         chat = await session.get(Chat, chat_id, with_for_update=True)
@@ -128,7 +127,7 @@ async def status(
                 "account (Meta: user consent is required)",
             ) from error
         raise APIError(502, f"Meta refused the profile request: {error.message}") from error
-    except httpx.TransportError as error:
+    except GraphUnreachable as error:
         raise APIError(502, "dmrelay could not reach Meta's Graph API") from error
     if chat is not None:
         store(chat, fetched, now)
