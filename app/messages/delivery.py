@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.chats.models import Chat
 from app.core import queue
+from app.core.batching import Batcher
 from app.core.settings import Settings
 from app.messages.models import UNDELIVERED, Message
 from app.messages.throttle import ProfileThrottle
@@ -99,7 +100,7 @@ class Head:
 
 
 # The statements every delivery runs, as SQL on asyncpg: through SQLAlchemy, building and
-# running them cost the worker more CPU than the rest of a delivery.
+# running them cost the worker more CPU than the rest of a delivery did.
 _TAKE_LEASE = """
 UPDATE chats SET delivery_lease_until = now() + $2::interval
 WHERE id = $1 AND (delivery_lease_until IS NULL OR delivery_lease_until < now())
@@ -107,46 +108,22 @@ RETURNING id
 """
 _RENEW_LEASE = "UPDATE chats SET delivery_lease_until = now() + $2::interval WHERE id = $1"
 _RELEASE_LEASE = "UPDATE chats SET delivery_lease_until = NULL WHERE id = $1"
-_HEAD = f"""
-SELECT messages.id, messages.chat_id, messages.profile_id, messages.body, messages.tag,
-    messages.attachment, messages.reply_to_external_id, messages.attempts,
-    messages.claimed_until, messages.next_attempt_at, chats.participant_external_id,
-    profiles.connection, profiles.platform_id, profiles.page_id, profiles.access_token_encrypted
-FROM messages
-JOIN chats ON chats.id = messages.chat_id
-JOIN profiles ON profiles.id = messages.profile_id
-WHERE messages.chat_id = $1 AND messages.direction = 'outbound'
-    AND messages.status IN {UNDELIVERED}
-ORDER BY messages.id
-LIMIT 1
-"""
+# Both in migration 0005: the chat's next message to send, and publishing one (which
+# answers with the next).
+_HEAD = "SELECT * FROM delivery_head($1)"
+_PUBLISH = "SELECT * FROM publish_deliveries($1, $2, $3, $4, $5)"
+# Messages alone, not their chats' leases with them: inbound processing locks a chat, then
+# its messages, so a statement that locked both the other way round could deadlock with it.
 _CLAIM = f"""
 UPDATE messages SET claimed_until = now() + $2::interval, attempts = attempts + 1
-WHERE id = $1 AND status IN {UNDELIVERED}
-RETURNING attempts
-"""
-_PUBLISH = """
-UPDATE messages SET status = 'published', external_id = $2,
-    external_posted_at = coalesce(external_posted_at, $3), claimed_until = NULL,
-    next_attempt_at = NULL, error_message = NULL, error_details = NULL
-WHERE id = $1
-"""
-# An echo that beat the publish here and matched no in-flight message was stored on its
-# own; it is this message, so that copy goes.
-_DROP_ECHO_COPY = """
-DELETE FROM messages
-WHERE profile_id = $1 AND external_id = $2 AND id <> $3 AND direction = 'outbound'
-"""
-_CHAT_SENT = """
-UPDATE chats SET last_outbound_at = greatest(last_outbound_at, $2),
-    last_message_at = greatest(last_message_at, $2)
-WHERE id = $1
+WHERE id = ANY($1::bigint[]) AND status IN {UNDELIVERED}
+RETURNING id, attempts
 """
 
 
 class Delivery:
-    """Every statement here runs in autocommit mode and stands alone (one round trip, one
-    row locked at a time): none of the steps below needs two statements to commit together."""
+    """Every statement here runs in autocommit mode and stands alone: none of the steps
+    below needs two statements to commit together."""
 
     def __init__(
         self,
@@ -170,6 +147,9 @@ class Delivery:
         # When this worker last set the lease of each chat it holds: renewed only once a
         # third of it has gone, not with every message.
         self._leased_at: dict[int, float] = {}
+        # Claims and publishes of concurrent chats share their round trips.
+        self._claims = Batcher(self._claim_all)
+        self._publishes = Batcher(self._publish_all)
 
     async def deliver_chat(self, chat_id: int) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
@@ -188,45 +168,52 @@ class Delivery:
 
     async def _drain(self, chat_id: int, deadline: float) -> bool:
         """Send the chat's due messages in order; False if time ran out first."""
-        while time.monotonic() < deadline:
-            head = await self._due_head(chat_id)
+        row = await self.db.fetchrow(_HEAD, chat_id)
+        while row is not None:
+            if time.monotonic() >= deadline:
+                return False
+            head = await self._if_due(row)
             if head is None:
-                return True
-            if not await self._send(head):
                 return True  # the head waits for a retry, and the rest of the chat with it
-        return False
+            row = await self._send(head)
+        return True
 
-    async def _send(self, head: Head) -> bool:
-        """One attempt at the head message; False if the chat must now wait."""
+    async def _send(self, head: Head) -> asyncpg.Record | None:
+        """One attempt at the head message; the chat's next head, or None if there is none
+        or the chat must now wait."""
         message, profile = head.message, head.profile
         if message.claimed_until is not None and await self._echo_arrived(message.id):
-            return True
+            return await self.db.fetchrow(_HEAD, message.chat_id)
         attachment_type = (message.attachment or {}).get("type")
         while True:
             slot = await self.throttle.reserve(profile.id, profile.connection, attachment_type)
             if slot.paused_for:
                 await self._hold(message, timedelta(seconds=slot.paused_for))
-                return False
+                return None
             if not slot.wait:
                 break
             await asyncio.sleep(slot.wait)
-        attempts = await self._claim(message)
-        if attempts is None:
-            return True  # delivered meanwhile (an echo attached to it)
+        attempts = await self._claims.submit(message.id)
+        if attempts is None:  # delivered meanwhile (an echo attached to it)
+            return await self.db.fetchrow(_HEAD, message.chat_id)
+        await self._renew_lease_if_old(message.chat_id)
         try:
             answer = await self.graph.send_message(
                 graph_account(profile, self.settings), _body(head)
             )
         except GraphError as error:
             await self._pause_if_throttled(profile.id, error.throttled_for, error.is_throttle)
-            return await self._failed(message, attempts, Failure.of_graph_error(error))
+            failure = Failure.of_graph_error(error)
         except GraphUnreachable as error:
             if error.maybe_delivered and await self._echo_arrived(message.id):
-                return True
-            return await self._failed(message, attempts, Failure.of_unreachable(error))
-        await self._pause_if_throttled(profile.id, answer.throttled_for, False)
-        await self._published(message, answer.message_id)
-        return True
+                return await self.db.fetchrow(_HEAD, message.chat_id)
+            failure = Failure.of_unreachable(error)
+        else:
+            await self._pause_if_throttled(profile.id, answer.throttled_for, False)
+            return await self._publishes.submit((message, answer.message_id, datetime.now(UTC)))
+        if await self._failed(message, attempts, failure):
+            return await self.db.fetchrow(_HEAD, message.chat_id)
+        return None
 
     async def _echo_arrived(self, message_id: int) -> bool:
         """After an unknown outcome: wait a bounded time for Meta's echo to mark the message
@@ -267,12 +254,35 @@ class Delivery:
         self._leased_at.pop(chat_id, None)
         await self.db.execute(_RELEASE_LEASE, chat_id)
 
+    async def _claim_all(self, message_ids: list[int]) -> list[int | None]:
+        """Start an attempt at each message; its attempt number, or None if it was
+        delivered meanwhile."""
+        rows = await self.db.fetch(_CLAIM, message_ids, self.lease)
+        attempts = {row["id"]: row["attempts"] for row in rows}
+        return [attempts.get(message_id) for message_id in message_ids]
+
+    async def _publish_all(
+        self, sends: list[tuple[Message, str, datetime]]
+    ) -> list[asyncpg.Record | None]:
+        """Record each message as published with Meta's id; each chat's next head."""
+        heads = await self.db.fetch(
+            _PUBLISH,
+            [message.id for message, _, _ in sends],
+            [message.chat_id for message, _, _ in sends],
+            [message.profile_id for message, _, _ in sends],
+            [external_id for _, external_id, _ in sends],
+            [posted_at for _, _, posted_at in sends],
+        )
+        by_chat = {head["chat_id"]: head for head in heads}
+        return [by_chat.get(message.chat_id) for message, _, _ in sends]
+
     async def _due_head(self, chat_id: int) -> Head | None:
-        """The chat's oldest undelivered message, if it may be sent now. One that waits for
-        a retry is not due, but its retry job is (re)scheduled, in case it was lost."""
         row = await self.db.fetchrow(_HEAD, chat_id)
-        if row is None:
-            return None
+        return await self._if_due(row) if row is not None else None
+
+    async def _if_due(self, row: asyncpg.Record) -> Head | None:
+        """The head row as a Head, if it may be sent now. One that waits for a retry is not
+        due, but its retry job is (re)scheduled, in case it was lost."""
         message = Message(
             id=row["id"],
             chat_id=row["chat_id"],
@@ -296,28 +306,6 @@ class Delivery:
             access_token_encrypted=row["access_token_encrypted"],
         )
         return Head(message, row["participant_external_id"], profile)
-
-    async def _claim(self, message: Message) -> int | None:
-        """Mark an attempt as started, and keep the chat's lease; returns the attempt number.
-
-        One row per statement: inbound processing locks a chat, then its messages, so a
-        statement that locked both here could deadlock with it.
-        """
-        attempts = await self.db.fetchval(_CLAIM, message.id, self.lease)
-        await self._renew_lease_if_old(message.chat_id)
-        return attempts
-
-    async def _published(self, message: Message, external_id: str) -> None:
-        now = datetime.now(UTC)
-        async with self.db.acquire() as connection:
-            try:
-                await connection.execute(_PUBLISH, message.id, external_id, now)
-            except asyncpg.UniqueViolationError:
-                await connection.execute(
-                    _DROP_ECHO_COPY, message.profile_id, external_id, message.id
-                )
-                await connection.execute(_PUBLISH, message.id, external_id, now)
-            await connection.execute(_CHAT_SENT, message.chat_id, now)
 
     async def _failed(self, message: Message, attempts: int, failure: Failure) -> bool:
         """Record a failed attempt; False if the message will be retried (the chat waits)."""

@@ -1,0 +1,48 @@
+"""The Batcher, and the per-profile throttle built on it."""
+
+import asyncio
+
+import pytest
+
+from app.core.batching import Batcher
+from app.messages.throttle import ProfileThrottle
+
+
+async def test_concurrent_submits_share_one_run_and_get_their_own_results():
+    runs = []
+
+    async def double(items: list[int]) -> list[int]:
+        runs.append(items)
+        return [2 * item for item in items]
+
+    batcher = Batcher(double)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(5))) == [0, 2, 4, 6, 8]
+    assert await batcher.submit(7) == 14
+    assert runs == [[0, 1, 2, 3, 4], [7]]
+
+
+async def test_a_failed_run_fails_every_submit_of_its_batch():
+    async def broken(items: list[int]) -> list[int]:
+        raise ConnectionError("database gone")
+
+    batcher = Batcher(broken)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert [type(result) for result in results] == [ConnectionError] * 3
+
+
+async def test_sends_of_one_profile_in_one_batch_are_spaced_by_its_rate(clean):
+    throttle = ProfileThrottle(clean.worker.pool, clean.settings)
+    first, second, other = await asyncio.gather(
+        throttle.reserve(1, "instagram_login", None),
+        throttle.reserve(1, "instagram_login", None),
+        throttle.reserve(2, "instagram_login", None),
+    )
+    assert (first.wait, other.wait) == (0.0, 0.0)
+    # 100/s with 2 % headroom: the next slot is ~10.2 ms after the first.
+    assert second.wait == pytest.approx(
+        1 / (clean.settings.rate_text_instagram_login * 0.98), abs=0.003
+    )
+    await throttle.pause(2, 30)
+    assert (await throttle.reserve(2, "instagram_login", None)).paused_for == pytest.approx(
+        30, abs=1
+    )
