@@ -7,13 +7,15 @@ from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
 from app.core import errors
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
+from app.core.express import ExpressLane
 from app.core.idempotency import Replay
 from app.core.queue import create_arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
+from app.inbound import receipt
 from app.inbound.router import router as inbound_router
 from app.media.router import router as media_router
-from app.messages.express import ExpressSend
+from app.messages import express as messages_express
 from app.messages.router import router as messages_router
 from app.meta.graph import GraphClient, create_session
 from app.participants.router import router as participants_router
@@ -50,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
     # Inside the request id middleware, so its answers carry one too.
-    app.add_middleware(ExpressSend)
+    app.add_middleware(ExpressLane, routes=[messages_express.ROUTE, receipt.ROUTE])
     app.add_middleware(RequestIdMiddleware)
 
     for router in (profiles_router, chats_router, messages_router, participants_router):

@@ -31,7 +31,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     sessions = create_sessionmaker(ctx["engine"])
     ctx["sessions"] = sessions
     ctx["graph"] = GraphClient(settings, ctx["http"])
-    ctx["db"] = await create_driver_pool(settings, size=40)
+    ctx["db"] = await create_driver_pool(settings)
     ctx["delivery"] = Delivery(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
     ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))

@@ -1,0 +1,55 @@
+"""Receiving Meta's webhook POSTs: verify, store, acknowledge.
+
+Meta wants the 200 within seconds and retries otherwise, so the ack only stores the
+delivery as received (one INSERT, committed on its own) and enqueues the worker that
+applies its events.
+"""
+
+import logging
+import re
+
+import asyncpg
+from arq.connections import ArqRedis
+
+from app.core import queue
+from app.core.express import Answer, ExpressRequest, Route
+from app.core.settings import Settings
+from app.inbound.processing import delivery_job_id
+from app.inbound.signature import SIGNATURE_HEADER, signature_is_valid
+
+log = logging.getLogger(__name__)
+
+_STORE = "INSERT INTO webhook_deliveries (body) VALUES ($1) RETURNING id"
+RECEIVED = b'{"received":true}'
+
+
+def is_signed(settings: Settings, body: bytes, signature: str | None) -> bool:
+    secrets = [s for s in (settings.meta_app_secret, settings.instagram_app_secret) if s]
+    if not secrets:
+        log.error(
+            "a Meta webhook arrived but neither META_APP_SECRET nor INSTAGRAM_APP_SECRET is set; "
+            "it cannot be verified"
+        )
+    return signature_is_valid(secrets, body, signature)
+
+
+async def store(connection: asyncpg.Connection, redis: ArqRedis, body: bytes) -> None:
+    """Keep a verified delivery, then have a worker apply it."""
+    # Kept even if it is not JSON (the worker reports it); PostgreSQL text cannot hold NUL.
+    text = body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    delivery_id = await connection.fetchval(_STORE, text)
+    job_ids = [delivery_job_id(delivery_id)]
+    await queue.enqueue_first_free(redis, "process_webhook", (delivery_id,), job_ids)
+
+
+async def receive(request: ExpressRequest) -> Answer | None:
+    """The express lane's ack (app/core/express.py); a bad signature is FastAPI's to refuse."""
+    signature = request.headers.get(SIGNATURE_HEADER.lower().encode(), b"").decode("latin-1")
+    if not is_signed(request.state.settings, request.body, signature):
+        return None
+    async with request.state.express_pool.acquire() as connection:
+        await store(connection, request.state.arq_pool, request.body)
+    return Answer(200, RECEIVED)
+
+
+ROUTE = Route("POST", re.compile(r"/webhooks/instagram"), receive)
