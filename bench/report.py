@@ -112,8 +112,8 @@ def markdown(results: dict) -> str:
     if "delivery_1" in s:
         notes.append(
             "3: messages accepted through the API with the worker stopped, then one "
-            "`dmrelay worker` started; rate = published between the first and last "
-            "external_posted_at (worker start-up excluded), runs cut at "
+            "`dmrelay worker` started; rate = published from the first external_posted_at "
+            "(worker start-up excluded) to the last, or to the cut for a run cut short at "
             f"{s['delivery_1']['timeout']:g} s; sandbox at 0 ms, so this is dmrelay's own cost."
         )
     if "rate_limit" in s:
@@ -130,8 +130,10 @@ def markdown(results: dict) -> str:
         notes.append(
             f"4: {r['messages']} messages for one profile (twice the cap's worth). "
             + (
-                "The sandbox throttles each account above the cap (rate_limit.per_second); "
-                "throttle errors = sends refused with code 4/17/32/613 (retries counted)."
+                "The sandbox throttles each account above the cap (rate_limit.per_second), and "
+                "its usage headers report 100 % when a second's calls reach it, which pauses "
+                "the profile; throttle errors = sends refused with code 4/17/32/613 (retries "
+                f"counted); {r['published']} published before the cut."
                 if enforced
                 else "The sandbox has no per-account rate limit yet "
                 "(bench/scenarios/delivery.py enable_sandbox_rate_limit switches it on once "

@@ -14,30 +14,38 @@ from app.core.batching import Batcher
 from app.core.settings import Settings
 
 AUDIO_VIDEO = frozenset({"audio", "video"})
-# Keep a little under the configured rate so clock jitter never trips Meta's own window.
-HEADROOM = 0.98
+# Keep a little under the configured rate: a send leaves a few ms after its slot now and
+# then (a busy event loop, the network), and Meta counts sends in a sliding window.
+HEADROOM = 0.95
+
+# How far ahead a send may book its slot. Further out, it asks again later: a pause Meta
+# asks for meanwhile then holds it back.
+HORIZON_MS = 1000
 
 # One round trip for both checks, for any number of sends (KEYS and ARGV in pairs and ones:
 # a profile's pause key and its rate key, and the limit's interval in ms, per send).
 # A paused profile answers {1, ms left on the pause}. Otherwise the generic cell rate
-# algorithm with no burst: each send is due one interval after the previous one; {0, 0}
-# means this send has its slot now, {0, ms} when to ask again.
-_RESERVE_SLOTS = """
+# algorithm with no burst: each send gets the next free slot, one interval after the one
+# before, booked if it is within the horizon: {0, ms until the slot, 1}; beyond it,
+# {0, ms until then, 0}, and nothing is booked. Booking (rather than asking again once the
+# slot is due) leaves no gaps between slots, so a busy profile uses its whole rate.
+_RESERVE_SLOTS = f"""
 local now_parts = redis.call('TIME')
 local now = now_parts[1] * 1000 + now_parts[2] / 1000
-local answers = {}
+local answers = {{}}
 for i = 1, #ARGV do
   local paused_ms = redis.call('PTTL', KEYS[2 * i - 1])
   if paused_ms > 0 then
-    answers[i] = {1, tostring(paused_ms)}
+    answers[i] = {{1, tostring(paused_ms), 0}}
   else
     local interval = tonumber(ARGV[i])
-    local due = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
-    if due > now then
-      answers[i] = {0, tostring(due - now)}
+    local slot = math.max(tonumber(redis.call('GET', KEYS[2 * i]) or '0'), now)
+    if slot - now > {HORIZON_MS} then
+      answers[i] = {{0, tostring(slot - now), 0}}
     else
-      redis.call('SET', KEYS[2 * i], tostring(now + interval), 'PX', math.ceil(interval) + 1000)
-      answers[i] = {0, '0'}
+      local next_slot = slot + interval
+      redis.call('SET', KEYS[2 * i], tostring(next_slot), 'PX', math.ceil(next_slot - now) + 1000)
+      answers[i] = {{0, tostring(slot - now), 1}}
     end
   end
 end
@@ -51,8 +59,10 @@ class Slot:
 
     # Seconds left on a pause Meta asked for: the send should be held back, not retried soon.
     paused_for: float
-    # Seconds until the rate allows this send; 0 with no pause means: go.
+    # Seconds until the send's slot, or until it should ask again.
     wait: float
+    # Whether the slot is the send's: after `wait`, it goes without asking again.
+    booked: bool
 
 
 class ProfileThrottle:
@@ -87,10 +97,10 @@ class ProfileThrottle:
             args=[interval for _, _, interval in requests],
         )
         return [
-            Slot(paused_for=float(ms) / 1000.0, wait=0.0)
+            Slot(paused_for=float(ms) / 1000.0, wait=0.0, booked=False)
             if paused
-            else Slot(paused_for=0.0, wait=float(ms) / 1000.0)
-            for paused, ms in answers
+            else Slot(paused_for=0.0, wait=float(ms) / 1000.0, booked=bool(booked))
+            for paused, ms, booked in answers
         ]
 
     async def pause(self, profile_id: int, seconds: float) -> None:

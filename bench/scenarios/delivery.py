@@ -2,9 +2,9 @@
 
 With the worker stopped, the messages are accepted through the API, so they are stored and
 their jobs enqueued exactly as dmrelay does it; then one worker starts. The rate is taken
-between the first and the last `external_posted_at` (stamped by the worker as each send
-returns), so the worker's start-up is left out; a run cut short by its time limit still
-gives the rate of what it published.
+from the first `external_posted_at` (stamped by the worker as each send returns), so the
+worker's start-up is left out, to the last one, or, for a run cut short by its time limit,
+to when it was cut.
 """
 
 import asyncio
@@ -26,7 +26,8 @@ SELECT count(*) FILTER (WHERE status = 'published') AS published,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE error_details->>'platform_error_code' = ANY($1)) AS throttled,
        coalesce(sum(greatest(attempts - 1, 0)), 0) AS extra_attempts,
-       extract(epoch FROM max(external_posted_at) - min(external_posted_at)) AS span
+       extract(epoch FROM max(external_posted_at) - min(external_posted_at)) AS span,
+       extract(epoch FROM now() - min(external_posted_at)) AS since_first
 FROM messages WHERE direction = 'outbound'
 """
 
@@ -71,7 +72,8 @@ async def deliver_all(
             await asyncio.sleep(0.25)
     finally:
         stack.stop("worker")
-    span = float(outcome["span"] or 0)
+    # A run cut short counts until it was cut: a worker that stalls is not let off.
+    span = float(outcome["span" if outcome["undelivered"] == 0 else "since_first"] or 0)
     published = outcome["published"]
     return {
         "messages": count,
