@@ -1,4 +1,4 @@
-"""The worker side of Meta's webhooks: split a stored delivery into events, then apply each
+"""The worker side of Meta's webhooks: split stored deliveries into events, then apply each
 chat's events in timestamp order.
 
 Dedupe: an event is stored once, keyed by what identifies it across redeliveries (its kind
@@ -7,29 +7,38 @@ Ordering: a chat's open events are applied oldest first under a per-chat lock, s
 workers never interleave one chat. An event about a message not stored yet stays `waiting`
 and is retried whenever that chat's events run again (the missing message usually arrives
 in the same or the next delivery).
+Batching: the deliveries whose jobs come in together are split in one transaction, and their
+chats applied in another: a few statements for the lot rather than a dozen per event. Chats
+with events other than new messages (see InboundProcessor._apply_chats), and all of them if
+applying them together fails, are applied a chat per transaction instead, with a savepoint per
+event if need be, so that an event that fails is kept as failed and the others still apply.
 Recovery: a delivery or event left unprocessed (a lost job, a crash) is picked up by the
 sweep.
 """
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, Boolean, Text, any_, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.chats.models import Chat
 from app.core.db import session_scope
 from app.core.settings import Settings
 from app.inbound import service
 from app.inbound.models import OPEN_EVENT_STATUSES, InboundEvent, WebhookDelivery
 from app.inbound.parsing import Event, Parsed, parse_payload
-from app.inbound.service import Context, Outcome
+from app.inbound.service import ChatKey, Context, Outcome
 from app.participants import service as participants
-from app.profiles.models import Profile
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,20 @@ WAITING_LIMIT = timedelta(days=7)
 # Younger than this, a delivery or event still has the job that was enqueued for it.
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 200
+# At most this many deliveries per batch. One batch runs at a time: the jobs that come in
+# meanwhile make the next one (batches run side by side would each be smaller).
+BATCH_DELIVERIES = 50
+
+EVENT_COLUMNS = (
+    "delivery_id",
+    "account_id",
+    "participant_id",
+    "kind",
+    "mid",
+    "dedupe_key",
+    "occurred_at",
+    "payload",
+)
 
 
 def delivery_job_id(delivery_id: int) -> str:
@@ -54,6 +77,56 @@ def parse_body(body: str) -> Parsed:
     return parse_payload(payload)
 
 
+@dataclass
+class OpenEvent:
+    """An open inbound event, and what applying it came to."""
+
+    id: int
+    created_at: datetime
+    event: Event
+    status: str
+    error: str | None = None
+    applied: bool = False  # its applied_at is due
+
+    def record(self, outcome: Outcome) -> None:
+        if outcome is Outcome.WAITING and datetime.now(UTC) - self.created_at > WAITING_LIMIT:
+            self.status, self.error = "ignored", f"message {self.event.mid} never arrived"
+            return
+        self.status, self.applied = outcome.value, outcome is not Outcome.WAITING
+
+    def fail(self, status: str, error: str) -> None:
+        self.status, self.error = status, error
+
+
+@dataclass
+class ChatRun:
+    """One chat's open events, applied oldest first. A pass that stores a message may be what
+    the waiting ones were waiting for: they then get another pass."""
+
+    context: Context
+    queue: deque[OpenEvent]
+    waiting: list[OpenEvent] = field(default_factory=list)
+    stored_message: bool = False
+
+    def take(self, many: bool) -> list[OpenEvent]:
+        """The next event, or with `many` the next events if they can be stored together."""
+        taken = [self.queue.popleft()]
+        if many and taken[0].event.kind in service.BULK_KINDS:
+            while self.queue and self.queue[0].event.kind in service.BULK_KINDS:
+                taken.append(self.queue.popleft())
+        return taken
+
+    def record(self, row: OpenEvent, outcome: Outcome) -> None:
+        row.record(outcome)
+        if row.status == Outcome.WAITING:
+            self.waiting.append(row)
+        self.stored_message |= row.status == Outcome.APPLIED and row.event.kind in STORES_MESSAGE
+
+    def end_of_round(self) -> None:
+        if not self.queue and self.stored_message:
+            self.queue, self.waiting, self.stored_message = deque(self.waiting), [], False
+
+
 class InboundProcessor:
     def __init__(
         self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, redis: Any
@@ -61,6 +134,8 @@ class InboundProcessor:
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.redis = redis
+        self._queued: list[tuple[int, asyncio.Future[None]]] = []
+        self._batching = asyncio.Lock()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
@@ -68,100 +143,181 @@ class InboundProcessor:
             yield session
 
     async def process_delivery(self, delivery_id: int) -> None:
-        async with self._transaction() as session:
-            delivery = await session.get(WebhookDelivery, delivery_id, with_for_update=True)
-            if delivery is None or delivery.status != "received":
+        """The job of one delivery. The deliveries queued meanwhile are processed together by
+        whichever of their jobs takes the lock first; the others then find theirs done."""
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((delivery_id, done))
+        async with self._batching:
+            while not done.done():
+                batch = self._queued[:BATCH_DELIVERIES]
+                del self._queued[:BATCH_DELIVERIES]
+                await self._process_batch(batch)
+
+    async def _process_batch(self, batch: list[tuple[int, asyncio.Future[None]]]) -> None:
+        try:
+            await self.process_deliveries([delivery_id for delivery_id, _ in batch])
+        finally:
+            # Even if cancelled (the worker stopping; the sweep takes the deliveries up again),
+            # no job is left waiting.
+            for _, done in batch:
+                done.set_result(None)
+
+    async def process_deliveries(self, delivery_ids: list[int]) -> None:
+        """Split deliveries and apply their chats. A delivery that cannot be split (logged)
+        stays `received`, for the sweep; one bad delivery does not hold up the others."""
+        try:
+            chats = await self._split(delivery_ids)
+        except Exception:
+            if len(delivery_ids) == 1:
+                log.exception("webhook delivery %s could not be split", delivery_ids[0])
                 return
-            parsed = parse_body(delivery.body)
-            if parsed.events:
+            log.warning("splitting %d deliveries together failed; one by one", len(delivery_ids))
+            for delivery_id in delivery_ids:
+                await self.process_deliveries([delivery_id])
+            return
+        await self.apply_chats(chats)
+
+    async def _split(self, delivery_ids: list[int]) -> set[ChatKey]:
+        """Store the events of those deliveries still to split; the chats they are about."""
+        async with self._transaction() as session:
+            # Marked processed as they are read; any found unparseable are corrected below.
+            # One being split by another worker is skipped: that worker finishes it.
+            claimed = (
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.id == any_(service.array(delivery_ids, BigInteger())),
+                    WebhookDelivery.status == "received",
+                )
+                .order_by(WebhookDelivery.id)
+                .with_for_update(skip_locked=True)
+            )
+            bodies = await session.execute(
+                update(WebhookDelivery.__table__)
+                .where(WebhookDelivery.id.in_(claimed))
+                .values(status="processed", processed_at=func.now())
+                .returning(WebhookDelivery.id, WebhookDelivery.body)
+            )
+            parsed = {delivery_id: parse_body(body) for delivery_id, body in bodies}
+            rows = [_row(delivery_id, e) for delivery_id, p in parsed.items() for e in p.events]
+            if rows:
+                table = InboundEvent.__table__
+                new = service.rows_table(rows, {n: table.c[n].type for n in EVENT_COLUMNS})
                 await session.execute(
-                    insert(InboundEvent)
-                    .values([_row(delivery_id, event) for event in parsed.events])
+                    insert(table)
+                    .from_select(EVENT_COLUMNS, select(new))
                     .on_conflict_do_nothing(index_elements=["account_id", "dedupe_key"])
                 )
-            delivery.status = "unparseable" if parsed.problems else "processed"
-            delivery.problems = parsed.problems or None
-            delivery.processed_at = func.now()
-        for problem in parsed.problems:
-            log.warning("webhook delivery %s: %s", delivery_id, problem)
-        for account_id, participant_id in dict.fromkeys(
-            (e.account_id, e.participant_id) for e in parsed.events
-        ):
-            await self.apply_chat(account_id, participant_id)
+            problems = {delivery_id: p.problems for delivery_id, p in parsed.items() if p.problems}
+            if problems:
+                await session.execute(
+                    update(WebhookDelivery),
+                    [
+                        {"id": delivery_id, "status": "unparseable", "problems": found}
+                        for delivery_id, found in problems.items()
+                    ],
+                )
+            chats = {(row["account_id"], row["participant_id"]) for row in rows}
+            if chats:
+                # Created here, in a short transaction: creating a chat locks its profile's
+                # row until commit.
+                await service.chats_of(session, chats)
+        for delivery_id, found in problems.items():
+            for problem in found:
+                log.warning("webhook delivery %s: %s", delivery_id, problem)
+        return chats
 
-    async def apply_chat(self, account_id: str, participant_id: str) -> None:
-        """Apply a chat's open events. A failure leaves them open for the sweep."""
+    async def apply_chats(self, chats: Collection[ChatKey]) -> None:
+        """Apply these chats' open events: most together, in one transaction, the others (see
+        _apply_chats) each in a transaction of its own."""
+        alone = list(chats)
+        if len(alone) > 1:
+            try:
+                async with self._transaction() as session:
+                    alone = await self._apply_chats(session, alone)
+            except Exception as error:
+                log.warning("applying %d chats together failed (%r); one by one", len(alone), error)
+        for chat in alone:
+            await self._apply_chat(chat)
+
+    async def _apply_chat(self, chat: ChatKey) -> None:
+        """Apply one chat's events without savepoints, or if that fails, with one per event:
+        an event that fails is kept as failed and the others still apply. A failure beyond
+        that leaves the chat's events open, for the sweep."""
         try:
             async with self._transaction() as session:
-                await self._apply_chat(session, account_id, participant_id)
-        except Exception:
-            log.exception("applying events of chat %s/%s failed", account_id, participant_id)
-
-    async def _apply_chat(
-        self, session: AsyncSession, account_id: str, participant_id: str
-    ) -> None:
-        lock_key = func.hashtextextended(f"inbound:{account_id}:{participant_id}", 0)
-        await session.execute(select(func.pg_advisory_xact_lock(lock_key)))
-        open_events = list(
-            await session.scalars(
-                select(InboundEvent)
-                .where(
-                    InboundEvent.account_id == account_id,
-                    InboundEvent.participant_id == participant_id,
-                    InboundEvent.status.in_(OPEN_EVENT_STATUSES),
-                )
-                .order_by(InboundEvent.occurred_at, InboundEvent.id)
-            )
-        )
-        if not open_events:
+                await self._apply_chats(session, [chat])
             return
-        profile = await session.scalar(select(Profile).where(Profile.platform_id == account_id))
-        if profile is None:
-            log.warning("webhook events for unknown Instagram account %s ignored", account_id)
-            for row in open_events:
-                row.status = "ignored"
-                row.error = f"no connected profile has Instagram account id {account_id}"
-            return
-        chat = await service.chat_for(session, profile, participant_id)
-        context = Context(session, self.settings, profile, chat)
-        rows = open_events
-        while rows:
-            waiting, stored_message = [], False
-            for row in rows:
-                outcome = await self._apply_event(context, row)
-                if outcome is Outcome.WAITING:
-                    waiting.append(row)
-                stored_message |= outcome is Outcome.APPLIED and row.kind in STORES_MESSAGE
-            # A message stored in this pass may be what an earlier-stamped event waited for.
-            rows = waiting if stored_message else []
-        participants.refresh_if_stale(session, chat, self.settings)
-
-    async def _apply_event(self, context: Context, row: InboundEvent) -> Outcome | None:
-        event = Event(
-            kind=row.kind,
-            account_id=row.account_id,
-            participant_id=row.participant_id,
-            occurred_at=row.occurred_at,
-            mid=row.mid,
-            dedupe_key=row.dedupe_key,
-            item=row.payload,
-        )
-        try:
-            # A savepoint: an event that fails is kept as failed and the rest still apply.
-            async with context.session.begin_nested():
-                outcome = await service.apply(context, event)
         except Exception as error:
-            log.exception("webhook event %s (%s) could not be applied", row.id, row.dedupe_key)
-            await context.session.refresh(context.chat)
-            row.status, row.error = "failed", f"{type(error).__name__}: {error}"
-            return None
-        if outcome is Outcome.WAITING and datetime.now(UTC) - row.created_at > WAITING_LIMIT:
-            row.status, row.error = "ignored", f"message {row.mid} never arrived"
-            return None
-        row.status = outcome.value
-        if outcome is not Outcome.WAITING:
-            row.applied_at = func.now()
-        return outcome
+            log.warning("applying chat %s/%s failed (%r); event by event", *chat, error)
+        try:
+            async with self._transaction() as session:
+                await self._apply_chats(session, [chat], careful=True)
+        except Exception:
+            log.exception("applying events of chat %s/%s failed", *chat)
+
+    async def _apply_chats(
+        self, session: AsyncSession, chats: Collection[ChatKey], careful: bool = False
+    ) -> list[ChatKey]:
+        """Apply these chats' open events in this transaction; the chats left to be applied
+        alone. The delivery worker locks a chat's row, then its message's, for several chats
+        at once: a transaction that applies several chats must not wait for a chat's row
+        while it holds another, nor lock messages. So of several chats, only those whose
+        events are all new messages, and whose row it can lock at once, are applied."""
+        together = len(chats) > 1
+        await session.execute(_lock(chats))
+        by_chat = await _open_events(session, chats)
+        alone = []
+        if together:
+            alone = [
+                chat
+                for chat, events in by_chat.items()
+                if any(row.event.kind not in service.BULK_KINDS for row in events)
+            ]
+            for chat in alone:
+                del by_chat[chat]
+        if not by_chat:
+            return alone
+        chat_ids = await service.chats_of(session, list(by_chat))
+        locked = await session.scalars(
+            select(Chat)
+            .where(Chat.id == any_(service.array(list(chat_ids.values()), BigInteger())))
+            .order_by(Chat.id)
+            .with_for_update(key_share=True, skip_locked=together)
+        )
+        chat_by_id = {chat.id: chat for chat in locked}
+        runs = []
+        for (account_id, participant_id), events in list(by_chat.items()):
+            chat_id = chat_ids.get((account_id, participant_id))
+            if chat_id is None:
+                log.warning("webhook events for unknown Instagram account %s ignored", account_id)
+                for row in events:
+                    row.fail(
+                        "ignored", f"no connected profile has Instagram account id {account_id}"
+                    )
+            elif chat_id not in chat_by_id:
+                alone.append((account_id, participant_id))
+                del by_chat[(account_id, participant_id)]
+            else:
+                chat = chat_by_id[chat_id]
+                context = Context(session, self.settings, chat.profile_id, chat)
+                runs.append(ChatRun(context, deque(events)))
+        # Rounds: each chat's next event, or its next messages together, so that chats keep
+        # their own order while their messages are stored by one statement per round.
+        pending = runs
+        while pending:
+            taken = [(run, row) for run in pending for row in run.take(many=not careful)]
+            if careful:
+                for one in taken:
+                    await _apply_in_savepoint(session, one)
+            else:
+                await _apply(session, taken)
+            for run in pending:
+                run.end_of_round()
+            pending = [run for run in pending if run.queue]
+        for run in runs:
+            participants.refresh_if_stale(session, run.context.chat, self.settings)
+        await _store_outcomes(session, [row for events in by_chat.values() for row in events])
+        return alone
 
     async def sweep(self) -> None:
         async with self.sessionmaker() as session:
@@ -178,11 +334,117 @@ class InboundProcessor:
                 .group_by(InboundEvent.account_id, InboundEvent.participant_id)
                 .limit(SWEEP_BATCH)
             )
-            delivery_ids, chat_keys = list(deliveries), list(chats)
-        for delivery_id in delivery_ids:
-            await self.process_delivery(delivery_id)
-        for account_id, participant_id in chat_keys:
-            await self.apply_chat(account_id, participant_id)
+            delivery_ids, chat_keys = list(deliveries), [tuple(chat) for chat in chats]
+        for start in range(0, len(delivery_ids), BATCH_DELIVERIES):
+            await self.process_deliveries(delivery_ids[start : start + BATCH_DELIVERIES])
+        await self.apply_chats(chat_keys)
+
+
+async def _open_events(
+    session: AsyncSession, chats: Collection[ChatKey]
+) -> dict[ChatKey, list[OpenEvent]]:
+    """The chats' open events, oldest first, by chat."""
+    keys = service.chat_keys_table(chats)
+    rows = await session.execute(
+        select(
+            InboundEvent.id,
+            InboundEvent.account_id,
+            InboundEvent.participant_id,
+            InboundEvent.kind,
+            InboundEvent.mid,
+            InboundEvent.dedupe_key,
+            InboundEvent.occurred_at,
+            InboundEvent.payload,
+            InboundEvent.status,
+            InboundEvent.created_at,
+        )
+        .join(
+            keys,
+            (InboundEvent.account_id == keys.c.account_id)
+            & (InboundEvent.participant_id == keys.c.participant_id),
+        )
+        .where(InboundEvent.status.in_(OPEN_EVENT_STATUSES))
+        .order_by(
+            InboundEvent.account_id,
+            InboundEvent.participant_id,
+            InboundEvent.occurred_at,
+            InboundEvent.id,
+        )
+    )
+    return {
+        chat: [_open_event(row) for row in chat_rows]
+        for chat, chat_rows in groupby(rows, lambda row: (row.account_id, row.participant_id))
+    }
+
+
+async def _apply(session: AsyncSession, taken: list[tuple[ChatRun, OpenEvent]]) -> None:
+    """Apply events of different chats (or a chat's consecutive messages): the messages by
+    one statement, the rest one by one."""
+    bulk = [(run, row) for run, row in taken if row.event.kind in service.BULK_KINDS]
+    if bulk:
+        outcomes = await service.apply_messages(
+            session, [(run.context, row.event) for run, row in bulk]
+        )
+        for (run, row), outcome in zip(bulk, outcomes, strict=True):
+            run.record(row, outcome)
+    for run, row in taken:
+        if row.event.kind not in service.BULK_KINDS:
+            run.record(row, await service.apply(run.context, row.event))
+
+
+async def _apply_in_savepoint(session: AsyncSession, one: tuple[ChatRun, OpenEvent]) -> None:
+    run, row = one
+    try:
+        async with session.begin_nested():
+            await _apply(session, [one])
+    except Exception as error:
+        log.exception("webhook event %s (%s) could not be applied", row.id, row.event.dedupe_key)
+        await session.refresh(run.context.chat)
+        row.fail("failed", f"{type(error).__name__}: {error}")
+
+
+def _lock(chats: Collection[ChatKey]) -> Any:
+    """Lock the chats for this transaction, in lock-key order in every worker, so that two
+    transactions locking several chats never deadlock."""
+    names = service.array(
+        [f"inbound:{account}:{participant}" for account, participant in chats], Text()
+    )
+    name = func.unnest(names).table_valued("name").render_derived()
+    key = func.hashtextextended(name.c.name, 0).label("key")
+    ordered = select(key).distinct().order_by(key).subquery()
+    return select(func.pg_advisory_xact_lock(ordered.c.key))
+
+
+async def _store_outcomes(session: AsyncSession, rows: list[OpenEvent]) -> None:
+    outcomes = service.rows_table(
+        [
+            {"id": row.id, "status": row.status, "error": row.error, "applied": row.applied}
+            for row in rows
+        ],
+        {"id": BigInteger(), "status": Text(), "error": Text(), "applied": Boolean()},
+    )
+    await session.execute(
+        update(InboundEvent.__table__)
+        .where(InboundEvent.id == outcomes.c.id)
+        .values(
+            status=outcomes.c.status,
+            error=outcomes.c.error,
+            applied_at=case((outcomes.c.applied, func.now()), else_=InboundEvent.applied_at),
+        )
+    )
+
+
+def _open_event(row: Any) -> OpenEvent:
+    event = Event(
+        kind=row.kind,
+        account_id=row.account_id,
+        participant_id=row.participant_id,
+        occurred_at=row.occurred_at,
+        mid=row.mid,
+        dedupe_key=row.dedupe_key,
+        item=row.payload,
+    )
+    return OpenEvent(row.id, row.created_at, event, row.status)
 
 
 def _row(delivery_id: int, event: Event) -> dict[str, Any]:

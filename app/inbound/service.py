@@ -1,20 +1,24 @@
 """Applying Meta's webhook events to chats and messages.
 
-Every function here runs inside the transaction of one chat's event run (see processing.py),
-which holds that chat's lock, and records the matching customer event alongside its change.
-An event about a message that is not stored yet answers WAITING: it is applied once the
-message arrives. Changes that arrive late never overwrite newer state: times only move
-forward, an edit or reaction older than the stored one is dropped, and an unsend is final.
+Every applier here runs inside the transaction that applies its chat's events (see
+processing.py), which holds that chat's lock, and records the matching customer event
+alongside its change. An event about a message that is not stored yet answers WAITING: it is
+applied once the message arrives. Changes that arrive late never overwrite newer state: times
+only move forward, an edit or reaction older than the stored one is dropped, and an unsend is
+final.
 """
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import BindParameter, TableValuedAlias
+from sqlalchemy.types import JSON, TypeEngine
 
 from app.chats.models import Chat
 from app.core.db import enqueue_after_commit
@@ -39,6 +43,12 @@ ERASED_ON_UNSEND = {
 }
 
 
+# A chat, as webhooks name it: the business's IG_ID and the customer's IGSID.
+ChatKey = tuple[str, str]
+# Kinds stored many at a time (apply_messages): storing one reads nothing first.
+BULK_KINDS = frozenset({"message", "postback"})
+
+
 class Outcome(StrEnum):
     APPLIED = "applied"
     WAITING = "waiting"  # the message it is about is not stored yet
@@ -49,40 +59,107 @@ class Outcome(StrEnum):
 class Context:
     session: AsyncSession
     settings: Settings
-    profile: Profile
+    profile_id: int
     chat: Chat
 
 
-async def chat_for(session: AsyncSession, profile: Profile, participant_id: str) -> Chat:
-    """The participant's chat, created on their first event."""
-    await session.execute(
-        insert(Chat)
-        .values(profile_id=profile.id, participant_external_id=participant_id)
-        .on_conflict_do_nothing(index_elements=["profile_id", "participant_external_id"])
+def array(values: list[Any], type_: TypeEngine) -> BindParameter:
+    """A one-dimensional array parameter (even of JSON lists); a JSON None is NULL."""
+    if isinstance(type_, JSON):
+        type_ = JSONB(none_as_null=True)
+    return bindparam(None, values, type_=ARRAY(type_, dimensions=1))
+
+
+def rows_table(rows: list[dict[str, Any]], types: Mapping[str, TypeEngine]) -> TableValuedAlias:
+    """Rows as a FROM clause, an array per column unnested together: the statement's text is
+    the same however many rows there are, so PostgreSQL prepares it once per connection. A
+    key a row lacks is NULL (as a column an INSERT leaves out)."""
+    arrays = [array([row.get(name) for row in rows], type_) for name, type_ in types.items()]
+    return func.unnest(*arrays).table_valued(*types).render_derived()
+
+
+def chat_keys_table(keys: Collection[ChatKey]) -> TableValuedAlias:
+    rows = [{"account_id": account, "participant_id": participant} for account, participant in keys]
+    return rows_table(rows, {"account_id": Text(), "participant_id": Text()})
+
+
+async def chats_of(session: AsyncSession, keys: Collection[ChatKey]) -> dict[ChatKey, int]:
+    """The chat ids of these chats, creating those of first events; a chat whose account no
+    connected profile has is left out."""
+    found = await _find_chats(session, keys)
+    missing = sorted(
+        (profile_id, key[1]) for key, (profile_id, chat_id) in found.items() if chat_id is None
     )
-    return await session.scalar(
-        select(Chat).where(
-            Chat.profile_id == profile.id, Chat.participant_external_id == participant_id
+    if missing:
+        # A new chat counts in its profile's row (migration 0004's trigger), locked until
+        # commit: lock those rows first, in one order, so that transactions creating chats of
+        # several profiles never deadlock.
+        await session.execute(
+            select(Profile.id)
+            .where(Profile.id.in_({profile_id for profile_id, _ in missing}))
+            .order_by(Profile.id)
+            .with_for_update(key_share=True)
+        )
+        new = rows_table(
+            [{"profile_id": p, "participant_external_id": i} for p, i in missing],
+            {"profile_id": Chat.profile_id.type, "participant_external_id": Text()},
+        )
+        await session.execute(
+            insert(Chat)
+            .from_select(["profile_id", "participant_external_id"], select(new))
+            .on_conflict_do_nothing(index_elements=["profile_id", "participant_external_id"])
+        )
+        found = await _find_chats(session, keys)
+    return {key: chat_id for key, (_, chat_id) in found.items() if chat_id is not None}
+
+
+async def _find_chats(
+    session: AsyncSession, keys: Collection[ChatKey]
+) -> dict[ChatKey, tuple[int, int | None]]:
+    """(profile id, chat id if the chat exists) of each chat whose account has a profile."""
+    wanted = chat_keys_table(keys)
+    rows = await session.execute(
+        select(wanted.c.account_id, wanted.c.participant_id, Profile.id, Chat.id)
+        .join(Profile, Profile.platform_id == wanted.c.account_id)
+        .outerjoin(
+            Chat,
+            (Chat.profile_id == Profile.id)
+            & (Chat.participant_external_id == wanted.c.participant_id),
         )
     )
+    return {(account, participant): (p, c) for account, participant, p, c in rows}
 
 
 async def apply(context: Context, event: Event) -> Outcome:
+    """Apply one event of a kind not in BULK_KINDS (those go through apply_messages)."""
     return await APPLIERS[event.kind](context, event)
 
 
-async def _apply_message(context: Context, event: Event) -> Outcome:
-    """An inbound message or postback: every kind opens the 24-hour window, story mentions
-    and story replies included."""
-    message = await _insert_message(
-        context, event, direction="inbound", status="received", **_columns(context, event)
+async def apply_messages(
+    session: AsyncSession, pending: list[tuple[Context, Event]]
+) -> list[Outcome]:
+    """Inbound messages and postbacks, of any chats, stored by one statement: every kind
+    opens the 24-hour window, story mentions and story replies included."""
+    messages = await _insert_messages(
+        session,
+        [
+            (context, event, {"direction": "inbound", "status": "received"})
+            for context, event in pending
+        ],
     )
+    return [
+        _received(context, event, message)
+        for (context, event), message in zip(pending, messages, strict=True)
+    ]
+
+
+def _received(context: Context, event: Event, message: Any) -> Outcome:
     if message is None:
         return Outcome.IGNORED
     _touch_chat(context.chat, inbound_at=event.occurred_at)
     events.record(
         context.session,
-        context.profile.id,
+        context.profile_id,
         "message.received",
         events.message_data(message),
         event.occurred_at,
@@ -105,7 +182,7 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
     session = context.session
     ours = await session.scalar(
         select(Message)
-        .where(Message.profile_id == context.profile.id, Message.external_id == event.mid)
+        .where(Message.profile_id == context.profile_id, Message.external_id == event.mid)
         .with_for_update()
     )
     if ours is None:
@@ -119,14 +196,14 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
             ours.claimed_until = None
         _touch_chat(context.chat, outbound_at=event.occurred_at)
         return Outcome.APPLIED
-    message = await _insert_message(
-        context, event, direction="outbound", status="published", **_columns(context, event)
+    [message] = await _insert_messages(
+        session, [(context, event, {"direction": "outbound", "status": "published"})]
     )
     if message is None:
         return Outcome.IGNORED
     _touch_chat(context.chat, outbound_at=event.occurred_at)
     events.record(
-        session, context.profile.id, "message.sent", events.message_data(message), event.occurred_at
+        session, context.profile_id, "message.sent", events.message_data(message), event.occurred_at
     )
     return Outcome.APPLIED
 
@@ -216,7 +293,7 @@ async def _apply_reaction(context: Context, event: Event) -> Outcome:
     await context.session.flush()
     events.record(
         context.session,
-        context.profile.id,
+        context.profile_id,
         "reaction.received",
         {
             **events.message_data(message),
@@ -244,7 +321,7 @@ async def _apply_referral(context: Context, event: Event) -> Outcome:
 def _record_referral(context: Context, referral: dict[str, Any], occurred_at: datetime) -> None:
     events.record(
         context.session,
-        context.profile.id,
+        context.profile_id,
         "referral.received",
         {
             "chat": events.chat_data(context.chat),
@@ -258,34 +335,46 @@ def _record_referral(context: Context, referral: dict[str, Any], occurred_at: da
     )
 
 
-def _columns(context: Context, event: Event) -> dict[str, Any]:
-    return message_columns(event.item, context.settings)
-
-
-async def _insert_message(context: Context, event: Event, **values: Any) -> Message | None:
-    """Store a message Meta told us about; None if its mid is stored already."""
-    message = await context.session.scalar(
-        insert(Message)
-        .values(
-            chat_id=context.chat.id,
-            profile_id=context.profile.id,
-            external_id=event.mid,
-            external_posted_at=event.occurred_at,
+async def _insert_messages(
+    session: AsyncSession, pending: list[tuple[Context, Event, dict[str, Any]]]
+) -> list[Any]:
+    """Store messages Meta told us about, in one statement: for each, its row (read like a
+    Message), or None if its mid is stored already, or earlier in the list."""
+    rows = [
+        {
+            "chat_id": context.chat.id,
+            "profile_id": context.profile_id,
+            "external_id": event.mid,
+            "external_posted_at": event.occurred_at,
+            "is_unsupported": False,  # the column's default, for content that does not say
             **values,
-        )
+            **message_columns(event.item, context.settings),
+        }
+        for context, event, values in pending
+    ]
+    table = Message.__table__
+    # Sorted: one statement text per set of columns.
+    names = sorted({name for row in rows for name in row})
+    stored = await session.execute(
+        insert(table)
+        .from_select(names, select(rows_table(rows, {n: table.c[n].type for n in names})))
         .on_conflict_do_nothing(index_elements=["profile_id", "external_id"])
-        .returning(Message)
+        .returning(*table.c)
     )
-    if message is not None:
-        media.mirror_after_commit(context.session, message, context.settings)
-    return message
+    by_mid = {(message.profile_id, message.external_id): message for message in stored}
+    # Rows are inserted in list order, so a mid listed twice is stored by its first listing.
+    messages = [by_mid.pop((row["profile_id"], row["external_id"]), None) for row in rows]
+    for (context, _, _), message in zip(pending, messages, strict=True):
+        if message is not None:
+            media.mirror_after_commit(session, message, context.settings)
+    return messages
 
 
 async def _target(context: Context, event: Event) -> Message | None:
     """The stored message an event is about."""
     return await context.session.scalar(
         select(Message)
-        .where(Message.profile_id == context.profile.id, Message.external_id == event.mid)
+        .where(Message.profile_id == context.profile_id, Message.external_id == event.mid)
         .with_for_update()
     )
 
@@ -295,7 +384,7 @@ async def _record_message_event(
 ) -> None:
     await context.session.flush()
     events.record(
-        context.session, context.profile.id, type, events.message_data(message), event.occurred_at
+        context.session, context.profile_id, type, events.message_data(message), event.occurred_at
     )
 
 
@@ -317,8 +406,6 @@ def _latest(current: datetime | None, candidate: datetime | None) -> datetime | 
 
 
 APPLIERS = {
-    "message": _apply_message,
-    "postback": _apply_message,
     "echo": apply_echo,
     "delete": _apply_delete,
     "edit": _apply_edit,
