@@ -1,7 +1,12 @@
+import mimetypes
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
+import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from app.core.errors import NotFound
 from app.media.storage import LocalStore
@@ -10,15 +15,31 @@ router = APIRouter(tags=["media"])
 
 # Customers' files are not ours to trust: never let a browser run them on dmrelay's origin.
 SAFE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+CHUNK_BYTES = 64 * 1024
 
 
 @router.get("/media/{key:path}", include_in_schema=False)
-async def serve_media(key: str, request: Request) -> FileResponse:
+async def serve_media(key: str, request: Request) -> StreamingResponse:
     """Mirrored media in the local store; its keys are unguessable, like Meta's CDN links."""
     settings = request.app.state.settings
     if settings.media_store != "local":
         raise NotFound("Media")
     path = LocalStore(Path(settings.media_dir), settings.media_base_url).path_of(key)
-    if path is None or not path.is_file():
+    if path is None:
         raise NotFound("Media")
-    return FileResponse(path, headers=SAFE_HEADERS)
+    # Opened before answering: an open file outlives its deletion (an unsend erases the
+    # copy), so a request that races one is served whole, or is a 404, never cut short.
+    try:
+        file = path.open("rb")
+    except (FileNotFoundError, IsADirectoryError) as error:
+        raise NotFound("Media") from error
+    size = os.fstat(file.fileno()).st_size
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    headers = {**SAFE_HEADERS, "Content-Length": str(size)}
+    return StreamingResponse(_chunks(file), media_type=media_type, headers=headers)
+
+
+async def _chunks(file: BinaryIO) -> AsyncIterator[bytes]:
+    with file:
+        while chunk := await anyio.to_thread.run_sync(file.read, CHUNK_BYTES):
+            yield chunk

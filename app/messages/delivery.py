@@ -271,13 +271,15 @@ class Delivery:
         self, sends: list[tuple[Message, str, datetime]]
     ) -> list[asyncpg.Record | None]:
         """Record each message as published with Meta's id; each chat's next head."""
+        # In chat order, as every transaction that locks several chats takes them.
+        ordered = sorted(sends, key=lambda send: send[0].chat_id)
         heads = await self.db.fetch(
             _PUBLISH,
-            [message.id for message, _, _ in sends],
-            [message.chat_id for message, _, _ in sends],
-            [message.profile_id for message, _, _ in sends],
-            [external_id for _, external_id, _ in sends],
-            [posted_at for _, _, posted_at in sends],
+            [message.id for message, _, _ in ordered],
+            [message.chat_id for message, _, _ in ordered],
+            [message.profile_id for message, _, _ in ordered],
+            [external_id for _, external_id, _ in ordered],
+            [posted_at for _, _, posted_at in ordered],
         )
         by_chat = {head["chat_id"]: head for head in heads}
         return [by_chat.get(message.chat_id) for message, _, _ in sends]
