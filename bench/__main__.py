@@ -42,7 +42,7 @@ FULL = Plan(
     accept_rounds=3,
     latency_seconds=20,
     # More than one worker delivers in delivery_timeout: it never runs dry.
-    delivery_messages=3_000,
+    delivery_messages=9_000,
     delivery_timeout=25,
     spread_profiles=50,
     rate_limit_seconds=10,
