@@ -16,6 +16,8 @@ import random
 import time
 from pathlib import Path
 
+import httpx
+
 from bench.fixtures import Fixtures
 from bench.loadgen import wrk
 from bench.stack import APP_SECRET, Stack
@@ -52,10 +54,20 @@ def write_bodies(fixtures: Fixtures, count: int, path: Path) -> Path:
     return path
 
 
+async def grant_consent(stack: Stack) -> None:
+    """These customers have written to the accounts, so Meta shares their profiles. The
+    bodies go straight to dmrelay, not through the sandbox's own emitter, so the sandbox
+    is told, or it would answer every profile request with code 230 (no consent)."""
+    senders = {str(FIRST_SENDER + n): {} for n in range(SENDERS_PER_ACCOUNT)}
+    async with httpx.AsyncClient(base_url=stack.sandbox_url) as sandbox:
+        (await sandbox.post("/_sandbox/profiles", json=senders)).raise_for_status()
+
+
 async def run(stack: Stack, fixtures: Fixtures, seconds: float, bodies: int, settle: float) -> dict:
     stack.stop("worker")
     await stack.reset_messages()
     path = write_bodies(fixtures, bodies, stack.log_dir / "webhook-bodies.txt")
+    await grant_consent(stack)
     stack.start_worker()
     try:
         load = await wrk(stack.api_url, "webhook.lua", [str(path)], seconds, CONNECTIONS)
