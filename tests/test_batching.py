@@ -47,3 +47,6 @@ async def test_sends_of_one_profile_in_one_batch_are_spaced_by_its_rate(clean):
     assert (await throttle.reserve(2, "instagram_login", None)).paused_for == pytest.approx(
         30, abs=1
     )
+    # Waiting for a slot: a paused profile answers its pause, any other goes (0.0).
+    assert await throttle.wait_for_slot(2, "instagram_login", None) == pytest.approx(30, abs=1)
+    assert await throttle.wait_for_slot(3, "instagram_login", None) == 0.0

@@ -44,8 +44,6 @@ DRAIN_SECONDS = 20.0
 # A message younger than this still has the job its acceptance enqueued.
 SWEEP_GRACE = timedelta(seconds=5)
 SWEEP_BATCH = 500
-# How late after its booked rate-limit slot a send may still go.
-LATE_SECONDS = 0.005
 
 
 async def request_delivery(pool: ArqRedis, chat_id: int) -> None:
@@ -170,7 +168,7 @@ class Delivery:
 
     async def _drain(self, chat_id: int, deadline: float) -> bool:
         """Send the chat's due messages in order; False if time ran out first."""
-        row = await self.db.fetchrow(_HEAD, chat_id)
+        row = await self._next_head(chat_id)
         while row is not None:
             if time.monotonic() >= deadline:
                 return False
@@ -185,23 +183,17 @@ class Delivery:
         or the chat must now wait."""
         message, profile = head.message, head.profile
         if message.claimed_until is not None and await self._echo_arrived(message.id):
-            return await self.db.fetchrow(_HEAD, message.chat_id)
+            return await self._next_head(message.chat_id)
         attachment_type = (message.attachment or {}).get("type")
-        while True:
-            slot = await self.throttle.reserve(profile.id, profile.connection, attachment_type)
-            if slot.paused_for:
-                await self._hold(message, timedelta(seconds=slot.paused_for))
-                return None
-            due = time.monotonic() + slot.wait
-            if slot.wait:
-                await asyncio.sleep(slot.wait)
-            # A send that woke well after its slot would crowd the next ones into Meta's
-            # window: it gives the slot up and books another.
-            if slot.booked and time.monotonic() - due <= LATE_SECONDS:
-                break
+        paused_for = await self.throttle.wait_for_slot(
+            profile.id, profile.connection, attachment_type
+        )
+        if paused_for:
+            await self._hold(message, timedelta(seconds=paused_for))
+            return None
         attempts = await self._claims.submit(message.id)
         if attempts is None:  # delivered meanwhile (an echo attached to it)
-            return await self.db.fetchrow(_HEAD, message.chat_id)
+            return await self._next_head(message.chat_id)
         await self._renew_lease_if_old(message.chat_id)
         try:
             answer = await self.graph.send_message(
@@ -212,13 +204,13 @@ class Delivery:
             failure = Failure.of_graph_error(error)
         except GraphUnreachable as error:
             if error.maybe_delivered and await self._echo_arrived(message.id):
-                return await self.db.fetchrow(_HEAD, message.chat_id)
+                return await self._next_head(message.chat_id)
             failure = Failure.of_unreachable(error)
         else:
             await self._pause_if_throttled(profile.id, answer.throttled_for, False)
             return await self._publishes.submit((message, answer.message_id, datetime.now(UTC)))
         if await self._failed(message, attempts, failure):
-            return await self.db.fetchrow(_HEAD, message.chat_id)
+            return await self._next_head(message.chat_id)
         return None
 
     async def _echo_arrived(self, message_id: int) -> bool:
@@ -284,8 +276,11 @@ class Delivery:
         by_chat = {head["chat_id"]: head for head in heads}
         return [by_chat.get(message.chat_id) for message, _, _ in sends]
 
+    async def _next_head(self, chat_id: int) -> asyncpg.Record | None:
+        return await self.db.fetchrow(_HEAD, chat_id)
+
     async def _due_head(self, chat_id: int) -> Head | None:
-        row = await self.db.fetchrow(_HEAD, chat_id)
+        row = await self._next_head(chat_id)
         return await self._if_due(row) if row is not None else None
 
     async def _if_due(self, row: asyncpg.Record) -> Head | None:

@@ -6,6 +6,8 @@ those rates, and pauses a profile entirely while Meta says it is throttled, so a
 send as fast as it likes.
 """
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -18,6 +20,9 @@ AUDIO_VIDEO = frozenset({"audio", "video"})
 # then (a busy event loop, the network), and Meta counts sends in a sliding window.
 HEADROOM = 0.95
 
+# How late after its booked slot a send may still go: one that woke later would crowd the
+# next ones into Meta's window, so it gives the slot up and books another.
+LATE_SECONDS = 0.005
 # How far ahead a send may book its slot. Further out, it asks again later: a pause Meta
 # asks for meanwhile then holds it back.
 HORIZON_MS = 1000
@@ -80,6 +85,21 @@ class ProfileThrottle:
         if connection == "facebook_login":
             return "text", self._settings.rate_text_facebook_login
         return "text", self._settings.rate_text_instagram_login
+
+    async def wait_for_slot(
+        self, profile_id: int, connection: str, attachment_type: str | None
+    ) -> float:
+        """Wait until this send may go: 0.0 then, or the seconds left on a pause Meta asked
+        for (the send should be held back that long, not retried soon)."""
+        while True:
+            slot = await self.reserve(profile_id, connection, attachment_type)
+            if slot.paused_for:
+                return slot.paused_for
+            due = time.monotonic() + slot.wait
+            if slot.wait:
+                await asyncio.sleep(slot.wait)
+            if slot.booked and time.monotonic() - due <= LATE_SECONDS:
+                return 0.0
 
     async def reserve(self, profile_id: int, connection: str, attachment_type: str | None) -> Slot:
         name, rate = self._limit(connection, attachment_type)
