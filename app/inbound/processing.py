@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
+from app.core import sql
 from app.core.db import session_scope
 from app.core.settings import Settings
 from app.inbound import service
@@ -185,7 +186,7 @@ class InboundProcessor:
             claimed = (
                 select(WebhookDelivery.id)
                 .where(
-                    WebhookDelivery.id == any_(service.array(delivery_ids, BigInteger())),
+                    WebhookDelivery.id == any_(sql.array(delivery_ids, BigInteger())),
                     WebhookDelivery.status == "received",
                 )
                 .order_by(WebhookDelivery.id)
@@ -201,7 +202,7 @@ class InboundProcessor:
             rows = [_row(delivery_id, e) for delivery_id, p in parsed.items() for e in p.events]
             if rows:
                 table = InboundEvent.__table__
-                new = service.rows_table(rows, {n: table.c[n].type for n in EVENT_COLUMNS})
+                new = sql.rows_table(rows, {n: table.c[n].type for n in EVENT_COLUMNS})
                 await session.execute(
                     insert(table)
                     .from_select(EVENT_COLUMNS, select(new))
@@ -280,7 +281,7 @@ class InboundProcessor:
         chat_ids = await service.chats_of(session, list(by_chat))
         locked = await session.scalars(
             select(Chat)
-            .where(Chat.id == any_(service.array(list(chat_ids.values()), BigInteger())))
+            .where(Chat.id == any_(sql.array(list(chat_ids.values()), BigInteger())))
             .order_by(Chat.id)
             .with_for_update(key_share=True, skip_locked=together)
         )
@@ -406,7 +407,7 @@ async def _apply_in_savepoint(session: AsyncSession, one: tuple[ChatRun, OpenEve
 def _lock(chats: Collection[ChatKey]) -> Any:
     """Lock the chats for this transaction, in lock-key order in every worker, so that two
     transactions locking several chats never deadlock."""
-    names = service.array(
+    names = sql.array(
         [f"inbound:{account}:{participant}" for account, participant in chats], Text()
     )
     name = func.unnest(names).table_valued("name").render_derived()
@@ -416,7 +417,7 @@ def _lock(chats: Collection[ChatKey]) -> Any:
 
 
 async def _store_outcomes(session: AsyncSession, rows: list[OpenEvent]) -> None:
-    outcomes = service.rows_table(
+    outcomes = sql.rows_table(
         [
             {"id": row.id, "status": row.status, "error": row.error, "applied": row.applied}
             for row in rows

@@ -8,21 +8,21 @@ only move forward, an edit or reaction older than the stored one is dropped, and
 final.
 """
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Text, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy import Text, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import BindParameter, TableValuedAlias
-from sqlalchemy.types import JSON, TypeEngine
+from sqlalchemy.sql.expression import TableValuedAlias
 
 from app.chats.models import Chat
 from app.core.db import enqueue_after_commit
 from app.core.settings import Settings
+from app.core.sql import rows_table
 from app.events import service as events
 from app.inbound.content import message_columns
 from app.inbound.parsing import Event
@@ -61,21 +61,6 @@ class Context:
     settings: Settings
     profile_id: int
     chat: Chat
-
-
-def array(values: list[Any], type_: TypeEngine) -> BindParameter:
-    """A one-dimensional array parameter (even of JSON lists); a JSON None is NULL."""
-    if isinstance(type_, JSON):
-        type_ = JSONB(none_as_null=True)
-    return bindparam(None, values, type_=ARRAY(type_, dimensions=1))
-
-
-def rows_table(rows: list[dict[str, Any]], types: Mapping[str, TypeEngine]) -> TableValuedAlias:
-    """Rows as a FROM clause, an array per column unnested together: the statement's text is
-    the same however many rows there are, so PostgreSQL prepares it once per connection. A
-    key a row lacks is NULL (as a column an INSERT leaves out)."""
-    arrays = [array([row.get(name) for row in rows], type_) for name, type_ in types.items()]
-    return func.unnest(*arrays).table_valued(*types).render_derived()
 
 
 def chat_keys_table(keys: Collection[ChatKey]) -> TableValuedAlias:
