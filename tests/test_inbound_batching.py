@@ -98,6 +98,29 @@ async def test_a_failing_event_is_kept_as_failed_and_the_others_apply(account, c
     assert [t for t, _ in await customer_events(clean)] == ["message.received"] * 3
 
 
+async def test_a_failing_event_leaves_no_customer_event(account, clean, monkeypatch):
+    """The event fails after its customer event was recorded: that record goes with it."""
+    real = service._record_referral
+
+    def record_referral(context, referral, occurred_at):
+        if referral["ref"] == "poison":
+            raise ValueError("poisoned")
+        real(context, referral, occurred_at)
+
+    monkeypatch.setattr(service, "_record_referral", record_referral)
+    ad = {"ref": "poison", "source": "ADS", "type": "OPEN_THREAD"}
+    response = await post_payload(
+        clean,
+        payload(message("603", "aWdf_c1", T0), message("603", "aWdf_c2", T0 + 1, referral=ad)),
+    )
+    assert response.status_code == 200
+    await settled(clean)
+
+    assert (await statuses(clean))["message:aWdf_c2"] == ("failed", "ValueError: poisoned")
+    recorded = [(t, data["message"]["external_id"]) for t, data in await customer_events(clean)]
+    assert recorded == [("message.received", "aWdf_c1")]
+
+
 async def test_chats_with_other_events_apply_in_order_beside_the_batch(account, clean):
     """A reaction locks its message: its chat is applied on its own, the others together."""
     await post_payload(

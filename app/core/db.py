@@ -71,7 +71,16 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     return raw.driver_connection
 
 
+BEFORE_COMMIT = "before_commit"
 AFTER_COMMIT = "after_commit"
+
+
+def before_commit(session: AsyncSession, action: Callable[[AsyncSession], Awaitable[Any]]) -> None:
+    """Run `action` (given the session) just before the session's transaction commits: once,
+    however often it is asked for."""
+    actions = session.info.setdefault(BEFORE_COMMIT, [])
+    if action not in actions:
+        actions.append(action)
 
 AfterCommit = Callable[[ArqRedis], Awaitable[Any]]
 
@@ -96,6 +105,8 @@ async def session_scope(
     async with sessionmaker() as session:
         try:
             yield session
+            for action in session.info.pop(BEFORE_COMMIT, []):
+                await action(session)
             await session.commit()
         except BaseException:
             await session.rollback()

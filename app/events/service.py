@@ -1,13 +1,19 @@
 """Customer events: recorded in the transaction of the change they describe, so that an event
-exists exactly when its change does. Sending them to customers is a separate concern."""
+exists exactly when its change does. Sending them to customers is a separate concern.
+
+Recording notes an event in its session; the lot is written by one statement before commit, or
+earlier by `write_recorded` (an ORM object apiece cost more than the rest of applying an
+inbound message)."""
 
 from datetime import datetime
 from typing import Any, Literal
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
 from app.core import ids
+from app.core.db import before_commit
 from app.events.models import CustomerEvent
 from app.messages.models import Message
 from app.messages.schemas import MessageOut
@@ -23,6 +29,10 @@ EventType = Literal[
 ]
 
 
+# Where a session keeps the events recorded and not written yet (its `info`).
+_RECORDED = "customer_events"
+
+
 def record(
     session: AsyncSession,
     profile_id: int,
@@ -30,7 +40,21 @@ def record(
     data: dict[str, Any],
     occurred_at: datetime | None,
 ) -> None:
-    session.add(CustomerEvent(profile_id=profile_id, type=type, data=data, occurred_at=occurred_at))
+    event = {"profile_id": profile_id, "type": type, "data": data, "occurred_at": occurred_at}
+    session.info.setdefault(_RECORDED, []).append(event)
+    before_commit(session, write_recorded)
+
+
+async def write_recorded(session: AsyncSession) -> None:
+    """Store the events recorded in this session and not written yet, in recording order."""
+    recorded = session.info.pop(_RECORDED, None)
+    if recorded:
+        await session.execute(insert(CustomerEvent.__table__), recorded)
+
+
+def discard_recorded(session: AsyncSession) -> None:
+    """Forget the events recorded and not written: their change was rolled back."""
+    session.info.pop(_RECORDED, None)
 
 
 def message_data(message: Message) -> dict[str, Any]:
