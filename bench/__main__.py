@@ -31,7 +31,6 @@ class Plan:
     spread_profiles: int
     rate_limit_seconds: float
     webhook_seconds: float
-    webhook_bodies: int
     webhook_settle_seconds: float
     scale_stages: list[tuple[int, int]]
     scale_requests: int
@@ -46,8 +45,7 @@ FULL = Plan(
     delivery_timeout=25,
     spread_profiles=50,
     rate_limit_seconds=10,
-    webhook_seconds=10,
-    webhook_bodies=6_000,
+    webhook_seconds=20,
     webhook_settle_seconds=60,
     scale_stages=[(1_000, 10_000), (10_000, 1_000_000)],
     scale_requests=200,
@@ -60,8 +58,7 @@ QUICK = Plan(
     delivery_timeout=10,
     spread_profiles=10,
     rate_limit_seconds=3,
-    webhook_seconds=4,
-    webhook_bodies=2_000,
+    webhook_seconds=6,
     webhook_settle_seconds=15,
     scale_stages=[(1_000, 10_000), (5_000, 100_000)],
     scale_requests=50,
@@ -102,8 +99,7 @@ async def run(
             ("rate_limit", "rate_limit",
              lambda: delivery.run_rate_limit(stack, fx, plan.rate_limit_seconds)),
             ("webhook", "webhook",
-             lambda: webhook.run(stack, fx, plan.webhook_seconds, plan.webhook_bodies,
-                                 plan.webhook_settle_seconds)),
+             lambda: webhook.run(stack, fx, plan.webhook_seconds, plan.webhook_settle_seconds)),
             ("scale", "scale",
              lambda: scale.run(stack, fx, plan.scale_stages, plan.scale_requests)),
         ]  # fmt: skip
