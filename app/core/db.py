@@ -82,6 +82,7 @@ def before_commit(session: AsyncSession, action: Callable[[AsyncSession], Awaita
     if action not in actions:
         actions.append(action)
 
+
 AfterCommit = Callable[[ArqRedis], Awaitable[Any]]
 
 

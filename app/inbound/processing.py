@@ -35,7 +35,7 @@ from app.chats.models import Chat
 from app.core import sql
 from app.core.db import session_scope
 from app.core.settings import Settings
-from app.events import service as events
+from app.events import service as customer_events
 from app.inbound import service
 from app.inbound.models import OPEN_EVENT_STATUSES, InboundEvent, WebhookDelivery
 from app.inbound.parsing import Event, Parsed, parse_payload
@@ -399,9 +399,9 @@ async def _apply_in_savepoint(session: AsyncSession, one: tuple[ChatRun, OpenEve
     try:
         async with session.begin_nested():
             await _apply(session, [one])
-            await events.write_recorded(session)
+            await customer_events.write_recorded(session)
     except Exception as error:
-        events.discard_recorded(session)
+        customer_events.discard_recorded(session)
         log.exception("webhook event %s (%s) could not be applied", row.id, row.event.dedupe_key)
         await session.refresh(run.context.chat)
         row.fail("failed", f"{type(error).__name__}: {error}")
