@@ -53,6 +53,24 @@ async def test_a_new_chat_gets_the_participants_profile(account, sandbox_profile
     assert (await profile_requests(sandbox_profiles)) == {"4242": 1}
 
 
+async def test_the_new_chats_of_one_delivery_each_get_their_participants_profile(
+    account, sandbox_profiles
+):
+    senders = ["5101", "5102", "5103"]
+    await sandbox_profiles.sandbox(
+        "POST", "/_sandbox/profiles", json={s: {"username": f"user{s}"} for s in senders}
+    )
+    await emit(sandbox_profiles, *(event("text", sender=s, text="hi") for s in senders))
+
+    async def all_profiled():
+        chats = (await account.client.chats.list(account.profile_id)).data
+        names = {chat.participant_external_id: chat.participant_username for chat in chats}
+        return names if len(names) == 3 and all(names.values()) else None
+
+    assert await wait_for(all_profiled) == {s: f"user{s}" for s in senders}
+    assert (await profile_requests(sandbox_profiles)) == {s: 1 for s in senders}
+
+
 async def test_consent_required_is_not_retried_until_the_participant_writes(
     account, sandbox_profiles
 ):

@@ -77,16 +77,40 @@ async def enqueue_first_free(
 ) -> str | None:
     """Enqueue a job under the first of `job_ids` that is free, as arq would; the id used,
     or None if all are taken (or Redis failed: logged, as in `enqueue`)."""
+    keys, argv = _first_free(pool, function, args, job_ids)
+    try:
+        taken = await pool.register_script(_ENQUEUE_FIRST_FREE)(keys, argv)
+    except Exception:
+        log.exception("could not enqueue %s%r; the sweeper will pick it up", function, args)
+        return None
+    return job_ids[taken - 1] if taken else None
+
+
+async def enqueue_each_first_free(
+    pool: ArqRedis, function: str, jobs: list[tuple[tuple[Any, ...], list[str]]]
+) -> None:
+    """Several jobs (args, candidate ids), each as `enqueue_first_free` would, in one round
+    trip."""
+    script = pool.register_script(_ENQUEUE_FIRST_FREE)
+    try:
+        async with pool.pipeline(transaction=False) as pipe:
+            for args, job_ids in jobs:
+                keys, argv = _first_free(pool, function, args, job_ids)
+                await script(keys, argv, client=pipe)
+            await pipe.execute()
+    except Exception:
+        log.exception(
+            "could not enqueue %d %s jobs; the sweeper will pick them up", len(jobs), function
+        )
+
+
+def _first_free(
+    pool: ArqRedis, function: str, args: tuple[Any, ...], job_ids: list[str]
+) -> tuple[list[str], list[Any]]:
+    """The KEYS and ARGV of _ENQUEUE_FIRST_FREE for one job."""
     enqueued_ms = timestamp_ms()
     job = serialize_job(function, args, {}, None, enqueued_ms, serializer=pool.job_serializer)
     keys = [pool.default_queue_name]
     for job_id in job_ids:
         keys += [job_key_prefix + job_id, result_key_prefix + job_id]
-    try:
-        taken = await pool.register_script(_ENQUEUE_FIRST_FREE)(
-            keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]
-        )
-    except Exception:
-        log.exception("could not enqueue %s%r; the sweeper will pick it up", function, args)
-        return None
-    return job_ids[taken - 1] if taken else None
+    return keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]

@@ -50,15 +50,14 @@ def is_stale(chat: Chat, settings: Settings, now: datetime) -> bool:
     return now - synced_at > timedelta(seconds=limit)
 
 
-def refresh_if_stale(session: AsyncSession, chat: Chat, settings: Settings) -> None:
-    if is_stale(chat, settings, datetime.now(UTC)):
-        chat_id = chat.id
-        # arq's own enqueue takes three round trips to Redis; this one, one.
+def refresh_if_stale(session: AsyncSession, chats: list[Chat], settings: Settings) -> None:
+    """Once the session commits, have the participants of those chats whose profile is
+    stale fetched again: one round trip to Redis for them all (a job each)."""
+    now = datetime.now(UTC)
+    jobs = [((chat.id,), [job_id(chat.id)]) for chat in chats if is_stale(chat, settings, now)]
+    if jobs:
         after_commit(
-            session,
-            lambda pool: queue.enqueue_first_free(
-                pool, "refresh_participant", (chat_id,), [job_id(chat_id)]
-            ),
+            session, lambda pool: queue.enqueue_each_first_free(pool, "refresh_participant", jobs)
         )
 
 
