@@ -12,8 +12,10 @@ chats applied in another: a few statements for the lot rather than a dozen per e
 with events other than new messages (see InboundProcessor._apply_chats), and all of them if
 applying them together fails, are applied a chat per transaction instead, with a savepoint per
 event if need be, so that an event that fails is kept as failed and the others still apply.
-Recovery: a delivery or event left unprocessed (a lost job, a crash) is picked up by the
-sweep.
+Recovery: a delivery left unprocessed gets its job again from the sweep, which enqueues it
+under the job's own id: a job still queued behind a backlog is not doubled, a lost one (Redis
+flushed) is replaced. Events left pending (a crash between split and apply) are applied by
+the sweep.
 """
 
 import asyncio
@@ -32,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
-from app.core import sql
+from app.core import queue, sql
 from app.core.db import session_scope
 from app.core.settings import Settings
 from app.events import service as customer_events
@@ -336,8 +338,11 @@ class InboundProcessor:
                 .limit(SWEEP_BATCH)
             )
             delivery_ids, chat_keys = list(deliveries), [tuple(chat) for chat in chats]
-        for start in range(0, len(delivery_ids), BATCH_DELIVERIES):
-            await self.process_deliveries(delivery_ids[start : start + BATCH_DELIVERIES])
+        if delivery_ids:
+            jobs = [
+                ((delivery_id,), [delivery_job_id(delivery_id)]) for delivery_id in delivery_ids
+            ]
+            await queue.enqueue_each_first_free(self.redis, "process_webhook", jobs)
         await self.apply_chats(chat_keys)
 
 
