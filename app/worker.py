@@ -72,9 +72,11 @@ async def sweep_inbound(ctx: dict[str, Any]) -> None:
     await ctx["inbound"].sweep()
 
 
-async def refresh_participant(ctx: dict[str, Any], chat_id: int) -> None:
+async def refresh_participants(ctx: dict[str, Any], chat_ids: list[int]) -> None:
     inbound: InboundProcessor = ctx["inbound"]
-    await participants.refresh(inbound.sessionmaker, ctx["graph"], inbound.settings, chat_id)
+    await participants.refresh(
+        inbound.sessionmaker, ctx["graph"], inbound.settings, ctx["redis"], chat_ids
+    )
 
 
 async def mirror_attachment(ctx: dict[str, Any], message_id: int, index: int) -> None:
@@ -126,7 +128,7 @@ class WorkerSettings:
     functions = [
         func(deliver_chat, keep_result=0, max_tries=1),
         func(process_webhook, keep_result=0, max_tries=1),
-        func(refresh_participant, keep_result=0, max_tries=1),
+        func(refresh_participants, keep_result=0, max_tries=1),
         func(mirror_attachment, keep_result=0, max_tries=3),
         func(check_story_mention, keep_result=0, max_tries=1),
         func(delete_media, keep_result=0, max_tries=3),

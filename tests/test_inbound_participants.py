@@ -1,11 +1,15 @@
 """The participant's profile: fetched into a new chat, refreshed without retry storms, and
 served by the SDK's `participant_status`."""
 
+import asyncio
+
 import pytest
 from postproxy import ValidationError
+from sqlalchemy import text
 
+from app.participants import service as participants
 from tests.conftest import wait_for
-from tests.inbound import emit, event, only_chat
+from tests.inbound import emit, event, only_chat, scalar
 
 
 @pytest.fixture
@@ -69,6 +73,30 @@ async def test_the_new_chats_of_one_delivery_each_get_their_participants_profile
 
     assert await wait_for(all_profiled) == {s: f"user{s}" for s in senders}
     assert (await profile_requests(sandbox_profiles)) == {s: 1 for s in senders}
+
+
+async def test_two_jobs_at_once_fetch_a_participant_once(account, sandbox_profiles):
+    await sandbox_profiles.sandbox("POST", "/_sandbox/profiles", json={"5201": {"name": "Bo"}})
+    await emit(sandbox_profiles, event("text", sender="5201", text="hi"))
+    await wait_for(lambda: _requests_for(sandbox_profiles, "5201", 1))
+    chat_id = await scalar(sandbox_profiles, "SELECT id FROM chats")
+    async with sandbox_profiles.sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE chats SET participant_synced_at = NULL"))  # stale
+
+    # Slow answers, so that both jobs have read the chat as stale before either stores it.
+    await sandbox_profiles.sandbox("POST", "/_sandbox/faults", json={"latency_ms": 300})
+    ctx = sandbox_profiles.worker.ctx
+    inbound = ctx["inbound"]
+    await asyncio.gather(
+        *(
+            participants.refresh(
+                inbound.sessionmaker, ctx["graph"], inbound.settings, ctx["redis"], [chat_id]
+            )
+            for _ in range(2)
+        )
+    )
+    assert (await profile_requests(sandbox_profiles))["5201"] == 2
+    assert (await only_chat(account)).participant_name == "Bo"
 
 
 async def test_consent_required_is_not_retried_until_the_participant_writes(

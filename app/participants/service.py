@@ -5,18 +5,19 @@ person has messaged the account (code 230 before that): after that answer dmrela
 again only once a newer inbound message has arrived, so there is no retry storm.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import cast, func, select, update
+from redis.asyncio import Redis
+from sqlalchemy import bindparam, cast, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
-from app.core import queue
-from app.core.db import after_commit
+from app.core.db import enqueue_after_commit
 from app.core.errors import APIError
 from app.core.settings import Settings
 from app.meta.errors import GraphError
@@ -35,8 +36,15 @@ METADATA_FIELDS = (
 )
 
 
-def job_id(chat_id: int) -> str:
-    return f"participant:{chat_id}"
+# While a job fetches a participant, no other job fetches them: the job claims them with a
+# Redis key, which it deletes when done, or which expires (the job died) after this long.
+CLAIM_SECONDS = 60
+# Profile requests of one job in flight at once.
+FETCHES_AT_ONCE = 20
+
+
+def _claim_key(chat_id: int) -> str:
+    return f"dmrelay:participant:{chat_id}"
 
 
 def is_stale(chat: Chat, settings: Settings, now: datetime) -> bool:
@@ -52,13 +60,11 @@ def is_stale(chat: Chat, settings: Settings, now: datetime) -> bool:
 
 def refresh_if_stale(session: AsyncSession, chats: list[Chat], settings: Settings) -> None:
     """Once the session commits, have the participants of those chats whose profile is
-    stale fetched again: one round trip to Redis for them all (a job each)."""
+    stale fetched again, by one job for them all."""
     now = datetime.now(UTC)
-    jobs = [((chat.id,), [job_id(chat.id)]) for chat in chats if is_stale(chat, settings, now)]
-    if jobs:
-        after_commit(
-            session, lambda pool: queue.enqueue_each_first_free(pool, "refresh_participant", jobs)
-        )
+    stale = [chat.id for chat in chats if is_stale(chat, settings, now)]
+    if stale:
+        enqueue_after_commit(session, "refresh_participants", stale)
 
 
 async def fetch(graph: GraphClient, settings: Settings, profile: Profile, user_id: str) -> dict:
@@ -102,39 +108,85 @@ async def _autocommit(sessionmaker: Any) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def refresh(sessionmaker: Any, graph: GraphClient, settings: Settings, chat_id: int) -> None:
-    """The worker job: fetch outside any transaction, then store the outcome."""
+async def refresh(
+    sessionmaker: Any, graph: GraphClient, settings: Settings, redis: Redis, chat_ids: list[int]
+) -> None:
+    """The worker job: fetch the stale ones among these chats' participants outside any
+    transaction (those another job is fetching left to it), then store the outcomes."""
     async with _autocommit(sessionmaker) as session:
-        row = (
+        rows = (
             await session.execute(
                 select(Chat, Profile)
                 .join(Profile, Profile.id == Chat.profile_id)
-                .where(Chat.id == chat_id)
+                .where(Chat.id.in_(chat_ids))
             )
-        ).first()
-    if row is None or not is_stale(row.Chat, settings, datetime.now(UTC)):
+        ).all()
+    now = datetime.now(UTC)
+    claimed = await _claim(redis, [row for row in rows if is_stale(row.Chat, settings, now)])
+    if not claimed:
         return
     try:
-        fetched = await fetch(graph, settings, row.Profile, row.Chat.participant_external_id)
-        failure = None
-    except (GraphError, GraphUnreachable) as error:
-        fetched, failure = None, failure_of(error)
-    now = datetime.now(UTC)
-    if fetched is None:
-        changes = {"participant_synced_at": now, "participant_sync_error": failure}
-    else:
-        # Merged by the UPDATE itself: no locked read of the row first.
-        merged = func.coalesce(Chat.metadata_, cast({}, JSONB)).op("||")(
-            cast(_metadata(fetched), JSONB)
-        )
-        changes = {**_stored(fetched, now), "metadata_": merged}
+        await _fetch_and_store(sessionmaker, graph, settings, claimed)
+    finally:
+        await redis.delete(*(_claim_key(row.Chat.id) for row in claimed))
+
+
+async def _claim(redis: Redis, rows: list[Any]) -> list[Any]:
+    """Those of these (chat, profile) rows no other job is fetching, now claimed by this one."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for row in rows:
+            pipe.set(_claim_key(row.Chat.id), 1, nx=True, ex=CLAIM_SECONDS)
+        won = await pipe.execute()
+    return [row for row, claimed in zip(rows, won, strict=True) if claimed]
+
+
+async def _fetch_and_store(
+    sessionmaker: Any, graph: GraphClient, settings: Settings, rows: list[Any]
+) -> None:
+    at_once = asyncio.Semaphore(FETCHES_AT_ONCE)
+
+    async def outcome(chat: Chat, profile: Profile) -> tuple[int, dict[str, Any] | str]:
+        async with at_once:
+            try:
+                return chat.id, await fetch(graph, settings, profile, chat.participant_external_id)
+            except (GraphError, GraphUnreachable) as error:
+                return chat.id, failure_of(error)
+
+    outcomes = await asyncio.gather(*(outcome(row.Chat, row.Profile) for row in rows))
+    await _store_outcomes(sessionmaker, outcomes, datetime.now(UTC))
+
+
+async def _store_outcomes(
+    sessionmaker: Any, outcomes: list[tuple[int, dict[str, Any] | str]], now: datetime
+) -> None:
+    """Fetched profiles and failures, by one statement each (merging the metadata in the
+    UPDATE itself: no locked read of the rows first)."""
+    fetched = [
+        (chat_id, {**_stored(answer, now), "metadata": _metadata(answer)})
+        for chat_id, answer in outcomes
+        if isinstance(answer, dict)
+    ]
+    failed = [
+        (chat_id, {"participant_synced_at": now, "participant_sync_error": answer})
+        for chat_id, answer in outcomes
+        if isinstance(answer, str)
+    ]
+    table = Chat.__table__
     async with _autocommit(sessionmaker) as session:
-        await session.execute(
-            update(Chat)
-            .where(Chat.id == chat_id)
-            .values(**changes)
-            .execution_options(synchronize_session=False)
-        )
+        for rows in filter(None, (fetched, failed)):
+            # Parameters are named apart from the columns they set, as SQLAlchemy requires.
+            values = {name: bindparam(f"new_{name}") for name in rows[0][1]}
+            if "metadata" in values:
+                values["metadata"] = func.coalesce(table.c.metadata, cast({}, JSONB)).op("||")(
+                    bindparam("new_metadata", type_=JSONB)
+                )
+            parameters = [
+                {"chat_id": chat_id, **{f"new_{name}": v for name, v in columns.items()}}
+                for chat_id, columns in rows
+            ]
+            await session.execute(
+                update(table).where(table.c.id == bindparam("chat_id")).values(values), parameters
+            )
 
 
 async def status(
