@@ -55,7 +55,7 @@ SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 200
 # At most this many deliveries per batch. One batch runs at a time: the jobs that come in
 # meanwhile make the next one (batches run side by side would each be smaller).
-BATCH_DELIVERIES = 50
+BATCH_DELIVERIES = 100
 
 EVENT_COLUMNS = (
     "delivery_id",
