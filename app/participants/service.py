@@ -160,7 +160,10 @@ async def _store_outcomes(
     sessionmaker: Any, outcomes: list[tuple[int, dict[str, Any] | str]], now: datetime
 ) -> None:
     """Fetched profiles and failures, by one statement each (merging the metadata in the
-    UPDATE itself: no locked read of the rows first)."""
+    UPDATE itself: no locked read of the rows first). Each statement (one transaction) locks
+    its chats in id order, as every transaction that locks several chats does: it never
+    deadlocks with them, and while it waits for a chat, it holds none after it."""
+    outcomes = sorted(outcomes, key=lambda outcome: outcome[0])
     fetched = [
         (chat_id, {**_stored(answer, now), "metadata": _metadata(answer)})
         for chat_id, answer in outcomes
