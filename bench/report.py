@@ -158,8 +158,8 @@ def markdown(results: dict) -> str:
             "≥ 2,000", _mark(w["events_per_second"] >= 2000),
         ))  # fmt: skip
         notes.append(
-            f"5: wrk 1 thread, {w['connections']} connections each pausing {w['pause_ms']} ms "
-            f"between requests, {w['seconds']:g} s; "
+            f"5: wrk 1 thread, {w['connections']} connections each pausing {w['pause_ms']} ms on "
+            f"average (drawn at random) between requests, {w['seconds']:g} s; "
             f"{w['entries']} entries × 1 messaging event per POST, unique mids, signed with "
             f"META_APP_SECRET; {w['unique_posts']:,} unique bodies sent; one worker running; "
             f"events/s = stored rows / (load time + {w['stored_after_load_seconds']:.1f} s "
