@@ -99,6 +99,48 @@ async def test_two_jobs_at_once_fetch_a_participant_once(account, sandbox_profil
     assert (await only_chat(account)).participant_name == "Bo"
 
 
+async def test_a_refresh_waiting_for_a_held_chat_holds_no_chat_after_it(account, sandbox_profiles):
+    stack = sandbox_profiles
+    await emit(
+        stack, event("text", sender="5301", text="hi"), event("text", sender="5302", text="hi")
+    )
+    await wait_for(lambda: _requests_for(stack, "5302", 1))
+    async with stack.sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE chats SET participant_synced_at = NULL"))
+    first, second = await _chat_ids(stack)
+
+    ctx = stack.worker.ctx
+    inbound = ctx["inbound"]
+    async with stack.sessionmaker() as holder, holder.begin():
+        # As the delivery worker holds a chat while it publishes.
+        await holder.execute(text("SELECT 1 FROM chats WHERE id = :id FOR UPDATE"), {"id": first})
+        refresh = asyncio.create_task(
+            participants.refresh(
+                inbound.sessionmaker, ctx["graph"], inbound.settings, ctx["redis"], [second, first]
+            )
+        )
+
+        async def refresh_waits():
+            return await scalar(
+                stack,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'UPDATE chats%'",
+            )
+
+        await wait_for(refresh_waits)
+        async with stack.sessionmaker() as other, other.begin():
+            # Fails at once if the waiting refresh holds the later chat.
+            await other.execute(
+                text("SELECT 1 FROM chats WHERE id = :id FOR UPDATE NOWAIT"), {"id": second}
+            )
+    await asyncio.wait_for(refresh, timeout=10)
+
+
+async def _chat_ids(stack) -> list[int]:
+    async with stack.sessionmaker() as session:
+        return list(await session.scalars(text("SELECT id FROM chats ORDER BY id")))
+
+
 async def test_consent_required_is_not_retried_until_the_participant_writes(
     account, sandbox_profiles
 ):
