@@ -110,9 +110,9 @@ class ResilientWorker(Worker):
             await asyncio.sleep(1.0)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # Each poll reads the queue from its head, where running jobs stay until they finish,
-        # and arq checks every id in Redis (three round trips) before it skips one that is
-        # running: with a hundred jobs running, thousands of round trips a second.
+        # Each poll (every 10 ms while a job slot is free) reads up to max_jobs ids from the
+        # queue's head, where running jobs stay until they finish, and arq checks each one in
+        # Redis (three round trips) before it skips one that is running.
         job_ids = [job_id for job_id in job_ids if not self._running_here(job_id.decode())]
         try:
             await super().start_jobs(job_ids)
