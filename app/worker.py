@@ -92,13 +92,16 @@ async def delete_media(ctx: dict[str, Any], keys: list[str]) -> None:
 
 
 class ResilientWorker(Worker):
-    """An arq worker that waits out a Redis restart instead of exiting, and does not ask
-    Redis about the jobs it is running itself."""
+    """An arq worker that waits out a Redis outage instead of exiting, even one it starts
+    in, and does not ask Redis about the jobs it is running itself."""
 
     async def main(self) -> None:
-        if self._pool is None:
+        while self._pool is None:
             # dmrelay's pool rather than arq's default one (see ConcurrentConnectionPool).
-            self._pool = await create_arq_pool(get_settings())
+            try:
+                self._pool = await create_arq_pool(get_settings())
+            except (RedisError, OSError) as error:
+                await _wait_for_redis(error)
         await super().main()
 
     async def _poll_iteration(self) -> None:
@@ -106,8 +109,7 @@ class ResilientWorker(Worker):
             await super()._poll_iteration()
         except (RedisError, OSError) as error:
             # Includes the WatchError redis-py raises for a connection lost mid-WATCH.
-            log.warning("Redis is unavailable (%s); trying again in a second", error)
-            await asyncio.sleep(1.0)
+            await _wait_for_redis(error)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # Each poll (every 10 ms while a job slot is free) reads up to max_jobs ids from the
@@ -125,6 +127,11 @@ class ResilientWorker(Worker):
     def _running_here(self, job_id: str) -> bool:
         task = self.tasks.get(job_id)
         return task is not None and not task.done()
+
+
+async def _wait_for_redis(error: Exception) -> None:
+    log.warning("Redis is unavailable (%s); trying again in a second", error)
+    await asyncio.sleep(1.0)
 
 
 def _every(seconds: int) -> set[int]:

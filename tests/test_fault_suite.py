@@ -26,7 +26,7 @@ import pytest
 from postproxy import PostProxy, PostProxyError
 
 from app.core import ids
-from tests.faults import Postgres, Processes, Redis, free_port, missing_prerequisites
+from tests.faults import Postgres, Processes, Redis, free_port, missing_prerequisites, tail
 
 WORKERS = 3
 CHATS = 10
@@ -459,3 +459,42 @@ async def test_sigterm_lets_in_flight_sends_finish(cluster):
     assert exit_codes and all(code is not None for code in exit_codes)
     assert finished.status == "published"
     assert [s["message"]["text"] for s in sent].count("finish me before you go") == 1
+
+
+async def test_a_worker_started_during_an_outage_waits_for_it(cluster):
+    """A worker started while Redis and PostgreSQL are down (a host coming back up, say)
+    waits for Redis, starts without PostgreSQL, and delivers once both are back."""
+    async with PostProxy(cluster.token, base_url=cluster.api_url) as client:
+        chat = await client.chats.create(cluster.profile_id, "1700000000009998")
+    for worker in cluster.workers:
+        cluster.processes.kill(worker)
+    cluster.workers.clear()
+    cluster.redis.kill()
+    await asyncio.to_thread(cluster.postgres.stop, "fast")
+    cluster.start_worker()
+    name, worker = cluster.processes.running[-1]
+    log = cluster.processes.log_of(name)
+
+    async def until(what: str, condition) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert worker.poll() is None, f"{name} exited before it {what}:\n{tail(log)}"
+            assert time.monotonic() < deadline, f"{name} never {what}:\n{tail(log)}"
+            await asyncio.sleep(0.1)
+
+    await until("waited for Redis", lambda: "Redis is unavailable" in log.read_text())
+    await asyncio.to_thread(cluster.redis.start)
+    # arq writes its health-check key once started up, at its first poll.
+    health_check = "EXISTS arq:queue:health-check"
+    await until("started up", lambda: cluster.redis.command(health_check) == ":1")
+    await asyncio.to_thread(cluster.postgres.start)
+
+    async with httpx.AsyncClient(base_url=cluster.sandbox_url) as sandbox:
+        (await sandbox.post("/_sandbox/faults", json={})).raise_for_status()
+    async with PostProxy(cluster.token, base_url=cluster.api_url) as client:
+        text = "sent after the outage"
+        message = await send_until_accepted(client, chat.id, text, "fault-suite-after-outage")
+        deadline = time.monotonic() + RECOVERY_SECONDS
+        while (message := await client.messages.get(message.id)).status != "published":
+            assert time.monotonic() < deadline, f"still {message.status}:\n{tail(log)}"
+            await asyncio.sleep(0.2)

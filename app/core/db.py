@@ -42,13 +42,15 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
 async def create_driver_pool(settings: Settings, size: int = 20) -> asyncpg.Pool:
     """A bare asyncpg pool, for the few hot paths that skip SQLAlchemy altogether.
 
-    It grows to `size` connections only under load, as SQLAlchemy's pool does. Only single
-    autocommit statements run on it, which leave no session state behind, so a connection
-    goes back without asyncpg's reset (a round trip per use)."""
+    It connects on first use and grows to `size` connections only under load, as
+    SQLAlchemy's pool does: a process started while PostgreSQL is down starts all the same,
+    and connects once it is back. Only single autocommit statements run on it, which leave
+    no session state behind, so a connection goes back without asyncpg's reset (a round
+    trip per use)."""
     url = make_url(settings.database_url).set(drivername="postgresql")
     return await asyncpg.create_pool(
         url.render_as_string(hide_password=False),
-        min_size=1,
+        min_size=0,
         max_size=size,
         reset=_keep_as_is,
     )
