@@ -7,6 +7,9 @@ from pathlib import Path
 
 from bench.stack import ROOT, Stack
 
+# Issue #5: on the machine its targets were set on, the floor served about 2,200 req/s.
+TARGETS_FLOOR = 2_200
+
 
 async def machine(stack: Stack) -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -77,6 +80,12 @@ def markdown(results: dict) -> str:
             f"{a['dmrelay']['errors']}, floor {a['floor']['errors']}. The floor "
             "(bench/floor.py) is a bare ASGI app: one asyncpg INSERT of the same row + one "
             "arq enqueue_job, same uvicorn settings."
+        )
+        notes.append(
+            f"Machine speed: the floor served {_n(a['floor']['rate'])} req/s here, "
+            f"{a['floor']['rate'] / TARGETS_FLOOR:.2f}× the ~{TARGETS_FLOOR:,} req/s of the "
+            "machine the targets were set on. Measures 1, 4 and 6 are ratios within this run; "
+            "the targets of 2, 3 and 5 are absolute, so read them with this in mind."
         )
     if "latency" in s:
         lat = s["latency"]
