@@ -8,7 +8,6 @@ from app.chats.router import router as chats_router
 from app.core import errors
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.express import ExpressLane
-from app.core.gc_tuning import tune_for_serving
 from app.core.idempotency import Replay
 from app.core.queue import create_arq_pool
 from app.core.request_id import RequestIdMiddleware
@@ -35,7 +34,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Graph reads made while answering a request (participant profiles).
         http = create_session(timeout_seconds=10.0)
         app.state.graph = GraphClient(settings, http)
-        tune_for_serving()
         try:
             yield
         finally:

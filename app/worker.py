@@ -12,7 +12,6 @@ from redis.exceptions import RedisError
 
 from app.core import idempotency
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
-from app.core.gc_tuning import tune_for_serving
 from app.core.queue import create_arq_pool, redis_settings
 from app.core.settings import get_settings
 from app.inbound.processing import InboundProcessor
@@ -43,7 +42,6 @@ async def startup(ctx: dict[str, Any]) -> None:
         settings,
         ctx["redis"],
     )
-    tune_for_serving()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
