@@ -173,7 +173,7 @@ def markdown(results: dict) -> str:
             f"META_APP_SECRET; {w['unique_posts']:,} unique bodies sent; one worker running; "
             f"events/s = stored rows / (load time + {w['stored_after_load_seconds']:.1f} s "
             + (
-                "until the count stopped growing)."
+                "until the last event was stored or the count stopped growing)."
                 if w["settled"]
                 else "after the load, when the wait was cut off with the count still growing)."
             )
