@@ -11,10 +11,10 @@ Batching: the deliveries whose jobs come in together are split in one transactio
 chats applied in another: a few statements for the lot rather than a dozen per event. The
 apply takes the events the split stored from memory, and reads back only the payloads of the
 chats' other open events (reading and decoding every payload again took ~7 % of the worker's
-samples under the bench's load). Chats
-with events other than new messages (see InboundProcessor._apply_chats), and all of them if
-applying them together fails, are applied a chat per transaction instead, with a savepoint per
-event if need be, so that an event that fails is kept as failed and the others still apply.
+samples under the bench's load). Chats with events other than new messages (see
+InboundProcessor._apply_chats), and all of them if applying them together fails, are applied
+a chat per transaction instead, with a savepoint per event if need be, so that an event that
+fails is kept as failed and the others still apply.
 Recovery: a delivery left unprocessed gets its job again from the sweep, which enqueues it
 under the job's own id: a job still queued behind a backlog is not doubled, a lost one (Redis
 flushed) is replaced. Events left pending (a crash between split and apply) are applied by
@@ -394,22 +394,22 @@ async def _open_events(
         )
     )
     rows = result.all()
-    unknown = [row.id for row in rows if row.id not in known]
-    payloads = {}
-    if unknown:
-        payloads = dict(
-            (
-                await session.execute(
-                    select(InboundEvent.id, InboundEvent.payload).where(
-                        InboundEvent.id == any_(sql.array(unknown, BigInteger()))
-                    )
-                )
-            ).all()
-        )
+    payloads = await _payloads(session, [row.id for row in rows if row.id not in known])
     return {
         chat: [_open_event(row, known, payloads) for row in chat_rows]
         for chat, chat_rows in groupby(rows, lambda row: (row.account_id, row.participant_id))
     }
+
+
+async def _payloads(session: AsyncSession, event_ids: list[int]) -> dict[int, Any]:
+    if not event_ids:
+        return {}
+    rows = await session.execute(
+        select(InboundEvent.id, InboundEvent.payload).where(
+            InboundEvent.id == any_(sql.array(event_ids, BigInteger()))
+        )
+    )
+    return dict(rows.all())
 
 
 async def _apply(session: AsyncSession, taken: list[tuple[ChatRun, OpenEvent]]) -> None:
