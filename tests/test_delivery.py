@@ -6,7 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 from postproxy import ValidationError
+from sqlalchemy import select
 
+from app.core import ids
+from app.messages.models import Message
 from tests.conftest import connect, wait_for
 
 CUSTOMERS = [f"17000000000000{n:02d}" for n in range(10)]
@@ -196,6 +199,13 @@ async def test_a_throttled_profile_pauses_alone(clean):
         assert free.status == held.status == "published"
         assert (held.external_posted_at - paused_at).total_seconds() >= pause * 0.5
         assert (free.external_posted_at - paused_at).total_seconds() < pause * 0.5
+        # Claimed before the pause was found, the held message got its claim and attempt
+        # back: sent once, after the pause, without waiting for an echo of a send never made.
+        async with clean.sessionmaker() as session:
+            attempts = await session.scalar(
+                select(Message.attempts).where(Message.id == ids.decode(ids.Kind.MESSAGE, held.id))
+            )
+        assert attempts == 1
     finally:
         await slow.client.close()
         await fast.client.close()

@@ -184,6 +184,12 @@ class Delivery:
         message, profile = head.message, head.profile
         if message.claimed_until is not None and await self._echo_arrived(message.id):
             return await self._next_head(message.chat_id)
+        # Claimed before its rate-limit slot, not after: the claim's round trip would delay
+        # the send past its slot, into the next one's (sends bunched so exceed Meta's count).
+        attempts = await self._claims.submit(message.id)
+        if attempts is None:  # delivered meanwhile (an echo attached to it)
+            return await self._next_head(message.chat_id)
+        await self._renew_lease_if_old(message.chat_id)
         attachment_type = (message.attachment or {}).get("type")
         paused_for = await self.throttle.wait_for_slot(
             profile.id, profile.connection, attachment_type
@@ -191,10 +197,6 @@ class Delivery:
         if paused_for:
             await self._hold(message, timedelta(seconds=paused_for))
             return None
-        attempts = await self._claims.submit(message.id)
-        if attempts is None:  # delivered meanwhile (an echo attached to it)
-            return await self._next_head(message.chat_id)
-        await self._renew_lease_if_old(message.chat_id)
         try:
             answer = await self.graph.send_message(
                 graph_account(profile, self.settings), _body(head)
@@ -346,12 +348,17 @@ class Delivery:
         return not retry
 
     async def _hold(self, message: Message, wait: timedelta) -> None:
-        """Keep a message (and its chat) back without counting an attempt."""
+        """Keep a claimed message (and its chat) back, giving the claim and its attempt
+        back: nothing was sent."""
         async with self.engine.connect() as connection:
             await connection.execute(
                 update(Message)
                 .where(Message.id == message.id)
-                .values(next_attempt_at=func.now() + wait)
+                .values(
+                    next_attempt_at=func.now() + wait,
+                    claimed_until=None,
+                    attempts=Message.attempts - 1,
+                )
             )
         message.next_attempt_at = datetime.now(UTC) + wait
         await self._schedule_retry(message)
