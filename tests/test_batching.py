@@ -21,6 +21,25 @@ async def test_concurrent_submits_share_one_run_and_get_their_own_results():
     assert runs == [[0, 1, 2, 3, 4], [7]]
 
 
+async def test_one_at_a_time_submits_made_while_a_run_is_in_flight_share_the_next_run():
+    runs, release = [], asyncio.Event()
+
+    async def slow_double(items: list[int]) -> list[int]:
+        runs.append(items)
+        await release.wait()
+        return [2 * item for item in items]
+
+    batcher = Batcher(slow_double, one_at_a_time=True)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0.01)  # the first run is in flight
+    later = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+    assert runs == [[0]]
+    release.set()
+    assert await asyncio.gather(first, *later) == [0, 2, 4]
+    assert runs == [[0], [1, 2]]
+
+
 async def test_a_failed_run_fails_every_submit_of_its_batch():
     async def broken(items: list[int]) -> list[int]:
         raise ConnectionError("database gone")

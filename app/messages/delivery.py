@@ -147,9 +147,10 @@ class Delivery:
         # When this worker last set the lease of each chat it holds: renewed only once a
         # third of it has gone, not with every message.
         self._leased_at: dict[int, float] = {}
-        # Claims and publishes of concurrent chats share their round trips.
+        # Claims and publishes of concurrent chats share their round trips. Publishing
+        # happens after the send, so it may wait for the publish in flight.
         self._claims = Batcher(self._claim_all)
-        self._publishes = Batcher(self._publish_all)
+        self._publishes = Batcher(self._publish_all, one_at_a_time=True)
 
     async def deliver_chat(self, chat_id: int) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
