@@ -169,40 +169,6 @@ async def test_many_deliveries_at_once_are_each_applied_once(account, clean):
     assert last
 
 
-async def test_jobs_share_batches_two_at_a_time_and_each_returns_once_its_delivery_is_done():
-    """The jobs' batching alone: 150 jobs at once, each delivery in exactly one batch, two
-    batches in flight while the others wait, no empty batch, no job ending before its
-    delivery is processed."""
-    inbound = InboundProcessor(sessionmaker=None, settings=None, redis=None)
-    batches, processed, in_flight, most_in_flight = [], set(), 0, 0
-    release = asyncio.Event()
-
-    async def process_deliveries(delivery_ids: list[int]) -> None:
-        nonlocal in_flight, most_in_flight
-        batches.append(delivery_ids)
-        in_flight += 1
-        most_in_flight = max(most_in_flight, in_flight)
-        await release.wait()
-        # The last batch still runs when the jobs of its deliveries get their turn.
-        await asyncio.sleep(0.1 if delivery_ids[-1] == 149 else 0.01)
-        processed.update(delivery_ids)
-        in_flight -= 1
-
-    async def job(delivery_id: int) -> None:
-        await inbound.process_delivery(delivery_id)
-        assert delivery_id in processed
-
-    inbound.process_deliveries = process_deliveries
-    jobs = [asyncio.create_task(job(i)) for i in range(150)]
-    await asyncio.sleep(0.05)
-    assert batches == [[0], [1]]  # the first two jobs took a batch each; the rest wait
-    release.set()
-    await asyncio.wait_for(asyncio.gather(*jobs), timeout=5)
-    assert sorted(i for batch in batches for i in batch) == list(range(150))
-    assert all(batches) and most_in_flight == 2
-    assert len(batches[2]) == 100  # those that came in meanwhile, as one batch
-
-
 async def test_two_workers_on_the_same_chats_lose_and_repeat_nothing(account, clean):
     """Two processors (as two workers) split and apply deliveries about the same chats at
     the same time, in opposite chat order, one of them with reactions to the other's
