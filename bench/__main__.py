@@ -47,7 +47,8 @@ FULL = Plan(
     rate_limit_seconds=10,
     webhook_seconds=20,
     webhook_settle_seconds=60,
-    scale_stages=[(1_000, 10_000), (10_000, 1_000_000)],
+    # Few enough chats at 10 k that a typical one fills a page (22 messages), as at 1 M (89).
+    scale_stages=[(400, 10_000), (10_000, 1_000_000)],
     scale_requests=200,
 )
 QUICK = Plan(
@@ -60,7 +61,7 @@ QUICK = Plan(
     rate_limit_seconds=3,
     webhook_seconds=6,
     webhook_settle_seconds=15,
-    scale_stages=[(1_000, 10_000), (5_000, 100_000)],
+    scale_stages=[(400, 10_000), (2_000, 100_000)],
     scale_requests=50,
 )
 LATENCY_RATE = 100

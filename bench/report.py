@@ -200,8 +200,9 @@ def markdown(results: dict) -> str:
             f"6: {small['chats']:,} chats / {small['messages']:,} messages, then "
             f"{large['chats']:,} / {large['messages']:,}, in one profile; a hot chat holds 10 % "
             f"({small['hot_chat_messages']:,} then {large['hot_chat_messages']:,}), the rest "
-            f"spread evenly; {sc['requests']} sequential requests per endpoint after 10 "
-            "warm-ups; ratio on p50."
+            f"spread evenly (the typical chat: {small['typical_chat_messages']:,} then "
+            f"{large['typical_chat_messages']:,}); {sc['requests']} sequential requests per "
+            "endpoint after 10 warm-ups; ratio on p50."
         )
     lines += [f"| {' | '.join(row)} |" for row in rows]
     lines += ["", "Notes:", *[f"- {note}" for note in notes]]

@@ -57,9 +57,13 @@ async def grow(stack: Stack, profile_serial: int, chats: int, messages: int) -> 
     return serials
 
 
+def typical_chat(serials: list[int]) -> int:
+    return serials[len(serials) // 2]
+
+
 async def measure(stack: Stack, fixtures: Fixtures, serials: list[int], requests: int) -> dict:
     hot = ids.encode(ids.Kind.CHAT, serials[0])
-    typical = ids.encode(ids.Kind.CHAT, serials[len(serials) // 2])
+    typical = ids.encode(ids.Kind.CHAT, typical_chat(serials))
     paths = {
         "chats_list": f"/api/profiles/{fixtures.scale.public_id}/chats?per_page=20",
         "hot_chat_messages": f"/api/chats/{hot}/messages?per_page=20",
@@ -85,6 +89,10 @@ async def run(
                 "chats": chats,
                 "messages": messages,
                 "hot_chat_messages": messages // HOT_SHARE,
+                # Under a page (20), its page would cost less for want of rows, not of data.
+                "typical_chat_messages": await stack.db.fetchval(
+                    "SELECT count(*) FROM messages WHERE chat_id = $1", typical_chat(serials)
+                ),
                 "latency_ms": await measure(stack, fixtures, serials, requests),
             }
         )
