@@ -58,7 +58,7 @@ async def test_sends_of_one_profile_in_one_batch_are_spaced_by_its_rate(clean):
     )
     assert (first.wait, other.wait) == (0.0, 0.0)
     assert first.booked and second.booked and other.booked
-    # 100/s less the headroom: the next slot is ~10.3 ms after the first.
+    # 100/s less the headroom: the next slot is ~10.4 ms after the first.
     assert second.wait == pytest.approx(
         1 / (clean.settings.rate_text_instagram_login * HEADROOM), abs=0.003
     )

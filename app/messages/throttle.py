@@ -17,8 +17,9 @@ from app.core.settings import Settings
 
 AUDIO_VIDEO = frozenset({"audio", "video"})
 # Keep a little under the configured rate: a send leaves a few ms after its slot now and
-# then (a busy event loop, the network), and Meta counts sends in a sliding window.
-HEADROOM = 0.95
+# then (a busy event loop, the network), and Meta counts sends in a sliding window. At 96 %
+# of 100/s, one profile's busiest second held 97-98 sends in four runs of 2,000 (95 %: 97).
+HEADROOM = 0.96
 
 # How late after its booked slot a send may still go: one that woke later would crowd the
 # next ones into Meta's window, so it gives the slot up and books another.
