@@ -5,10 +5,10 @@ PostgreSQL) sends the chat's undelivered messages oldest first, so two workers n
 the same message and a chat's messages reach Meta in the order they were accepted. A message
 waiting for a retry holds back the later ones of its chat; a permanent failure releases them.
 
-Before each Graph call the message is claimed (`claimed_until`). A claim still set when the
-next worker looks at the message means the previous attempt's outcome is unknown (the
-worker died, or the call timed out): Meta may have delivered it, so the echo webhook is
-awaited for a bounded time before sending again.
+Before each Graph call, and before waiting for its rate-limit slot, the message is claimed
+(`claimed_until`). A claim still set when the next worker looks at the message means the
+previous attempt's outcome is unknown (the worker died, or the call timed out): Meta may
+have delivered it, so the echo webhook is awaited for a bounded time before sending again.
 """
 
 import asyncio
