@@ -1,6 +1,7 @@
 """The Batcher, and the per-profile throttle built on it."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -67,5 +68,17 @@ async def test_sends_of_one_profile_in_one_batch_are_spaced_by_its_rate(clean):
         30, abs=1
     )
     # Waiting for a slot: a paused profile answers its pause, any other goes (0.0).
-    assert await throttle.wait_for_slot(2, "instagram_login", None) == pytest.approx(30, abs=1)
-    assert await throttle.wait_for_slot(3, "instagram_login", None) == 0.0
+    assert await throttle.wait_for_slot(2, "instagram_login", None, 5) == pytest.approx(30, abs=1)
+    assert await throttle.wait_for_slot(3, "instagram_login", None, 5) == 0.0
+
+
+async def test_a_slot_further_off_than_the_senders_patience_is_not_waited_for(clean):
+    throttle = ProfileThrottle(clean.worker.pool, clean.settings)
+    # Profile 4's video slots (10/s) booked for the next second, as far ahead as they go.
+    while (await throttle.reserve(4, "instagram_login", "video")).booked:
+        pass
+    started = time.monotonic()
+    hold_for = await throttle.wait_for_slot(4, "instagram_login", "video", patience=0.5)
+    assert hold_for == pytest.approx(1.0, abs=0.2)
+    assert time.monotonic() - started < 0.3  # answered at once, not after waiting
+    assert await throttle.wait_for_slot(5, "instagram_login", "video", patience=0.5) == 0.0

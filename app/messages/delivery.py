@@ -192,11 +192,12 @@ class Delivery:
             return await self._next_head(message.chat_id)
         await self._renew_lease_if_old(message.chat_id)
         attachment_type = (message.attachment or {}).get("type")
-        paused_for = await self.throttle.wait_for_slot(
-            profile.id, profile.connection, attachment_type
+        # At most a third of the chat's lease: it was renewed at most a third ago.
+        hold_for = await self.throttle.wait_for_slot(
+            profile.id, profile.connection, attachment_type, patience=self.lease.total_seconds() / 3
         )
-        if paused_for:
-            await self._hold(message, timedelta(seconds=paused_for))
+        if hold_for:
+            await self._hold(message, timedelta(seconds=hold_for))
             return None
         try:
             answer = await self.graph.send_message(

@@ -88,15 +88,21 @@ class ProfileThrottle:
         return "text", self._settings.rate_text_instagram_login
 
     async def wait_for_slot(
-        self, profile_id: int, connection: str, attachment_type: str | None
+        self, profile_id: int, connection: str, attachment_type: str | None, patience: float
     ) -> float:
-        """Wait until this send may go: 0.0 then, or the seconds left on a pause Meta asked
-        for (the send should be held back that long, not retried soon)."""
+        """Wait until this send may go: 0.0 then, or how long it should be held back instead
+        (not retried soon): the seconds left on a pause Meta asked for, or until its slot if
+        that is more than `patience` seconds away (the caller's hold on its chat must outlast
+        the wait: a profile with many chats queued on its audio and video rate, 10/s, can
+        have slots many seconds out)."""
+        deadline = time.monotonic() + patience
         while True:
             slot = await self.reserve(profile_id, connection, attachment_type)
             if slot.paused_for:
                 return slot.paused_for
             due = time.monotonic() + slot.wait
+            if not slot.booked and due > deadline:
+                return slot.wait
             if slot.wait:
                 await asyncio.sleep(slot.wait)
             if slot.booked and time.monotonic() - due <= LATE_SECONDS:
