@@ -144,8 +144,11 @@ class Delivery:
         self.lease = timedelta(
             seconds=settings.graph_timeout_seconds + settings.echo_wait_seconds + 5
         )
-        # When this worker last set the lease of each chat it holds: renewed only once a
-        # third of it has gone, not with every message.
+        # A chat's lease is renewed only once a third of it has gone, not with every
+        # message; a send waits for its rate-limit slot at most that long, so that the lease
+        # outlasts the wait.
+        self._renew_after = self.lease.total_seconds() / 3
+        # When this worker last set the lease of each chat it holds.
         self._leased_at: dict[int, float] = {}
         # Claims and publishes of concurrent chats share their round trips. Publishing
         # happens after the send, so it may wait for the publish in flight.
@@ -192,9 +195,8 @@ class Delivery:
             return await self._next_head(message.chat_id)
         await self._renew_lease_if_old(message.chat_id)
         attachment_type = (message.attachment or {}).get("type")
-        # At most a third of the chat's lease: it was renewed at most a third ago.
         hold_for = await self.throttle.wait_for_slot(
-            profile.id, profile.connection, attachment_type, patience=self.lease.total_seconds() / 3
+            profile.id, profile.connection, attachment_type, patience=self._renew_after
         )
         if hold_for:
             await self._hold(message, timedelta(seconds=hold_for))
@@ -248,7 +250,7 @@ class Delivery:
         return taken is not None
 
     async def _renew_lease_if_old(self, chat_id: int) -> None:
-        if time.monotonic() - self._leased_at[chat_id] > self.lease.total_seconds() / 3:
+        if time.monotonic() - self._leased_at[chat_id] > self._renew_after:
             await self.db.execute(_RENEW_LEASE, chat_id, self.lease)
             self._leased_at[chat_id] = time.monotonic()
 
