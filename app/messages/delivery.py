@@ -30,7 +30,7 @@ from app.core import queue
 from app.core.batching import Batcher
 from app.core.settings import Settings
 from app.messages.models import UNDELIVERED, Message
-from app.messages.throttle import ProfileThrottle
+from app.messages.throttle import Held, ProfileThrottle
 from app.meta.errors import TOKEN_CODE, GraphError
 from app.meta.graph import GraphClient, GraphUnreachable, send_body
 from app.profiles.models import Profile
@@ -195,16 +195,16 @@ class Delivery:
             return await self._next_head(message.chat_id)
         await self._renew_lease_if_old(message.chat_id)
         attachment_type = (message.attachment or {}).get("type")
-        hold_for = await self.throttle.wait_for_slot(
-            profile.id, profile.connection, attachment_type, patience=self._renew_after
-        )
-        if hold_for:
-            await self._hold(message, timedelta(seconds=hold_for))
-            return None
         try:
-            answer = await self.graph.send_message(
-                graph_account(profile, self.settings), _body(head)
-            )
+            async with self.throttle.sending(
+                profile.id, profile.connection, attachment_type, patience=self._renew_after
+            ):
+                answer = await self.graph.send_message(
+                    graph_account(profile, self.settings), _body(head)
+                )
+        except Held as held:
+            await self._hold(message, timedelta(seconds=held.seconds))
+            return None
         except GraphError as error:
             await self._pause_if_throttled(profile.id, error.throttled_for, error.is_throttle)
             failure = Failure.of_graph_error(error)

@@ -1,13 +1,27 @@
 """Per-profile send limits, shared by every worker through Redis.
 
 Meta limits sends per Instagram account (text and reactions 100/s with Instagram Login, 300/s
-with Facebook Login; audio and video 10/s). dmrelay spaces each profile's sends to stay under
+with Facebook Login; audio and video 10/s), counted over any second, and a second that
+reaches the limit throttles the account. dmrelay spaces each profile's sends to stay under
 those rates, and pauses a profile entirely while Meta says it is throttled, so a client may
 send as fast as it likes.
+
+Two rules, checked together in one Redis round trip per batch of sends:
+- Pacing: each send books the next free slot, one interval after the one before (the generic
+  cell rate algorithm, no burst), at a little under the limit. Booking, rather than asking
+  again once the slot is due, leaves no gaps between slots, so a busy profile uses its rate.
+- A guard: Meta counts a send when it receives it, which may be later than its slot (a
+  stalled event loop, a slow network, a busy machine), so sends that left on time can reach
+  Meta bunched. Every send is logged with the latest time Meta can have received it: until
+  it is answered, its slot plus the Graph timeout; once answered, the answer's time. A slot is
+  booked only if fewer than limit - 1 logged sends can fall in the second before it, so
+  whatever the delays, no second at Meta holds the limit.
 """
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -16,42 +30,59 @@ from app.core.batching import Batcher
 from app.core.settings import Settings
 
 AUDIO_VIDEO = frozenset({"audio", "video"})
-# Keep a little under the configured rate: a send leaves a few ms after its slot now and
-# then (a busy event loop, the network), and Meta counts sends in a sliding window. At 96 %
-# of 100/s, one profile's busiest second held 97-98 sends in four runs of 2,000 (95 %: 97).
+# Pace a little under the limit, so that the guard seldom has to hold a send back.
 HEADROOM = 0.96
-
-# How late after its booked slot a send may still go: one that woke later would crowd the
-# next ones into Meta's window, so it gives the slot up and books another.
-LATE_SECONDS = 0.005
 # How far ahead a send may book its slot. Further out, it asks again later: a pause Meta
 # asks for meanwhile then holds it back.
 HORIZON_MS = 1000
+# A send the guard turns away asks again this long after its slot at the latest.
+GUARD_RETRY_MS = 5
 
-# One round trip for both checks, for any number of sends (KEYS and ARGV in pairs and ones:
-# a profile's pause key and its rate key, and the limit's interval in ms, per send).
-# A paused profile answers {1, ms left on the pause}. Otherwise the generic cell rate
-# algorithm with no burst: each send gets the next free slot, one interval after the one
-# before, booked if it is within the horizon: {0, ms until the slot, 1}; beyond it,
-# {0, ms until then, 0}, and nothing is booked. Booking (rather than asking again once the
-# slot is due) leaves no gaps between slots, so a busy profile uses its whole rate.
+# KEYS: per send, its profile's pause key, rate key and log key; then the log key of each
+# send answered since the last call. ARGV: the number of sends, the ms a send stays in the
+# log unanswered, per send its interval in ms and how many logged sends may share its second,
+# then each answered send's log entry.
+# Each send gets {1, ms left on the pause} if its profile is paused; else {0, ms until its
+# slot, its log entry} if the slot is booked, or {0, ms until it should ask again} if not.
 _RESERVE_SLOTS = f"""
 local now_parts = redis.call('TIME')
 local now = now_parts[1] * 1000 + now_parts[2] / 1000
+local sends = tonumber(ARGV[1])
+local unanswered_ms = tonumber(ARGV[2])
+for i = 3 * sends + 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', 'LT', now, ARGV[2 + 2 * sends + i - 3 * sends])
+end
 local answers = {{}}
-for i = 1, #ARGV do
-  local paused_ms = redis.call('PTTL', KEYS[2 * i - 1])
+for i = 1, sends do
+  local pause_key, rate_key, log_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local interval, most = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local paused_ms = redis.call('PTTL', pause_key)
+  local slot = math.max(tonumber(redis.call('GET', rate_key) or '0'), now)
   if paused_ms > 0 then
-    answers[i] = {{1, tostring(paused_ms), 0}}
+    answers[i] = {{1, tostring(paused_ms)}}
+  elseif slot - now > {HORIZON_MS} then
+    answers[i] = {{0, tostring(slot - now)}}
   else
-    local interval = tonumber(ARGV[i])
-    local slot = math.max(tonumber(redis.call('GET', KEYS[2 * i]) or '0'), now)
-    if slot - now > {HORIZON_MS} then
-      answers[i] = {{0, tostring(slot - now), 0}}
+    redis.call('ZREMRANGEBYSCORE', log_key, '-inf', now - 1000)
+    local second_before = '(' .. tostring(slot - 1000)
+    local in_second = redis.call('ZCOUNT', log_key, second_before, '+inf')
+    if in_second > most then
+      -- Asks again once the send that must leave the second first has left it; soon after
+      -- the slot if that send is unanswered (answers usually come within milliseconds).
+      local first = redis.call(
+        'ZRANGEBYSCORE', log_key, second_before, '+inf', 'WITHSCORES',
+        'LIMIT', in_second - most - 1, 1
+      )
+      local first_at = tonumber(first[2])
+      local retry = first_at <= now and first_at + 1000 or slot + {GUARD_RETRY_MS}
+      answers[i] = {{0, tostring(retry - now)}}
     else
       local next_slot = slot + interval
-      redis.call('SET', KEYS[2 * i], tostring(next_slot), 'PX', math.ceil(next_slot - now) + 1000)
-      answers[i] = {{0, tostring(slot - now), 1}}
+      redis.call('SET', rate_key, tostring(next_slot), 'PX', math.ceil(next_slot - now) + 1000)
+      local entry = tostring(slot)
+      redis.call('ZADD', log_key, slot + unanswered_ms, entry)
+      redis.call('PEXPIRE', log_key, math.ceil(slot - now + unanswered_ms) + 1000)
+      answers[i] = {{0, tostring(slot - now), entry}}
     end
   end
 end
@@ -67,8 +98,21 @@ class Slot:
     paused_for: float
     # Seconds until the send's slot, or until it should ask again.
     wait: float
-    # Whether the slot is the send's: after `wait`, it goes without asking again.
-    booked: bool
+    # If the slot is the send's (after `wait`, it goes without asking again): its log key and
+    # entry, to mark it answered by.
+    booking: tuple[str, bytes] | None
+
+    @property
+    def booked(self) -> bool:
+        return self.booking is not None
+
+
+class Held(Exception):
+    """The send may not go now: it should be held back `seconds`, not retried soon."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"held back for {seconds:.3f} s")
+        self.seconds = seconds
 
 
 class ProfileThrottle:
@@ -78,6 +122,8 @@ class ProfileThrottle:
         self._reserve_slots = redis.register_script(_RESERVE_SLOTS)
         # The sends of concurrent chats ask in one round trip.
         self._requests = Batcher(self._reserve_all)
+        # Sends answered since the last round trip, which marks them so in their logs.
+        self._answered: list[tuple[str, bytes]] = []
 
     def _limit(self, connection: str, attachment_type: str | None) -> tuple[str, float]:
         """The limit a send counts against: its name and its rate per second."""
@@ -87,26 +133,33 @@ class ProfileThrottle:
             return "text", self._settings.rate_text_facebook_login
         return "text", self._settings.rate_text_instagram_login
 
-    async def wait_for_slot(
+    @asynccontextmanager
+    async def sending(
         self, profile_id: int, connection: str, attachment_type: str | None, patience: float
-    ) -> float:
-        """Wait until this send may go: 0.0 then, or how long it should be held back instead
-        (not retried soon): the seconds left on a pause Meta asked for, or until its slot if
-        that is more than `patience` seconds away (the caller's hold on its chat must outlast
-        the wait: a profile with many chats queued on its audio and video rate, 10/s, can
-        have slots many seconds out)."""
+    ) -> AsyncIterator[None]:
+        """Wait for this send's slot, then make the call in the block.
+
+        Raises Held instead if the send should be held back: the profile is paused (Meta
+        asked), or its slot is more than `patience` seconds away (the caller's hold on its
+        chat must outlast the wait: a profile with many chats queued on its audio and video
+        rate, 10/s, can have slots many seconds out).
+        """
         deadline = time.monotonic() + patience
         while True:
             slot = await self.reserve(profile_id, connection, attachment_type)
             if slot.paused_for:
-                return slot.paused_for
-            due = time.monotonic() + slot.wait
-            if not slot.booked and due > deadline:
-                return slot.wait
+                raise Held(slot.paused_for)
+            if not slot.booked and time.monotonic() + slot.wait > deadline:
+                raise Held(slot.wait)
             if slot.wait:
                 await asyncio.sleep(slot.wait)
-            if slot.booked and time.monotonic() - due <= LATE_SECONDS:
-                return 0.0
+            if slot.booking is not None:
+                break
+        try:
+            yield
+        finally:
+            # Meta has received the call by now, if it ever will.
+            self._answered.append(slot.booking)
 
     async def reserve(self, profile_id: int, connection: str, attachment_type: str | None) -> Slot:
         name, rate = self._limit(connection, attachment_type)
@@ -114,21 +167,33 @@ class ProfileThrottle:
             (
                 _pause_key(profile_id),
                 f"dmrelay:rate:{profile_id}:{name}",
+                f"dmrelay:sent:{profile_id}:{name}",
                 1000.0 / (rate * HEADROOM),
+                # The send itself makes one more, and a second at the limit is throttled.
+                max(int(rate) - 2, 0),
             )
         )
 
-    async def _reserve_all(self, requests: list[tuple[str, str, float]]) -> list[Slot]:
+    async def _reserve_all(self, requests: list[tuple[str, str, str, float, int]]) -> list[Slot]:
+        answered, self._answered = self._answered, []
         answers = await self._reserve_slots(
-            keys=[key for pause_key, rate_key, _ in requests for key in (pause_key, rate_key)],
-            args=[interval for _, _, interval in requests],
+            keys=[key for request in requests for key in request[:3]]
+            + [log_key for log_key, _ in answered],
+            # An unanswered send stays in the log as long as its call may take, and a second
+            # more for a late start.
+            args=[len(requests), (self._settings.graph_timeout_seconds + 1) * 1000]
+            + [arg for request in requests for arg in request[3:]]
+            + [entry for _, entry in answered],
         )
-        return [
-            Slot(paused_for=float(ms) / 1000.0, wait=0.0, booked=False)
-            if paused
-            else Slot(paused_for=0.0, wait=float(ms) / 1000.0, booked=bool(booked))
-            for paused, ms, booked in answers
-        ]
+        slots = []
+        for (_, _, log_key, _, _), (paused, ms, *entry) in zip(requests, answers, strict=True):
+            seconds = float(ms) / 1000.0
+            if paused:
+                slots.append(Slot(paused_for=seconds, wait=0.0, booking=None))
+            else:
+                booking = (log_key, entry[0]) if entry else None
+                slots.append(Slot(paused_for=0.0, wait=seconds, booking=booking))
+        return slots
 
     async def pause(self, profile_id: int, seconds: float) -> None:
         """Hold every send of this profile for a while (Meta asked us to back off)."""
