@@ -86,8 +86,13 @@ def graph_account(profile: Profile, settings: Settings) -> Account:
         connection=profile.connection,
         platform_id=profile.platform_id,
         page_id=profile.page_id,
-        access_token=_decrypted(settings.secret_key, profile.access_token_encrypted),
+        access_token=access_token(profile.access_token_encrypted, settings),
     )
+
+
+def access_token(ciphertext: str, settings: Settings) -> str:
+    """A profile's access token, from its stored ciphertext."""
+    return _decrypted(settings.secret_key, ciphertext)
 
 
 # Decrypting (an HMAC check, then AES) on every send cost the worker more than a Redis
