@@ -87,8 +87,8 @@ async def test_a_slot_further_off_than_the_senders_patience_is_not_waited_for(cl
     with pytest.raises(Held) as held:
         async with throttle.sending(4, "instagram_login", "video", patience=0.5):
             pytest.fail("sent before its slot")
-    assert held.value.seconds == pytest.approx(1.0, abs=0.2)
-    assert time.monotonic() - started < 0.3  # answered at once, not after waiting
+    assert 0.5 < held.value.seconds <= 1.0
+    assert time.monotonic() - started < 0.5  # answered at once, not after waiting
     async with throttle.sending(5, "instagram_login", "video", patience=0.5):
         pass
 
