@@ -92,8 +92,8 @@ class Failure:
 
 @dataclass(slots=True)
 class Outbound:
-    """An outbound message on its way to Meta (plain, not an ORM object: one is built for
-    every send, and the ORM's cost ~6 % of the worker's samples)."""
+    """An outbound message on its way to Meta: plain, not an ORM object, as one is built for
+    every send (through the ORM, ~6 % of the worker's samples)."""
 
     id: int
     chat_id: int
