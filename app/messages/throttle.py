@@ -122,7 +122,9 @@ class ProfileThrottle:
         self._reserve_slots = redis.register_script(_RESERVE_SLOTS)
         # The sends of concurrent chats ask in one round trip.
         self._requests = Batcher(self._reserve_all)
-        # Sends answered since the last round trip, which marks them so in their logs.
+        # Sends answered since the last round trip, which marks them so in their logs. If
+        # that call fails they stay unanswered there until their time runs out: they hold
+        # their places longer, never shorter, so losing them is safe.
         self._answered: list[tuple[str, bytes]] = []
 
     def _limit(self, connection: str, attachment_type: str | None) -> tuple[str, float]:
