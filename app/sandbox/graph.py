@@ -1,8 +1,8 @@
 """Meta's Graph endpoints as the sandbox serves them: the Send API, /me, subscribed_apps and the
 User Profile API, answered as Meta documents them, usage headers included.
 
-One catch-all route, so that any `/vNN.N/` prefix (or none) works and unknown paths get Meta's
-own error.
+Every path outside /_sandbox comes here (app.sandbox.app), so that any `/vNN.N/` prefix (or
+none) works and unknown paths get Meta's own error.
 """
 
 import asyncio
@@ -15,25 +15,22 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from app.sandbox import events
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.faults import Faults
-from app.sandbox.state import Sandbox, SandboxDep
+from app.sandbox.state import Sandbox
 
 GRAPH_PATH = re.compile(r"(?:v\d+\.\d+/)?(?P<node>[^/]+)(?:/(?P<edge>[^/]+))?/?")
 PARAM_KEY = re.compile(r"[^\[\]]+")  # "message[attachment][type]" -> message, attachment, type
 ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart"}
 SENDER_ACTIONS = {"react", "unreact", "typing_on", "typing_off", "mark_seen"}
 
-graph = APIRouter()
 
-
-@graph.api_route("/{path:path}", methods=["GET", "POST"], include_in_schema=False)
-async def graph_call(path: str, request: Request, sandbox: SandboxDep) -> Response:
+async def graph_call(path: str, request: Request, sandbox: Sandbox) -> Response:
     match = GRAPH_PATH.fullmatch(path)
     node, edge = (match["node"], match["edge"]) if match else (path, None)
     account = node  # whose usage the headers report: the path id, or the token's for node reads
@@ -128,7 +125,7 @@ def parse_params(pairs: list[tuple[str, str]]) -> dict:
 
 
 async def read_params(request: Request) -> dict:
-    params = parse_params(parse_qsl(request.url.query))
+    params = parse_params(parse_qsl(request.scope["query_string"].decode("latin-1")))
     body = await request.body()
     if "json" in request.headers.get("content-type", ""):
         try:

@@ -96,7 +96,7 @@ class Sandbox:
             self._client = None
 
 
-def get_sandbox(request: Request) -> Sandbox:
+async def get_sandbox(request: Request) -> Sandbox:
     return request.app.state.sandbox
 
 
