@@ -43,6 +43,7 @@ UNDELIVERED = ("pending", "failed_waiting_for_retry")
 # A send this close to a worker kill or a PostgreSQL outage may have had an outcome dmrelay
 # could not record; it may then be sent again.
 UNKNOWN_BEFORE, UNKNOWN_AFTER = 2.0, 2.0
+GRAPH_TIMEOUT_SECONDS = 1.0
 
 pytestmark = pytest.mark.skipif(
     missing_prerequisites() is not None, reason=f"fault suite: {missing_prerequisites()}"
@@ -86,7 +87,7 @@ def cluster():
         "META_VERIFY_TOKEN": "fault-suite-verify-token",
         "SECRET_KEY": "fault-suite-secret-key",
         "MEDIA_DIR": str(root / "media"),
-        "GRAPH_TIMEOUT_SECONDS": "1",
+        "GRAPH_TIMEOUT_SECONDS": str(GRAPH_TIMEOUT_SECONDS),
         "ECHO_WAIT_SECONDS": "1",
         "RETRY_BASE_SECONDS": "0.1",
         "RETRY_MAX_SECONDS": "1",
@@ -308,10 +309,23 @@ async def outbound_rows(cluster: Cluster) -> list[asyncpg.Record]:
         await connection.close()
 
 
+def answered_late(record: dict) -> bool:
+    """Answered after dmrelay's Graph timeout (the machine, which every process here shares,
+    stalled): dmrelay had given up on the call, as on a timeout."""
+    if record["answered_at"] is None:
+        return False
+    received, answered = (datetime.fromisoformat(record[k]) for k in ("received_at", "answered_at"))
+    # The sandbox's latency fault passes before it stamps a send received.
+    waited = (answered - received).total_seconds() + FAULTS["latency_ms"] / 1000
+    return waited >= GRAPH_TIMEOUT_SECONDS
+
+
 def unknown_outcome(record: dict, windows: list[Window]) -> str | None:
     """Why dmrelay may not have learnt the outcome of this send, if it may not have."""
-    if record.get("timed_out"):
+    if record["timed_out"]:
         return "timeout"
+    if answered_late(record):
+        return "late answer"
     at = datetime.fromisoformat(record["received_at"]).timestamp()
     for window in windows:
         if window.start - UNKNOWN_BEFORE <= at <= window.end + UNKNOWN_AFTER:
@@ -408,13 +422,14 @@ async def test_deliveries_survive_worker_kills_redis_loss_and_postgres_restarts(
     duplicated = {text: records for text, records in received.items() if len(records) > 1}
     reasons = Counter(unknown_outcome(r, windows) for rs in duplicated.values() for r in rs[:-1])
     unexplained = {
-        text: [(r["received_at"], r["timed_out"]) for r in records]
+        text: [(r["received_at"], r["answered_at"], r["timed_out"]) for r in records]
         for text, records in duplicated.items()
         if not all(unknown_outcome(r, windows) for r in records[:-1])
     }
     extra_sends = sum(len(records) - 1 for records in duplicated.values())
     timed_out = sum(1 for r in sent if r["timed_out"])
-    assert extra_sends <= timed_out + CHATS * len(windows)
+    late = sum(1 for r in sent if answered_late(r))
+    assert extra_sends <= timed_out + late + CHATS * len(windows)
     assert not unexplained, f"sent twice without an unknown outcome: {unexplained}"
 
     # Rows not accepted through the API are echoes of resent messages, stored on their own
@@ -427,7 +442,8 @@ async def test_deliveries_survive_worker_kills_redis_loss_and_postgres_restarts(
 
     print(
         f"\nfault suite: {len(accepted)} messages over {CHATS} chats, {WORKERS} workers; "
-        f"statuses {dict(statuses)}; {len(sent)} sends at the sandbox, {timed_out} timed out; "
+        f"statuses {dict(statuses)}; {len(sent)} sends at the sandbox, {timed_out} timed out, "
+        f"{late} answered late; "
         f"{len(duplicated)} messages sent more than once ({extra_sends} extra sends, after "
         f"{dict(reasons)}); "
         f"{len(strays)} echo-only rows; backlog peaked at {max(n or 0 for _, n in run.backlog)}; "

@@ -84,6 +84,8 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: dict) -
         "message": params["message"],
         "received_at": datetime.now(UTC).isoformat(),
         "timed_out": timed_out,
+        # When the answer left: a client whose timeout is shorter than the wait gave up.
+        "answered_at": None,
     }
     record.update({k: params[k] for k in ("messaging_type", "tag", "reply_to") if k in params})
     sandbox.sent.append(record)
@@ -92,13 +94,16 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: dict) -
     content = events.echo_message(mid, params["message"])
     item = events.messaging_item(account, recipient_id, sandbox.timestamp(), "message", content)
     echo = events.bodies([(account, item)], "single", "messaging")[0]
-    if timed_out or sandbox.faults.echo.mode == "before":
+    echo_first = sandbox.faults.echo.mode == "before"
+    if timed_out or echo_first:
         await sandbox.echo(echo)
-        if timed_out:
-            await until_disconnected(request)  # the client gave up: nobody reads what follows
+    if timed_out:
+        await until_disconnected(request)  # the client gave up: nobody reads what follows
         return JSONResponse(answer)
+    record["answered_at"] = datetime.now(UTC).isoformat()
     # A background task runs once the answer is sent; it only spawns, so it never holds that up.
-    return JSONResponse(answer, background=BackgroundTask(sandbox.echo, echo))
+    background = None if echo_first else BackgroundTask(sandbox.echo, echo)
+    return JSONResponse(answer, background=background)
 
 
 async def until_disconnected(request: Request) -> None:

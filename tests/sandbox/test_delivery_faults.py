@@ -130,6 +130,9 @@ async def test_timeout_records_then_never_answers():
         ("lost answer", False),
         ("hi", False),
     ]
+    # Only the answers that left are stamped with when they did.
+    assert records[0]["answered_at"] is None
+    assert all(r["received_at"] <= r["answered_at"] for r in records[1:])
 
 
 async def test_timeout_rate_and_recipients_filter(client):
