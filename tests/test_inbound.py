@@ -374,3 +374,17 @@ async def test_chats_of_two_accounts_in_one_delivery(account, clean):
         assert [m.body for m in (await messages_of(other, second.id)).values()] == ["to the second"]
     finally:
         await other.client.close()
+
+
+async def test_a_nul_character_is_stored_as_the_replacement_character(account, clean):
+    # PostgreSQL's text and jsonb cannot hold U+0000, which JSON can carry (escaped).
+    body = _text_payload("aWdf_nul", "before\x00after", sender="561")
+    assert b"\\u0000" in body
+    assert (await post_raw(clean, body, secret="test-app-secret")).status_code == 200
+    await settled(clean)
+
+    chat = await only_chat(account)
+    [message] = (await messages_of(account, chat.id)).values()
+    assert message.body == "before\ufffdafter"
+    [(kind, data)] = await customer_events(clean)
+    assert data["message"]["body"] == "before\ufffdafter"

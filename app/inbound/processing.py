@@ -81,7 +81,21 @@ def parse_body(body: str) -> Parsed:
         payload = json.loads(body)
     except ValueError:
         return Parsed(problems=["the body is not JSON"])
+    if "\\u0000" in body:  # the only way JSON carries U+0000; rare, so the walk is too
+        payload = _without_nul(payload)
     return parse_payload(payload)
+
+
+def _without_nul(value: Any) -> Any:
+    """U+0000 as U+FFFD, the replacement character: PostgreSQL's text and jsonb cannot hold
+    it, and a delivery that carried one could never be stored."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
 
 
 @dataclass
