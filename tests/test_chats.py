@@ -43,6 +43,7 @@ async def test_chat_can_be_found_by_meta_conversation_id(account, clean):
         {"participant_external_id": "not-an-igsid"},
         {"participant_external_id": 5},
         {"participant_external_id": "1", "surprise": True},
+        {"participant_external_id": "1", "participant_name": "Ann\x00"},
     ],
 )
 async def test_bad_chat_input_is_422_and_creates_nothing(account, body):

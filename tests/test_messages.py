@@ -114,6 +114,9 @@ async def test_a_revoked_token_fails_the_send_and_expires_the_profile(account, c
         ({"body": "hi", "tag": "ACCOUNT_UPDATE"}, "tag"),
         ({"body": "hi", "quick_replies": [{"title": "a", "payload": "b"}]}, "quick_replies"),
         ({"body": "hi", "colour": "red"}, "colour"),
+        ({"body": "a\x00b"}, "U+0000"),
+        ({"body": "hi", "reply_to_external_id": "aWdf\x00"}, "U+0000"),
+        ({"media": ["https://a.example/\x00.png"]}, "U+0000"),
     ],
 )
 async def test_bad_sends_are_422_and_store_nothing(account, clean, body, complaint):

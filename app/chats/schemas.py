@@ -5,6 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.chats.models import Chat
 from app.core import ids
+from app.core.schemas import Text
 
 IGSID_PATTERN = r"^[0-9]{1,32}$"
 
@@ -16,8 +17,8 @@ class ChatCreate(BaseModel):
         pattern=IGSID_PATTERN,
         description="The participant's Instagram-scoped id (IGSID), as Meta gives it: digits",
     )
-    participant_username: str | None = Field(default=None, max_length=255)
-    participant_name: str | None = Field(default=None, max_length=255)
+    participant_username: Text | None = Field(default=None, max_length=255)
+    participant_name: Text | None = Field(default=None, max_length=255)
 
 
 class ChatOut(BaseModel):

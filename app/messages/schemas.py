@@ -5,6 +5,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from app.core import ids
+from app.core.schemas import Text
 from app.messages.models import Message
 
 MAX_TEXT_CHARACTERS = 1000
@@ -55,15 +56,15 @@ def attachment_type(url: str) -> str:
 class MessageSend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    body: str | None = None
-    media: list[str] | None = Field(
+    body: Text | None = None
+    media: list[Text] | None = Field(
         default=None, description="One attachment URL (Instagram takes one per message)"
     )
     tag: Literal["HUMAN_AGENT"] | None = Field(
         default=None,
         description="HUMAN_AGENT lets a human reply up to 7 days after the last inbound message",
     )
-    reply_to_external_id: str | None = Field(default=None, min_length=1, max_length=512)
+    reply_to_external_id: Text | None = Field(default=None, min_length=1, max_length=512)
     # Derived from media: {"type", "url"} as Meta's Send API takes it.
     _attachment: dict[str, str] | None = PrivateAttr(default=None)
 
