@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Text, any_, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
@@ -184,19 +185,33 @@ class InboundProcessor:
                 done.set_result(None)
 
     async def process_deliveries(self, delivery_ids: list[int]) -> None:
-        """Split deliveries and apply their chats. A delivery that cannot be split (logged)
-        stays `received`, for the sweep; one bad delivery does not hold up the others."""
+        """Split deliveries and apply their chats. A delivery whose events PostgreSQL refuses
+        is kept as `unparseable`, saying why; one that cannot be split for another reason
+        (logged) stays `received`, for the sweep. One bad delivery does not hold up the
+        others."""
         try:
             chats, stored = await self._split(delivery_ids)
-        except Exception:
+        except Exception as error:
             if len(delivery_ids) == 1:
-                log.exception("webhook delivery %s could not be split", delivery_ids[0])
+                if refusal := _refusal(error):
+                    log.error("webhook delivery %s kept as unparseable: %s", *delivery_ids, refusal)
+                    await self._keep_unparseable(delivery_ids[0], refusal)
+                else:
+                    log.exception("webhook delivery %s could not be split", delivery_ids[0])
                 return
             log.warning("splitting %d deliveries together failed; one by one", len(delivery_ids))
             for delivery_id in delivery_ids:
                 await self.process_deliveries([delivery_id])
             return
         await self.apply_chats(chats, stored)
+
+    async def _keep_unparseable(self, delivery_id: int, problem: str) -> None:
+        async with self._transaction() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "received")
+                .values(status="unparseable", problems=[problem], processed_at=func.now())
+            )
 
     async def _split(self, delivery_ids: list[int]) -> tuple[set[ChatKey], dict[int, Event]]:
         """Store the events of those deliveries still to split; the chats they are about, and
@@ -452,6 +467,19 @@ async def _apply_in_savepoint(session: AsyncSession, one: tuple[ChatRun, OpenEve
         log.exception("webhook event %s (%s) could not be applied", row.id, row.event.dedupe_key)
         await session.refresh(run.context.chat)
         row.fail("failed", f"{type(error).__name__}: {error}")
+
+
+def _refusal(error: Exception) -> str | None:
+    """What PostgreSQL said, if it refused the data itself, which no retry would change: a
+    data exception or a program limit (an index row too large). Not a constraint violation,
+    which two workers racing could cause."""
+    if not isinstance(error, DBAPIError):
+        return None
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if sqlstate[:2] not in ("22", "54"):
+        return None
+    cause = error.orig.__cause__ or error.orig
+    return f"PostgreSQL refused to store its events: {cause}"
 
 
 def _lock(chats: Collection[ChatKey]) -> Any:
