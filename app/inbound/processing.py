@@ -193,11 +193,12 @@ class InboundProcessor:
             chats, stored = await self._split(delivery_ids)
         except Exception as error:
             if len(delivery_ids) == 1:
+                [delivery_id] = delivery_ids
                 if refusal := _refusal(error):
-                    log.error("webhook delivery %s kept as unparseable: %s", *delivery_ids, refusal)
-                    await self._keep_unparseable(delivery_ids[0], refusal)
+                    log.error("webhook delivery %s kept as unparseable: %s", delivery_id, refusal)
+                    await self._keep_unparseable(delivery_id, refusal)
                 else:
-                    log.exception("webhook delivery %s could not be split", delivery_ids[0])
+                    log.exception("webhook delivery %s could not be split", delivery_id)
                 return
             log.warning("splitting %d deliveries together failed; one by one", len(delivery_ids))
             for delivery_id in delivery_ids:
