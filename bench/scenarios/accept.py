@@ -8,6 +8,7 @@ median round is reported.
 import asyncio
 import shutil
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -69,13 +70,15 @@ async def run(stack: Stack, fixtures: Fixtures, seconds: float, rounds: int) -> 
 
 async def profile(stack: Stack, fixtures: Fixtures, seconds: float) -> dict:
     """Sample the API process with py-spy under the accept load; the top frames by own time."""
-    if shutil.which("py-spy") is None:
+    # On PATH, or beside this interpreter: where `pip install py-spy` in a venv puts it.
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=Path(sys.executable).parent)
+    if py_spy is None:
         raise SystemExit("--profile-accept needs py-spy: `pip install py-spy`")
     stack.stop("worker")
     paths = write_paths(fixtures, stack.log_dir / "chat-paths.txt")
     raw = stack.log_dir / "accept-profile.txt"
     spy = await asyncio.create_subprocess_exec(
-        "py-spy", "record", "--format", "raw", "--rate", "250", "--nonblocking",
+        py_spy, "record", "--format", "raw", "--rate", "250", "--nonblocking",
         "--duration", f"{seconds:g}", "--output", str(raw),
         "--pid", str(stack.processes["api"].pid),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
