@@ -128,7 +128,7 @@ async def test_unknown_outcome_with_an_echo_is_not_sent_again(account, clean):
     assert (await account.client.messages.list(chat.id)).total == 1
 
 
-async def test_unknown_outcome_without_an_echo_is_sent_again(account, clean):
+async def test_unknown_outcome_without_an_echo_is_sent_again(account, clean, caplog):
     (chat,) = await chats(account)
     await faults(clean, timeout={"recipients": [CUSTOMERS[0]], "times": 1}, echo={"mode": "none"})
     message = await account.client.messages.send(chat.id, body="resend me")
@@ -137,6 +137,12 @@ async def test_unknown_outcome_without_an_echo_is_sent_again(account, clean):
     # Meta has no idempotency key: without an echo, dmrelay cannot know, and sends again.
     assert [r["message"]["text"] for r in records] == ["resend me", "resend me"]
     assert published.external_id == records[1]["message_id"]
+    # And says so, naming the message and why (the fault suite reads this line).
+    serial = ids.decode(ids.Kind.MESSAGE, message.id)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "app.messages.delivery"]
+    assert any(
+        w.startswith(f"message {serial}: Meta may have it (TimeoutError)") for w in warnings
+    ), warnings
 
 
 @pytest.mark.parametrize("mode", ["before", "twice", "late"])

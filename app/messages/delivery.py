@@ -203,7 +203,9 @@ class Delivery:
         """One attempt at the head message; the chat's next head, or None if there is none
         or the chat must now wait."""
         message, account = head.message, head.account
-        if message.claimed_until is not None and await self._echo_arrived(message.id):
+        if message.claimed_until is not None and await self._echo_arrived(
+            message.id, "an earlier attempt never finished"
+        ):
             return await self._next_head(message.chat_id)
         # Claimed before its rate-limit slot, not after: the claim's round trip would delay
         # the send past its slot, into the next one's (sends bunched so exceed Meta's count).
@@ -226,7 +228,7 @@ class Delivery:
             )
             failure = Failure.of_graph_error(error)
         except GraphUnreachable as error:
-            if error.maybe_delivered and await self._echo_arrived(message.id):
+            if error.maybe_delivered and await self._echo_arrived(message.id, error.detail):
                 return await self._next_head(message.chat_id)
             failure = Failure.of_unreachable(error)
         else:
@@ -236,9 +238,10 @@ class Delivery:
             return await self._next_head(message.chat_id)
         return None
 
-    async def _echo_arrived(self, message_id: int) -> bool:
-        """After an unknown outcome: wait a bounded time for Meta's echo to mark the message
-        published. Meta has no idempotency key, so without an echo it is sent again."""
+    async def _echo_arrived(self, message_id: int, unknown: str) -> bool:
+        """After an unknown outcome (`unknown` says why): wait a bounded time for Meta's echo
+        to mark the message published. Meta has no idempotency key, so without an echo it is
+        sent again."""
         deadline = time.monotonic() + self.settings.echo_wait_seconds
         while True:
             async with self.engine.connect() as connection:
@@ -248,6 +251,13 @@ class Delivery:
             if status not in UNDELIVERED:
                 return True
             if time.monotonic() >= deadline:
+                log.warning(
+                    "message %s: Meta may have it (%s) and no echo came within %g s; sent "
+                    "again, it may reach the customer twice",
+                    message_id,
+                    unknown,
+                    self.settings.echo_wait_seconds,
+                )
                 return False
             await asyncio.sleep(0.1)
 
