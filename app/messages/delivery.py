@@ -252,8 +252,8 @@ class Delivery:
                 return True
             if time.monotonic() >= deadline:
                 log.warning(
-                    "message %s: Meta may have it (%s) and no echo came within %g s; sent "
-                    "again, it may reach the customer twice",
+                    "message %s: Meta may have it (%s) and no echo came within %g s; if it is "
+                    "sent again, it may reach the customer twice",
                     message_id,
                     unknown,
                     self.settings.echo_wait_seconds,
