@@ -387,4 +387,4 @@ async def test_a_nul_character_is_stored_as_the_replacement_character(account, c
     [message] = (await messages_of(account, chat.id)).values()
     assert message.body == "before\ufffdafter"
     [(kind, data)] = await customer_events(clean)
-    assert data["message"]["body"] == "before\ufffdafter"
+    assert (kind, data["message"]["body"]) == ("message.received", "before\ufffdafter")

@@ -44,6 +44,9 @@ DRAIN_SECONDS = 20.0
 # A message younger than this still has the job its acceptance enqueued.
 SWEEP_GRACE = timedelta(seconds=5)
 SWEEP_BATCH = 500
+# Why an attempt's outcome is unknown when its claim is still set: its worker died, or
+# PostgreSQL went away before the outcome was stored.
+UNFINISHED_ATTEMPT = "an earlier attempt never finished"
 
 
 async def request_delivery(pool: ArqRedis, chat_id: int) -> None:
@@ -204,7 +207,7 @@ class Delivery:
         or the chat must now wait."""
         message, account = head.message, head.account
         if message.claimed_until is not None and await self._echo_arrived(
-            message.id, "an earlier attempt never finished"
+            message.id, UNFINISHED_ATTEMPT
         ):
             return await self._next_head(message.chat_id)
         # Claimed before its rate-limit slot, not after: the claim's round trip would delay
