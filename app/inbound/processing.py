@@ -9,9 +9,9 @@ and is retried whenever that chat's events run again (the missing message usuall
 in the same or the next delivery).
 Batching: the deliveries whose jobs come in together are split in one transaction, and their
 chats applied in another: a few statements for the lot rather than a dozen per event. The
-apply takes the events the split stored from memory, and reads back only the payloads of the
-chats' other open events (reading and decoding every payload again took ~7 % of the worker's
-samples under the bench's load). Chats with events other than new messages (see
+apply takes what the split knows from memory (see Known): it reads back only the payloads of
+the chats' other open events (reading and decoding every payload again took ~7 % of the
+worker's samples under the bench's load), and looks up no chat the split found. Chats with events other than new messages (see
 InboundProcessor._apply_chats), and all of them if applying them together fails, are applied
 a chat per transaction instead, with a savepoint per event if need be, so that an event that
 fails is kept as failed and the others still apply.
@@ -97,6 +97,15 @@ def _without_nul(value: Any) -> Any:
     if isinstance(value, dict):
         return {_without_nul(key): _without_nul(item) for key, item in value.items()}
     return value
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a split hands on to the apply, which need not read it back: the events it stored,
+    by id, and the ids of the chats they are about."""
+
+    events: Mapping[int, Event] = field(default_factory=dict)
+    chat_ids: Mapping[ChatKey, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,7 +199,7 @@ class InboundProcessor:
         (logged) stays `received`, for the sweep. One bad delivery does not hold up the
         others."""
         try:
-            chats, stored = await self._split(delivery_ids)
+            chats, known = await self._split(delivery_ids)
         except Exception as error:
             if len(delivery_ids) == 1:
                 [delivery_id] = delivery_ids
@@ -204,7 +213,7 @@ class InboundProcessor:
             for delivery_id in delivery_ids:
                 await self.process_deliveries([delivery_id])
             return
-        await self.apply_chats(chats, stored)
+        await self.apply_chats(chats, known)
 
     async def _keep_unparseable(self, delivery_id: int, problem: str) -> None:
         async with self._transaction() as session:
@@ -214,9 +223,9 @@ class InboundProcessor:
                 .values(status="unparseable", problems=[problem], processed_at=func.now())
             )
 
-    async def _split(self, delivery_ids: list[int]) -> tuple[set[ChatKey], dict[int, Event]]:
+    async def _split(self, delivery_ids: list[int]) -> tuple[set[ChatKey], Known]:
         """Store the events of those deliveries still to split; the chats they are about, and
-        the events stored (not those stored before), by id."""
+        what the split knows of them (the events it stored, not those stored before)."""
         async with self._transaction() as session:
             # Marked processed as they are read; any found unparseable are corrected below.
             # One being split by another worker is skipped: that worker finishes it.
@@ -260,22 +269,18 @@ class InboundProcessor:
                     ],
                 )
             chats = {(event.account_id, event.participant_id) for _, event in events}
-            if chats:
-                # Created here, in a short transaction: creating a chat locks its profile's
-                # row until commit.
-                await service.chats_of(session, chats)
+            # Created here, in a short transaction: creating a chat locks its profile's row
+            # until commit.
+            chat_ids = await service.chats_of(session, chats) if chats else {}
         for delivery_id, found in problems.items():
             for problem in found:
                 log.warning("webhook delivery %s: %s", delivery_id, problem)
-        return chats, stored
+        return chats, Known(stored, chat_ids)
 
-    async def apply_chats(
-        self, chats: Collection[ChatKey], known: Mapping[int, Event] | None = None
-    ) -> None:
+    async def apply_chats(self, chats: Collection[ChatKey], known: Known | None = None) -> None:
         """Apply these chats' open events: most together, in one transaction, the others (see
-        _apply_chats) each in a transaction of its own. `known`: events already in memory,
-        by id, whose payloads need not be read back."""
-        known = known or {}
+        _apply_chats) each in a transaction of its own."""
+        known = known or Known()
         alone = list(chats)
         if len(alone) > 1:
             try:
@@ -286,7 +291,7 @@ class InboundProcessor:
         for chat in alone:
             await self._apply_chat(chat, known)
 
-    async def _apply_chat(self, chat: ChatKey, known: Mapping[int, Event]) -> None:
+    async def _apply_chat(self, chat: ChatKey, known: Known) -> None:
         """Apply one chat's events without savepoints, or if that fails, with one per event:
         an event that fails is kept as failed and the others still apply. A failure beyond
         that leaves the chat's events open, for the sweep."""
@@ -306,7 +311,7 @@ class InboundProcessor:
         self,
         session: AsyncSession,
         chats: Collection[ChatKey],
-        known: Mapping[int, Event],
+        known: Known,
         careful: bool = False,
     ) -> list[ChatKey]:
         """Apply these chats' open events in this transaction; the chats left to be applied
@@ -316,7 +321,7 @@ class InboundProcessor:
         events are all new messages, and whose row it can lock at once, are applied."""
         together = len(chats) > 1
         await session.execute(_lock(chats))
-        by_chat = await _open_events(session, chats, known)
+        by_chat = await _open_events(session, chats, known.events)
         alone = []
         if together:
             alone = [
@@ -328,7 +333,9 @@ class InboundProcessor:
                 del by_chat[chat]
         if not by_chat:
             return alone
-        chat_ids = await service.chats_of(session, list(by_chat))
+        chat_ids = {chat: known.chat_ids[chat] for chat in by_chat if chat in known.chat_ids}
+        if unknown := [chat for chat in by_chat if chat not in chat_ids]:
+            chat_ids |= await service.chats_of(session, unknown)
         locked = await session.scalars(
             select(Chat)
             .where(Chat.id == any_(sql.array(list(chat_ids.values()), BigInteger())))
