@@ -372,6 +372,7 @@ class InboundProcessor:
             for run in pending:
                 run.end_of_round()
             pending = [run for run in pending if run.queue]
+        await service.write_chat_times(session, [run.context.chat for run in runs])
         participants.refresh_if_stale(session, [run.context.chat for run in runs], self.settings)
         await _store_outcomes(session, [row for events in by_chat.values() for row in events])
         return alone

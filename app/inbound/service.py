@@ -14,9 +14,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Text, func, select
+from sqlalchemy import Text, func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.expression import TableValuedAlias
 
 from app.chats.models import Chat
@@ -371,6 +372,37 @@ async def _record_message_event(
     events.record(
         context.session, context.profile_id, type, events.message_data(message), event.occurred_at
     )
+
+
+# The chat columns _touch_chat moves.
+CHAT_TIMES = ("last_inbound_at", "last_outbound_at", "last_message_at")
+
+
+async def write_chat_times(session: AsyncSession, chats: Collection[Chat]) -> None:
+    """Write the times moved in these chats by one statement, rather than the UPDATE apiece
+    the session's flush would send (a sixth of applying a batch of new messages)."""
+    moved = [chat for chat in chats if _times_moved(chat)]
+    if not moved:
+        return
+    table = Chat.__table__
+    times = rows_table(
+        [{"id": chat.id, **{name: getattr(chat, name) for name in CHAT_TIMES}} for chat in moved],
+        {"id": table.c.id.type, **{name: table.c[name].type for name in CHAT_TIMES}},
+    )
+    with session.no_autoflush:  # which would send the UPDATEs apiece first
+        await session.execute(
+            update(table)
+            .where(table.c.id == times.c.id)
+            .values({**{name: times.c[name] for name in CHAT_TIMES}, "updated_at": func.now()})
+        )
+    for chat in moved:  # written: the flush has nothing left to send for them
+        for name in CHAT_TIMES:
+            set_committed_value(chat, name, getattr(chat, name))
+
+
+def _times_moved(chat: Chat) -> bool:
+    attributes = inspect(chat).attrs
+    return any(attributes[name].history.has_changes() for name in CHAT_TIMES)
 
 
 def _touch_chat(
