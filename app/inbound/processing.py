@@ -11,7 +11,12 @@ Batching: the deliveries whose jobs come in together are split in one transactio
 chats applied in another: a few statements for the lot rather than a dozen per event. The
 apply takes what the split knows from memory (see Known): it reads back only the payloads of
 the chats' other open events (reading and decoding every payload again took ~7 % of the
-worker's samples under the bench's load), and looks up no chat the split found. Chats with events other than new messages (see
+worker's samples under the bench's load), and looks up no chat the split found.
+Applied as split: most chats hear only new messages and have no open events. The split
+applies those itself, under their locks, and stages nothing for them: a message's mid is
+unique in its profile, so `messages` dedupes it as `inbound_events` would have (storing each
+event, then its outcome, was a fifth of a batch). Should that fail, the deliveries are split
+again with every event staged. Chats with events other than new messages (see
 InboundProcessor._apply_chats), and all of them if applying them together fails, are applied
 a chat per transaction instead, with a savepoint per event if need be, so that an event that
 fails is kept as failed and the others still apply.
@@ -112,7 +117,7 @@ class Known:
 class OpenEvent:
     """An open inbound event, and what applying it came to."""
 
-    id: int
+    id: int | None  # None: applied as split, never stored
     created_at: datetime
     event: Event
     status: str
@@ -193,14 +198,22 @@ class InboundProcessor:
             for _, done in batch:
                 done.set_result(None)
 
-    async def process_deliveries(self, delivery_ids: list[int]) -> None:
-        """Split deliveries and apply their chats. A delivery whose events PostgreSQL refuses
-        is kept as `unparseable`, saying why; one that cannot be split for another reason
-        (logged) stays `received`, for the sweep. One bad delivery does not hold up the
-        others."""
+    async def process_deliveries(self, delivery_ids: list[int], as_split: bool = True) -> None:
+        """Split deliveries and apply their chats, those that can be as they are split. A
+        delivery whose events PostgreSQL refuses is kept as `unparseable`, saying why; one
+        that cannot be split for another reason (logged) stays `received`, for the sweep. One
+        bad delivery does not hold up the others."""
         try:
-            chats, known = await self._split(delivery_ids)
+            chats, known = await self._split(delivery_ids, as_split)
         except Exception as error:
+            if as_split:
+                log.warning(
+                    "applying %d deliveries as split failed (%r); staging their events",
+                    len(delivery_ids),
+                    error,
+                )
+                await self.process_deliveries(delivery_ids, as_split=False)
+                return
             if len(delivery_ids) == 1:
                 [delivery_id] = delivery_ids
                 if refusal := _refusal(error):
@@ -211,7 +224,7 @@ class InboundProcessor:
                 return
             log.warning("splitting %d deliveries together failed; one by one", len(delivery_ids))
             for delivery_id in delivery_ids:
-                await self.process_deliveries([delivery_id])
+                await self.process_deliveries([delivery_id], as_split=False)
             return
         await self.apply_chats(chats, known)
 
@@ -223,9 +236,10 @@ class InboundProcessor:
                 .values(status="unparseable", problems=[problem], processed_at=func.now())
             )
 
-    async def _split(self, delivery_ids: list[int]) -> tuple[set[ChatKey], Known]:
-        """Store the events of those deliveries still to split; the chats they are about, and
-        what the split knows of them (the events it stored, not those stored before)."""
+    async def _split(self, delivery_ids: list[int], as_split: bool) -> tuple[set[ChatKey], Known]:
+        """Store the events of those deliveries still to split, applying (with `as_split`) the
+        chats that need no staging; the chats left to apply, and what the split knows of them
+        (the events it stored, not those stored before)."""
         async with self._transaction() as session:
             # Marked processed as they are read; any found unparseable are corrected below.
             # One being split by another worker is skipped: that worker finishes it.
@@ -246,6 +260,15 @@ class InboundProcessor:
             )
             parsed = {delivery_id: parse_body(body) for delivery_id, body in bodies}
             events = [(delivery_id, e) for delivery_id, p in parsed.items() for e in p.events]
+            chats = {(event.account_id, event.participant_id) for _, event in events}
+            if as_split and chats:
+                await session.execute(_lock(chats))
+            # Created here, before any chat is applied: creating a chat locks its profile's
+            # row until commit, which other transactions changing that profile wait for.
+            chat_ids = await service.chats_of(session, chats) if chats else {}
+            if as_split and chats:
+                chats -= await self._apply_as_split(session, [e for _, e in events], chat_ids)
+                events = [(d, e) for d, e in events if (e.account_id, e.participant_id) in chats]
             stored = {}
             if events:
                 table = InboundEvent.__table__
@@ -268,10 +291,6 @@ class InboundProcessor:
                         for delivery_id, found in problems.items()
                     ],
                 )
-            chats = {(event.account_id, event.participant_id) for _, event in events}
-            # Created here, in a short transaction: creating a chat locks its profile's row
-            # until commit.
-            chat_ids = await service.chats_of(session, chats) if chats else {}
         for delivery_id, found in problems.items():
             for problem in found:
                 log.warning("webhook delivery %s: %s", delivery_id, problem)
@@ -324,11 +343,7 @@ class InboundProcessor:
         by_chat = await _open_events(session, chats, known.events)
         alone = []
         if together:
-            alone = [
-                chat
-                for chat, events in by_chat.items()
-                if any(row.event.kind not in service.BULK_KINDS for row in events)
-            ]
+            alone = [chat for chat, events in by_chat.items() if not _new_messages(events)]
             for chat in alone:
                 del by_chat[chat]
         if not by_chat:
@@ -336,6 +351,43 @@ class InboundProcessor:
         chat_ids = {chat: known.chat_ids[chat] for chat in by_chat if chat in known.chat_ids}
         if unknown := [chat for chat in by_chat if chat not in chat_ids]:
             chat_ids |= await service.chats_of(session, unknown)
+        alone += await self._apply_events(session, by_chat, chat_ids, together, careful)
+        await _store_outcomes(session, [row for events in by_chat.values() for row in events])
+        return alone
+
+    async def _apply_as_split(
+        self, session: AsyncSession, events: list[Event], chat_ids: Mapping[ChatKey, int]
+    ) -> set[ChatKey]:
+        """Apply, in the split's transaction (which holds the chats' locks), the chats whose
+        events are all new messages and that have no open events; the chats applied. Their
+        events are not staged."""
+        now = datetime.now(UTC)
+        by_chat: dict[ChatKey, list[OpenEvent]] = {}
+        for event in events:
+            key = (event.account_id, event.participant_id)
+            by_chat.setdefault(key, []).append(OpenEvent(None, now, event, "pending"))
+        by_chat = {
+            chat: sorted(rows, key=lambda row: row.event.occurred_at)
+            for chat, rows in by_chat.items()
+            if chat in chat_ids and _new_messages(rows)
+        }
+        for chat in await _with_open_events(session, by_chat) if by_chat else []:
+            del by_chat[chat]
+        if by_chat:
+            await self._apply_events(session, by_chat, chat_ids, together=True, careful=False)
+        return set(by_chat)
+
+    async def _apply_events(
+        self,
+        session: AsyncSession,
+        by_chat: dict[ChatKey, list[OpenEvent]],
+        chat_ids: Mapping[ChatKey, int],
+        together: bool,
+        careful: bool,
+    ) -> list[ChatKey]:
+        """Apply these events, each chat's in order; the chats whose row was locked (only
+        `together`), which are left out of `by_chat`."""
+        alone = []
         locked = await session.scalars(
             select(Chat)
             .where(Chat.id == any_(sql.array(list(chat_ids.values()), BigInteger())))
@@ -374,7 +426,6 @@ class InboundProcessor:
             pending = [run for run in pending if run.queue]
         await service.write_chat_times(session, [run.context.chat for run in runs])
         participants.refresh_if_stale(session, [run.context.chat for run in runs], self.settings)
-        await _store_outcomes(session, [row for events in by_chat.values() for row in events])
         return alone
 
     async def sweep(self) -> None:
@@ -399,6 +450,26 @@ class InboundProcessor:
             ]
             await queue.enqueue_each_first_free(self.redis, "process_webhook", jobs)
         await self.apply_chats(chat_keys)
+
+
+def _new_messages(events: list[OpenEvent]) -> bool:
+    return all(row.event.kind in service.BULK_KINDS for row in events)
+
+
+async def _with_open_events(session: AsyncSession, chats: Collection[ChatKey]) -> list[ChatKey]:
+    keys = service.chat_keys_table(chats)
+    rows = await session.execute(
+        select(keys.c.account_id, keys.c.participant_id).where(
+            select(InboundEvent.id)
+            .where(
+                InboundEvent.account_id == keys.c.account_id,
+                InboundEvent.participant_id == keys.c.participant_id,
+                InboundEvent.status.in_(OPEN_EVENT_STATUSES),
+            )
+            .exists()
+        )
+    )
+    return [(account, participant) for account, participant in rows]
 
 
 async def _open_events(
