@@ -15,10 +15,10 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import JSON, Text, func, inspect, select, update
+from sqlalchemy import JSON, Text, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import get_history, set_committed_value
 from sqlalchemy.sql.expression import TableValuedAlias
 
 from app.chats.models import Chat
@@ -410,8 +410,8 @@ async def write_chat_times(session: AsyncSession, chats: Collection[Chat]) -> No
 
 
 def _times_moved(chat: Chat) -> bool:
-    attributes = inspect(chat).attrs
-    return any(attributes[name].history.has_changes() for name in CHAT_TIMES)
+    # get_history, not inspect(chat).attrs, which builds a view of every attribute.
+    return any(get_history(chat, name).has_changes() for name in CHAT_TIMES)
 
 
 def _touch_chat(
