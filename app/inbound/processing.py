@@ -388,9 +388,10 @@ class InboundProcessor:
         """Apply these events, each chat's in order; the chats whose row was locked (only
         `together`), which are left out of `by_chat`."""
         alone = []
+        wanted = [chat_ids[chat] for chat in by_chat if chat in chat_ids]
         locked = await session.scalars(
             select(Chat)
-            .where(Chat.id == any_(sql.array(list(chat_ids.values()), BigInteger())))
+            .where(Chat.id == any_(sql.array(wanted, BigInteger())))
             .order_by(Chat.id)
             .with_for_update(key_share=True, skip_locked=together)
         )
