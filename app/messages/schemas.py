@@ -165,7 +165,9 @@ class MessageOut(BaseModel):
             for sender, state in (message.reactions or {}).items()
             if state["action"] == "react"
         ]
-        return cls(
+        # Built from stored values, which need no validating (validation was two thirds of
+        # the cost of an inbound message's customer event).
+        return cls.model_construct(
             id=public_id,
             chat_id=ids.encode(ids.Kind.CHAT, message.chat_id),
             external_id=message.external_id,
@@ -174,7 +176,7 @@ class MessageOut(BaseModel):
             status=message.status,
             tag=message.tag,
             error_message=message.error_message,
-            error_details=message.error_details,
+            error_details=ErrorDetails(**message.error_details) if message.error_details else None,
             platform_data=message.platform_data,
             external_posted_at=message.external_posted_at,
             external_read_at=message.external_read_at,
