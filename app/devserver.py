@@ -1,12 +1,14 @@
 """`dmrelay up`: everything on one machine, for trying dmrelay and for development.
 
 Migrates, then runs the API, a worker and, unless a Meta app is configured, the sandbox
-Graph API, with a connected sandbox profile and a fresh API key printed to try them with.
+Graph API, with a connected sandbox profile, a chat with a sandbox customer and a fresh API
+key, printed as `export` lines (and written to `.dmrelay/env`) to try them with.
 """
 
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,8 +21,12 @@ from app.core.settings import Settings, get_settings
 
 # Secrets generated for local use, kept so that stored tokens stay readable across runs.
 DEV_SECRETS = Path(".dmrelay") / "dev-secrets.json"
+# The variables the README's walkthrough uses, for `. .dmrelay/env` in another shell.
+DEV_ENV = Path(".dmrelay") / "env"
 SANDBOX_ACCOUNT_ID = "17841400000000001"
 SANDBOX_TOKEN = "sandbox-token"
+# The sandbox customer the demo chat is with (any IGSID works with the sandbox).
+SANDBOX_CUSTOMER_ID = "1602510301006188"
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -112,7 +118,13 @@ def up(api_port: int, sandbox_port: int) -> None:
         start("worker")
         _wait_until_up(f"http://127.0.0.1:{api_port}/healthz", api)
         key = json.loads(_run(["keys", "create", "--name", "local", "--json"], env).stdout)
-        _print_welcome(api_port, sandbox_port, key["token"], profile["id"] if use_sandbox else None)
+        api_url = f"http://127.0.0.1:{api_port}"
+        variables = {"DMRELAY_KEY": key["token"]}
+        if use_sandbox:
+            variables["PROFILE"] = profile["id"]
+            variables["CHAT"] = demo_chat(api_url, key["token"], profile["id"])
+        _write_env(variables)
+        print(welcome(api_url, f"http://127.0.0.1:{sandbox_port}", variables), flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
@@ -126,31 +138,55 @@ def up(api_port: int, sandbox_port: int) -> None:
             process.wait(timeout=30)
 
 
-def _print_welcome(api_port: int, sandbox_port: int, token: str, profile_id: str | None) -> None:
-    api = f"http://127.0.0.1:{api_port}"
+def demo_chat(api_url: str, token: str, profile_id: str) -> str:
+    """The id of the chat between the profile and the sandbox customer, created if missing
+    (the API finds the existing one on later runs)."""
+    response = httpx.post(
+        f"{api_url}/api/profiles/{profile_id}/chats",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"participant_external_id": SANDBOX_CUSTOMER_ID},
+        timeout=10.0,
+    )
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def export_line(variables: dict[str, str]) -> str:
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())
+
+
+def _write_env(variables: dict[str, str]) -> None:
+    # It holds an API key: readable by its owner only, like the secrets beside it.
+    DEV_ENV.parent.mkdir(exist_ok=True)
+    DEV_ENV.touch(mode=0o600)
+    DEV_ENV.chmod(0o600)
+    DEV_ENV.write_text(export_line(variables) + "\n")
+
+
+def welcome(api_url: str, sandbox_url: str, variables: dict[str, str]) -> str:
+    auth = '-H "Authorization: Bearer $DMRELAY_KEY"'
     lines = [
         "",
-        f"dmrelay is running on {api} (docs: {api}/docs). Your API key, shown once:",
-        f"  export DMRELAY_KEY={token}",
+        f"dmrelay is running on {api_url} (docs: {api_url}/docs).",
+        f"In another shell, set these (or run `. {DEV_ENV}`); the API key is shown once:",
+        "",
+        f"  {export_line(variables)}",
         "",
         "Try it:",
-        f'  curl -s {api}/api/profiles -H "Authorization: Bearer $DMRELAY_KEY"',
+        f"  curl -s {api_url}/api/profiles {auth}",
     ]
-    if profile_id:
+    if "CHAT" in variables:
         lines += [
-            f"  curl -s -X POST {api}/api/profiles/{profile_id}/chats "
-            "-H \"Authorization: Bearer $DMRELAY_KEY\" -H 'Content-Type: application/json' "
-            '-d \'{"participant_external_id": "1602510301006188"}\'',
-            f"  curl -s -X POST {api}/api/chats/<chat id>/messages "
-            "-H \"Authorization: Bearer $DMRELAY_KEY\" -H 'Content-Type: application/json' "
-            '-d \'{"body": "Hello!"}\'',
+            f"  curl -s -X POST {api_url}/api/chats/$CHAT/messages {auth} "
+            "-H 'Content-Type: application/json' -d '{\"body\": \"Hello!\"}'",
+            f"  curl -s {api_url}/api/chats/$CHAT/messages {auth}",
             "",
-            f"The sandbox Graph API on http://127.0.0.1:{sandbox_port} stands in for Meta:",
-            f"  curl -s http://127.0.0.1:{sandbox_port}/_sandbox/sent",
-            f"  curl -s -X POST http://127.0.0.1:{sandbox_port}/_sandbox/inbound "
+            f"The sandbox Graph API on {sandbox_url} stands in for Meta:",
+            f"  curl -s {sandbox_url}/_sandbox/sent",
+            f"  curl -s -X POST {sandbox_url}/_sandbox/inbound "
             "-H 'Content-Type: application/json' "
             f'-d \'{{"account_id": "{SANDBOX_ACCOUNT_ID}", "sender_id": '
-            '"1602510301006188", "text": "Hi!"}\'',
+            f'"{SANDBOX_CUSTOMER_ID}", "text": "Hi!"}}\'',
         ]
     lines += ["", "Ctrl-C stops everything."]
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ class CachedShuffleSqids(Sqids):
     """Sqids, with its alphabet shuffle remembered. sqids shuffles the alphabet afresh several
     times per id, in Python; the shuffle depends on nothing but the alphabet given, and an
     encoding only ever meets a few hundred of them, so the answers are kept. Without this,
-    encoding the ids of new messages was a sixth of the cost of applying inbound messages."""
+    encoding new messages' ids is a large part of the cost of applying inbound messages."""
 
     # Overrides sqids' private `__shuffle` (name-mangled), which encode and decode call.
     @lru_cache(maxsize=4096)  # noqa: B019 - one instance, kept for the process's life

@@ -21,7 +21,7 @@ class ConcurrentConnectionPool(ConnectionPool):
 
     redis-py 5 (arq pins redis < 6) checks a connection out while holding the pool's lock,
     across an await on the socket: commands then leave one per event-loop turn, and in a
-    busy worker each Redis call queued for ~100 ms. The lock need only guard the pool's
+    busy worker each Redis call queues behind all the others. The lock need only guard the pool's
     bookkeeping; the check runs on a connection this caller alone now holds.
     """
 

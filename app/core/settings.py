@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     # Instagram-Login apps sign webhooks with the Instagram app secret instead.
     instagram_app_secret: str | None = None
     meta_verify_token: str | None = None
-    # Encrypts access tokens at rest and keys the public-id alphabet.
+    # Encrypts access tokens at rest (public ids use a fixed alphabet: app/core/ids.py).
     secret_key: str | None = None
     sandbox_webhook_url: str | None = None
 

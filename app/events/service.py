@@ -2,8 +2,8 @@
 exists exactly when its change does. Sending them to customers is a separate concern.
 
 Recording notes an event in its session; the lot is written by one statement before commit, or
-earlier by `write_recorded` (an ORM object apiece, flushed one by one, was the largest single
-cost of applying an inbound message)."""
+earlier by `write_recorded` (an ORM object apiece, flushed one by one, would cost more than the
+rest of applying an inbound message)."""
 
 from datetime import datetime
 from typing import Any, Literal

@@ -10,12 +10,12 @@ in the same or the next delivery).
 Batching: the deliveries whose jobs come in together are split in one transaction, and their
 chats applied in another: a few statements for the lot rather than a dozen per event. The
 apply takes what the split knows from memory (see Known): it reads back only the payloads of
-the chats' other open events (reading and decoding every payload again took ~7 % of the
-worker's samples under the bench's load), and looks up no chat the split found.
+the chats' other open events (reading and decoding every payload again would be wasted work),
+and looks up no chat the split found.
 Applied as split: most chats hear only new messages and have no open events. The split
 applies those itself, under their locks, and stages nothing for them: a message's mid is
 unique in its profile, so `messages` dedupes it as `inbound_events` would have (storing each
-event, then its outcome, was a fifth of a batch). Should that fail, the deliveries are split
+event, then its outcome, is costly). Should that fail, the deliveries are split
 again with every event staged. Chats with events other than new messages (see
 InboundProcessor._apply_chats), and all of them if applying them together fails, are applied
 a chat per transaction instead, with a savepoint per event if need be, so that an event that

@@ -96,7 +96,7 @@ class Failure:
 @dataclass(slots=True)
 class Outbound:
     """An outbound message on its way to Meta: plain, not an ORM object, as one is built for
-    every send (through the ORM, ~6 % of the worker's samples)."""
+    every send (an ORM object costs far more to build and track)."""
 
     id: int
     chat_id: int

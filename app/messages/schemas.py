@@ -165,7 +165,7 @@ class MessageOut(BaseModel):
             for sender, state in (message.reactions or {}).items()
             if state["action"] == "react"
         ]
-        # Built from stored values, which need no validating (validation was two thirds of
+        # Built from stored values, which need no validating (validation would be most of
         # the cost of an inbound message's customer event).
         return cls.model_construct(
             id=public_id,

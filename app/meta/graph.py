@@ -1,9 +1,8 @@
 """A thin client for the parts of Meta's Graph API dmrelay uses.
 
 On aiohttp rather than httpx (which the rest of dmrelay uses): the Send API call is the
-worker's hottest request, and with a hundred in flight httpx's connection pool cost ~0.7 ms
-of CPU per call and degraded as concurrency grew, where aiohttp took ~0.12 ms at any
-concurrency (measured against the sandbox on the development machine).
+worker's hottest request, and with a hundred in flight httpx's connection pool costs several
+times more CPU per call than aiohttp, and more as concurrency grows (docs/performance.md).
 """
 
 import json
