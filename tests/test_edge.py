@@ -304,6 +304,16 @@ EDGE_CASES = [
         "The request path may not contain the NUL character (U+0000)",
     ),
     (
+        "media key too long for the filesystem",
+        "GET",
+        "/media/" + "a" * 5_000,
+        {},
+        None,
+        {},
+        404,
+        "Media not found",
+    ),
+    (
         "NUL in a query value",
         "GET",
         "/api/profiles/{profile}/chats",
