@@ -270,8 +270,8 @@ EDGE_CASES = [
         {},
         None,
         {},
-        400,
-        "The request path may not contain the NUL character (U+0000)",
+        404,
+        "Not found: the request path may not contain the NUL character (U+0000)",
     ),
     (
         "NUL in a chat id, sending",
@@ -280,8 +280,8 @@ EDGE_CASES = [
         {},
         _json({"body": "hi"}),
         {},
-        400,
-        "The request path may not contain the NUL character (U+0000)",
+        404,
+        "Not found: the request path may not contain the NUL character (U+0000)",
     ),
     (
         "NUL in a message id",
@@ -290,8 +290,8 @@ EDGE_CASES = [
         {},
         None,
         {},
-        400,
-        "The request path may not contain the NUL character (U+0000)",
+        404,
+        "Not found: the request path may not contain the NUL character (U+0000)",
     ),
     (
         "NUL in media",
@@ -300,8 +300,8 @@ EDGE_CASES = [
         {},
         None,
         {},
-        400,
-        "The request path may not contain the NUL character (U+0000)",
+        404,
+        "Not found: the request path may not contain the NUL character (U+0000)",
     ),
     (
         "media key too long for the filesystem",
@@ -320,8 +320,8 @@ EDGE_CASES = [
         {"profile_group_id": "a\x00b"},
         None,
         {},
-        400,
-        "The query string may not contain U+0000 (%00)",
+        422,
+        "Invalid request: profile_group_id may not contain the NUL character (U+0000)",
     ),
     (
         "message list page past a bigint offset",
@@ -497,3 +497,15 @@ def test_every_string_in_a_request_body_is_checked_as_storable_text():
     for model in bodies:
         for metadata in _string_leaves(model):
             assert any(getattr(m, "func", None) is schemas._storable for m in metadata), model
+
+
+async def test_the_last_page_allowed_is_empty_not_an_error(account, clean):
+    # page × per_page at its bound still fits a bigint: past the rows, so empty.
+    from app.core.pagination import MAX_PAGE, MAX_PER_PAGE
+
+    chat = await account.client.chats.create(account.profile_id, "1602510301006188")
+    await account.client.messages.send(chat.id, body="hi")
+    for lister in (account.client.chats.list, account.client.messages.list):
+        owner = account.profile_id if lister == account.client.chats.list else chat.id
+        page = await lister(owner, page=MAX_PAGE, per_page=MAX_PER_PAGE)
+        assert (page.data, page.total, page.page) == ([], 1, MAX_PAGE)

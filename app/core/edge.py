@@ -14,6 +14,7 @@ sees it. Pure ASGI, so both lanes share it and nothing is read or parsed first.
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,10 +51,7 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         if refusal := _target_refusal(scope):
-            field, message = refusal
-            await _answer(
-                scope, receive, send, 400, message, [{"field": field, "message": message}]
-            )
+            await _answer(scope, receive, send, *refusal)
             return
         path = scope["path"]
         limit = self.path_limits.get(path, self.max_body_bytes)
@@ -114,14 +112,18 @@ class _Capped:
                 raise
 
 
-def _target_refusal(scope: Scope) -> tuple[str, str] | None:
+def _target_refusal(scope: Scope) -> tuple[int, str, list[dict[str, Any]] | None] | None:
+    # A path that cannot be stored can name nothing stored: not found, as any unknown id.
     if problem := text_problem(scope["path"]):
-        return "path", f"The request path {problem}"
+        return 404, f"Not found: the request path {problem}", None
     # The query string is still percent-encoded; decoding never yields a surrogate (invalid
     # UTF-8 becomes U+FFFD), so only an encoded NUL can get through.
     query: bytes = scope["query_string"]
     if b"%00" in query or b"\x00" in query:
-        return "query", "The query string may not contain U+0000 (%00)"
+        fields = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        field = next((name for name, value in fields if "\x00" in name + value), "query")
+        message = f"{field} may not contain the NUL character (U+0000)"
+        return 422, f"Invalid request: {message}", [{"field": field, "message": message}]
     return None
 
 
