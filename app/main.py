@@ -7,6 +7,7 @@ from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
 from app.core import errors
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
+from app.core.edge import EdgeGuard
 from app.core.express import ExpressLane
 from app.core.idempotency import Replay
 from app.core.queue import create_arq_pool
@@ -51,8 +52,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.principals = PrincipalCache()
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
-    # Inside the request id middleware, so its answers carry one too.
+    # Inside the request id middleware, so their answers carry one too; the edge in front
+    # of the express lane, so that both lanes share its checks.
     app.add_middleware(ExpressLane, routes=[messages_express.ROUTE, receipt.ROUTE])
+    app.add_middleware(
+        EdgeGuard,
+        max_body_bytes=settings.max_body_bytes,
+        path_limits={receipt.PATH: settings.webhook_max_body_bytes},
+    )
     app.add_middleware(RequestIdMiddleware)
 
     for router in (profiles_router, chats_router, messages_router, participants_router):

@@ -13,7 +13,7 @@ IGSID_PATTERN = r"^[0-9]{1,32}$"
 class ChatCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    participant_external_id: str = Field(
+    participant_external_id: Text = Field(
         pattern=IGSID_PATTERN,
         description="The participant's Instagram-scoped id (IGSID), as Meta gives it: digits",
     )

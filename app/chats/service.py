@@ -57,8 +57,13 @@ async def find_or_create(
 def _chat_matching(chat_id: str) -> ColumnElement[bool]:
     """Our public id or, failing that, Meta's conversation id (which never decodes as ours:
     only the canonical encoding of a chat serial does)."""
-    serial = ids.decode(ids.Kind.CHAT, chat_id)
-    return Chat.id == serial if serial is not None else Chat.external_conversation_id == chat_id
+    match ids.lookup(ids.Kind.CHAT, chat_id):
+        case int(serial):
+            return Chat.id == serial
+        case str(conversation_id):
+            return Chat.external_conversation_id == conversation_id
+        case None:
+            raise NotFound("Chat")
 
 
 async def find_chat(session: AsyncSession, scope: Scope, chat_id: str) -> tuple[Chat, Profile]:

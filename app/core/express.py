@@ -74,6 +74,8 @@ class ExpressLane:
 
 
 async def _read_body(receive: Receive) -> bytes:
+    # Whole, before the handler authenticates: bounded by the edge in front (app/core/edge.py),
+    # which refuses a body past its path's cap.
     chunks = []
     while True:
         message = await receive()

@@ -1,5 +1,6 @@
 """Public ids: short opaque strings that encode (kind, serial), never the raw serial."""
 
+import re
 from enum import IntEnum
 from functools import lru_cache
 
@@ -38,13 +39,42 @@ def encode(kind: Kind, serial: int) -> str:
     return _sqids.encode([int(kind), serial])
 
 
-@lru_cache(maxsize=65_536)
+# The longest id dmrelay issues: serials are PostgreSQL bigints. Anything longer is refused
+# before sqids sees it; decoding a long string costs time quadratic in its length (15,000
+# characters: seconds, on the event loop) and may yield numbers no bigint holds.
+MAX_SERIAL = 2**63 - 1
+MAX_LENGTH = max(len(_sqids.encode([int(kind), MAX_SERIAL])) for kind in Kind)
+
+# Meta's ids, taken in place of ours in paths (a conversation id or a message's mid): opaque
+# base64-like strings (`aWdf…`, Messenger's `m_…`, `t_…`), a few hundred characters at most.
+META_ID_MAX_LENGTH = 512
+_META_ID = re.compile(rf"[A-Za-z0-9_=+.:-]{{1,{META_ID_MAX_LENGTH}}}")
+
+
 def decode(kind: Kind, public_id: str) -> int | None:
     """The serial behind a public id of that kind, or None for anything else."""
-    if not public_id.isascii() or not public_id.isalnum():
+    if len(public_id) > MAX_LENGTH or not public_id.isascii() or not public_id.isalnum():
         return None
-    numbers = _sqids.decode(public_id)
-    # sqids decodes many strings; only the canonical encoding of our own pair counts.
-    if len(numbers) != 2 or numbers[0] != kind or encode(kind, numbers[1]) != public_id:
+    return _decode(kind, public_id)
+
+
+@lru_cache(maxsize=65_536)
+def _decode(kind: Kind, public_id: str) -> int | None:
+    try:
+        numbers = _sqids.decode(public_id)
+        # sqids decodes many strings; only the canonical encoding of our own pair counts
+        # (encoding refuses numbers past a bigint's range).
+        if len(numbers) != 2 or numbers[0] != kind or encode(kind, numbers[1]) != public_id:
+            return None
+    except ValueError:
         return None
     return numbers[1]
+
+
+def lookup(kind: Kind, path_id: str) -> int | str | None:
+    """A path id that may be ours or Meta's: our serial, or Meta's id as given, or None
+    when it can be neither (the caller answers "not found" without a query)."""
+    serial = decode(kind, path_id)
+    if serial is not None:
+        return serial
+    return path_id if _META_ID.fullmatch(path_id) else None

@@ -8,6 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 T = TypeVar("T")
 
 MAX_PER_PAGE = 100
+# The row offset (page × per_page) must fit PostgreSQL's bigint. A page past the last row
+# but within this bound is simply empty (with the total, so a client sees why).
+MAX_PAGE = (2**63 - 1) // MAX_PER_PAGE
 
 
 class PageParams(BaseModel):
@@ -20,7 +23,7 @@ class PageParams(BaseModel):
 
 
 def _page_params(
-    page: Annotated[int, Query(ge=0, description="Page number, counting from 0")] = 0,
+    page: Annotated[int, Query(ge=0, le=MAX_PAGE, description="Page number, counting from 0")] = 0,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20,
 ) -> PageParams:
     return PageParams(page=page, per_page=per_page)

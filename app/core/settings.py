@@ -26,6 +26,19 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     sandbox_webhook_url: str | None = None
 
+    # Request bodies, in bytes: refused with 413 once past the cap, before anything is
+    # authenticated or parsed. The largest JSON body dmrelay takes (a send: 1000 bytes of
+    # text, escaped, and a URL) is a few KiB; this leaves room without letting a client
+    # (signed in or not) make the server hold megabytes per request.
+    max_body_bytes: int = 2 * 1024 * 1024
+    # Meta's webhook POSTs: a batch holds at most 1000 updates of about 1 KiB each (an
+    # envelope, a text of at most 1000 bytes, CDN links), so 1 MiB holds a full batch. A
+    # refused batch is retried by Meta (and logged here), so raise it if that happens.
+    webhook_max_body_bytes: int = 1024 * 1024
+    # Multipart media uploads (Postproxy's media_files), for the route that takes them
+    # once it exists: Instagram's largest attachment (25 MB) and the form around it.
+    media_upload_max_bytes: int = 27 * 1024 * 1024
+
     # Delivery. Meta answers a send within seconds; one still open after this is treated as
     # an unknown outcome (it may have been delivered).
     graph_timeout_seconds: float = 10.0

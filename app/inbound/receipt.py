@@ -52,4 +52,5 @@ async def receive(request: ExpressRequest) -> Answer | None:
     return Answer(200, RECEIVED)
 
 
-ROUTE = Route("POST", re.compile(r"/webhooks/instagram"), receive)
+PATH = "/webhooks/instagram"
+ROUTE = Route("POST", re.compile(re.escape(PATH)), receive)

@@ -14,4 +14,7 @@ def signature_is_valid(secrets: list[str], body: bytes, header: str | None) -> b
     """Meta signs the raw (unicode-escaped) body bytes; compare before any parsing."""
     if not header:
         return False
-    return any(hmac.compare_digest(signature_of(s, body), header.lower()) for s in secrets)
+    # As bytes: compare_digest refuses str holding anything but ASCII, and a header's value
+    # is whatever the client sent.
+    given = header.lower().encode("utf-8", "surrogatepass")
+    return any(hmac.compare_digest(signature_of(s, body).encode(), given) for s in secrets)

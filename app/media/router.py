@@ -1,3 +1,4 @@
+import errno
 import mimetypes
 import os
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ router = APIRouter(tags=["media"])
 # Customers' files are not ours to trust: never let a browser run them on dmrelay's origin.
 SAFE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 CHUNK_BYTES = 64 * 1024
+NO_SUCH_FILE = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 @router.get("/media/{key:path}", include_in_schema=False)
@@ -31,8 +33,12 @@ async def serve_media(key: str, request: Request) -> StreamingResponse:
     # copy), so a request that races one is served whole, or is a 404, never cut short.
     try:
         file = path.open("rb")
-    except (FileNotFoundError, IsADirectoryError) as error:
-        raise NotFound("Media") from error
+    except OSError as error:
+        # A key naming no file, in any way a client can: missing, a directory, under a
+        # file, too long for the filesystem. Anything else is the server's trouble.
+        if error.errno in NO_SUCH_FILE:
+            raise NotFound("Media") from error
+        raise
     size = os.fstat(file.fileno()).st_size
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     headers = {**SAFE_HEADERS, "Content-Length": str(size)}

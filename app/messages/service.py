@@ -73,10 +73,12 @@ SEND_BY_CONVERSATION = _SEND.format(match="chats.external_conversation_id = $1")
 async def send(
     connection: asyncpg.Connection, scope: Scope, chat_id: str, fields: MessageSend
 ) -> Message:
-    serial = ids.decode(ids.Kind.CHAT, chat_id)
+    chat = ids.lookup(ids.Kind.CHAT, chat_id)
+    if chat is None:
+        raise NotFound("Chat")
     row = await connection.fetchrow(
-        SEND_BY_SERIAL if serial is not None else SEND_BY_CONVERSATION,
-        serial if serial is not None else chat_id,
+        SEND_BY_SERIAL if isinstance(chat, int) else SEND_BY_CONVERSATION,
+        chat,
         scope.profile_group_id,
         fields.body,
         fields.tag,
@@ -161,12 +163,17 @@ async def list_messages(
 
 async def get_message(session: AsyncSession, scope: Scope, message_id: str) -> Message:
     """A message by our public id or by Meta's message id (mid)."""
-    serial = ids.decode(ids.Kind.MESSAGE, message_id)
     # Meta's mid never decodes as ours: only the canonical encoding of a serial does.
-    match = Message.id == serial if serial is not None else Message.external_id == message_id
+    match ids.lookup(ids.Kind.MESSAGE, message_id):
+        case int(serial):
+            condition = Message.id == serial
+        case str(mid):
+            condition = Message.external_id == mid
+        case None:
+            raise NotFound("Message")
     message = await session.scalar(
         visible(select(Message).join(Profile, Profile.id == Message.profile_id), scope)
-        .where(match)
+        .where(condition)
         .limit(1)
     )
     if message is None:
