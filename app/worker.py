@@ -4,7 +4,6 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
 import uvloop
 from arq import cron, func
 from arq.worker import Worker
@@ -15,6 +14,7 @@ from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import create_arq_pool, redis_settings
 from app.core.settings import get_settings
 from app.inbound.processing import InboundProcessor
+from app.media import download
 from app.media.service import Mirror
 from app.media.storage import create_store
 from app.messages.delivery import Delivery
@@ -34,7 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["db"] = await create_driver_pool(settings)
     ctx["delivery"] = Delivery(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
-    ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+    ctx["media_http"] = download.create_client()
     ctx["mirror"] = Mirror(
         sessions,
         ctx["media_http"],

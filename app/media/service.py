@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core import queue
 from app.core.db import enqueue_after_commit
 from app.core.settings import Settings
-from app.media.download import DownloadError, download
+from app.media.download import DownloadError, Resolver, download, resolve, status_of
 from app.media.storage import MediaStore
 from app.messages.models import Message
 
@@ -78,8 +78,10 @@ class Mirror:
         store: MediaStore,
         settings: Settings,
         redis: ArqRedis,
+        resolver: Resolver = resolve,
     ) -> None:
         self.redis = redis
+        self.resolver = resolver
         self.sessionmaker = sessionmaker
         self.http = http
         self.store = store
@@ -90,7 +92,9 @@ class Mirror:
         if attachment is None or attachment["status"] != "pending":
             return
         try:
-            data, content_type = await download(self.http, attachment["source_url"], self.settings)
+            data, content_type = await download(
+                self.http, attachment["source_url"], self.settings, self.resolver
+            )
         except DownloadError as error:
             if error.transient and job_try < MAX_DOWNLOAD_TRIES:
                 raise Retry(defer=timedelta(seconds=5 * job_try)) from error
@@ -110,11 +114,14 @@ class Mirror:
         if attachment is None or not attachment.get("url") or attachment.get("storage_key"):
             return
         try:
-            async with self.http.stream("GET", attachment["url"]) as response:
-                expired = response.status_code in EXPIRED_STATUSES
-        except httpx.TransportError:
-            expired = False
-        if expired:
+            status = await status_of(self.http, attachment["url"], self.settings, self.resolver)
+        except DownloadError as error:
+            if not error.transient:  # a link dmrelay must not follow: never look again
+                log.warning("story mention %s/%s not checked: %s", message_id, index, error)
+                await self._update(message_id, index, {"status": "failed", "error": str(error)})
+                return
+            status = None  # unreachable for now: look again later
+        if status in EXPIRED_STATUSES:
             await self._update(
                 message_id, index, {"status": "failed", "url": None, "expired": True}
             )
