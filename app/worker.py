@@ -91,6 +91,10 @@ async def delete_media(ctx: dict[str, Any], keys: list[str]) -> None:
     await ctx["mirror"].delete(keys)
 
 
+async def sweep_media_deletions(ctx: dict[str, Any]) -> None:
+    await ctx["mirror"].sweep_deletions()
+
+
 class ResilientWorker(Worker):
     """An arq worker that waits out a Redis outage instead of exiting, even one it starts
     in, and does not ask Redis about the jobs it is running itself."""
@@ -152,6 +156,7 @@ class WorkerSettings:
     cron_jobs = [
         cron(sweep, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
         cron(sweep_inbound, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
+        cron(sweep_media_deletions, second=_every(settings.sweep_interval_seconds)),
         # Idempotency-Key responses are replayed for 24 h, then forgotten.
         cron(purge_idempotency_keys, minute=set(range(0, 60, 10)), second=0),
     ]

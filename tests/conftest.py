@@ -57,7 +57,7 @@ from app.core.settings import Settings, get_settings  # noqa: E402
 
 TABLES = (
     "idempotency_keys, customer_events, inbound_events, webhook_deliveries, messages, chats, "
-    "profiles, api_keys, profile_groups"
+    "profiles, api_keys, profile_groups, media_deletions"
 )
 
 

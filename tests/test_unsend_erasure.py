@@ -7,9 +7,10 @@ import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 
-from app.core import ids
+from app.media.storage import LocalStore
+from app.sandbox.media import PNG
 from tests.conftest import IG_ACCOUNT_ID, Stack, wait_for
 from tests.inbound import T0, emit, event, only_chat, post_payload, scalar, settled
 
@@ -93,7 +94,8 @@ async def test_an_unsent_message_is_erased_everywhere(account, clean):
     assert message.tapped_action is None
 
     async def media_erased():
-        return key not in media_files(clean)
+        pending = await scalar(clean, "SELECT count(*) FROM media_deletions")
+        return key not in media_files(clean) and pending == 0
 
     await wait_for(media_erased)
     dump = await database_dump(clean)
@@ -110,6 +112,7 @@ async def test_an_unsend_before_its_message_leaves_nothing(account, clean):
     text = secret("said")
     media_name = f"{secret('image')}.png"
     mid = f"aWdf_{uuid.uuid4().hex}"
+    files = media_files(clean)  # other tests' copies are still there
     await emit(clean, event("delete", mid=mid, timestamp=T0 + 1000))
     item = customer_message(mid, text, f"{clean.sandbox_url}/_sandbox/media/{media_name}")
     assert (await post_payload(clean, delivery(item))).status_code == 200
@@ -121,8 +124,7 @@ async def test_an_unsend_before_its_message_leaves_nothing(account, clean):
     assert (message.body, message.attachments) == (None, [])
     dump = await database_dump(clean)
     assert text not in dump and media_name not in dump
-    serial = ids.decode(ids.Kind.MESSAGE, message.id)
-    assert not [name for name in media_files(clean) if name.startswith(f"{serial}/")]
+    assert media_files(clean) == files
 
 
 async def test_an_outbound_message_unsent_by_the_business_leaves_no_copy(account, clean):
@@ -151,6 +153,25 @@ async def test_an_outbound_message_unsent_by_the_business_leaves_no_copy(account
     message = await account.client.messages.get(sent_id)
     assert message.body is None and message.external_deleted_at is not None
     assert text not in await database_dump(clean)
+
+
+async def test_a_media_deletion_whose_job_was_lost_is_done_by_the_sweep(clean):
+    key = f"lost/{secret('copy')}.png"
+    await LocalStore(Path(clean.settings.media_dir), "").put(key, PNG, "image/png")
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO media_deletions (key, created_at) "
+                "VALUES (:key, now() - interval '1 hour')"
+            ),
+            {"key": key},
+        )
+
+    async def deleted():
+        pending = await scalar(clean, "SELECT count(*) FROM media_deletions")
+        return key not in media_files(clean) and pending == 0
+
+    await wait_for(deleted)
 
 
 def test_a_kept_body_loses_only_that_messages_content():

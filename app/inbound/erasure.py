@@ -3,7 +3,8 @@
 Meta's terms require deleting the stored content of an unsent message. Besides the message
 row, its text and media are copied into: the customer events recorded about it (linked by
 `message_id`), stored Idempotency-Key responses (an outbound message the business unsent), the
-raw payloads of inbound events and deliveries, and the media store. Raw payloads are dropped
+raw payloads of inbound events and deliveries, and the media store (its deletion is recorded
+with the erasure, so a lost job cannot leave the copy behind). Raw payloads are dropped
 once applied (processing.py), so only those kept for diagnosis (failed events, unparseable
 deliveries) are looked through here; a redelivery of the message after its unsend is ignored
 (its mid is stored), so nothing comes back.
@@ -15,7 +16,6 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import enqueue_after_commit
 from app.events import service as events
 from app.inbound.models import InboundEvent, WebhookDelivery
 from app.media import service as media
@@ -83,7 +83,7 @@ async def erase(session: AsyncSession, message: Message, account_id: str) -> Non
     if message.external_id is not None:
         await _erase_raw_payloads(session, account_id, message.external_id)
     if stored_media:
-        enqueue_after_commit(session, "delete_media", stored_media)
+        await media.delete_after_commit(session, stored_media)
 
 
 async def _erase_raw_payloads(session: AsyncSession, account_id: str, mid: str) -> None:

@@ -130,7 +130,7 @@ async def _get(
         raise DownloadError(f"not a valid URL: {url!r}") from error
     addresses = await checked_addresses(target, settings, resolver)
     headers = {"Host": target.netloc.decode("ascii")}
-    extensions = {}
+    extensions: dict[str, str] = {}
     if target.scheme == "https" and not _is_ip(target.host):
         extensions["sni_hostname"] = target.raw_host.decode("ascii")
     for address in addresses[:-1]:

@@ -6,7 +6,8 @@
   applied (a delivery the worker cannot understand keeps its body, an event that failed its
   payload, for diagnosis), and failed events get an index to find them by mid;
 - unparseable deliveries get an index, for the same reason;
-- idempotency_keys: an index on the id of the resource a stored response describes.
+- idempotency_keys: an index on the id of the resource a stored response describes;
+- media_deletions: stored media still to delete, until it is gone.
 
 Revision ID: 0006
 Revises: 0005
@@ -67,9 +68,18 @@ def upgrade() -> None:
     op.create_index(
         "ix_idempotency_keys_resource", "idempotency_keys", [sa.text("(response ->> 'id')")]
     )
+    op.create_table(
+        "media_deletions",
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_media_deletions")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("media_deletions")
     op.drop_index("ix_idempotency_keys_resource", "idempotency_keys")
     op.drop_index("ix_webhook_deliveries_unparseable", "webhook_deliveries")
     op.execute("UPDATE webhook_deliveries SET body = '' WHERE body IS NULL")
