@@ -18,17 +18,23 @@ from tests.inbound import T0, emit, event, only_chat, post_payload, scalar, sett
 async def database_dump(stack: Stack) -> str:
     """Every row of the test database, as text."""
     url = make_url(stack.settings.database_url).set(drivername="postgresql")
-    process = await asyncio.create_subprocess_exec(
-        "pg_dump",
-        "--data-only",
-        "--dbname",
-        url.render_as_string(hide_password=False),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+
+    async def dump() -> str | None:
+        process = await asyncio.create_subprocess_exec(
+            "pg_dump",
+            "--data-only",
+            "--dbname",
+            url.render_as_string(hide_password=False),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if b"too many clients" in err:  # the server is shared: wait for a free connection
+            return None
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    return await wait_for(dump, timeout=60, interval=0.5)
 
 
 def secret(label: str) -> str:
