@@ -6,6 +6,7 @@ from app.core.db import Base
 from app.core.idempotency import IdempotencyRecord
 from app.events.models import CustomerEvent
 from app.inbound.models import InboundEvent, WebhookDelivery
+from app.media.models import MediaDeletion
 from app.messages.models import Message
 from app.profiles.models import Profile, ProfileGroup
 
@@ -17,6 +18,7 @@ __all__ = [
     "CustomerEvent",
     "IdempotencyRecord",
     "InboundEvent",
+    "MediaDeletion",
     "Message",
     "Profile",
     "ProfileGroup",

@@ -4,7 +4,6 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
 import uvloop
 from arq import cron, func
 from arq.worker import Worker
@@ -15,6 +14,7 @@ from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import create_arq_pool, redis_settings
 from app.core.settings import get_settings
 from app.inbound.processing import InboundProcessor
+from app.media import download
 from app.media.service import Mirror
 from app.media.storage import create_store
 from app.messages.delivery import Delivery
@@ -34,7 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["db"] = await create_driver_pool(settings)
     ctx["delivery"] = Delivery(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
-    ctx["media_http"] = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+    ctx["media_http"] = download.create_client()
     ctx["mirror"] = Mirror(
         sessions,
         ctx["media_http"],
@@ -89,6 +89,10 @@ async def check_story_mention(ctx: dict[str, Any], message_id: int, index: int, 
 
 async def delete_media(ctx: dict[str, Any], keys: list[str]) -> None:
     await ctx["mirror"].delete(keys)
+
+
+async def sweep_media_deletions(ctx: dict[str, Any]) -> None:
+    await ctx["mirror"].sweep_deletions()
 
 
 class ResilientWorker(Worker):
@@ -152,6 +156,7 @@ class WorkerSettings:
     cron_jobs = [
         cron(sweep, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
         cron(sweep_inbound, second=_every(settings.sweep_interval_seconds), run_at_startup=True),
+        cron(sweep_media_deletions, second=_every(settings.sweep_interval_seconds)),
         # Idempotency-Key responses are replayed for 24 h, then forgotten.
         cron(purge_idempotency_keys, minute=set(range(0, 60, 10)), second=0),
     ]

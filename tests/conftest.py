@@ -40,6 +40,7 @@ os.environ.update(
     MEDIA_DIR=tempfile.mkdtemp(prefix="dmrelay-test-media-"),
     MEDIA_BASE_URL=f"{API_URL}/media",
     MEDIA_ALLOW_PRIVATE_HOSTS="true",
+    MEDIA_ALLOWED_PORTS=f"80,443,{SANDBOX_PORT}",
     # Short delays, so retries, echo waits and sweeps happen within a test.
     GRAPH_TIMEOUT_SECONDS="1",
     ECHO_WAIT_SECONDS="1",
@@ -56,7 +57,7 @@ from app.core.settings import Settings, get_settings  # noqa: E402
 
 TABLES = (
     "idempotency_keys, customer_events, inbound_events, webhook_deliveries, messages, chats, "
-    "profiles, api_keys, profile_groups"
+    "profiles, api_keys, profile_groups, media_deletions"
 )
 
 

@@ -104,10 +104,10 @@ async def test_a_failing_event_leaves_no_customer_event(account, clean, monkeypa
     """The event fails after its customer event was recorded: that record goes with it."""
     real = service._record_referral
 
-    def record_referral(context, referral, occurred_at):
+    def record_referral(context, referral, *args):
         if referral["ref"] == "poison":
             raise ValueError("poisoned")
-        real(context, referral, occurred_at)
+        real(context, referral, *args)
 
     monkeypatch.setattr(service, "_record_referral", record_referral)
     ad = {"ref": "poison", "source": "ADS", "type": "OPEN_THREAD"}

@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from app.core import ids
-from app.media.download import DownloadError, check_public, download
+from app.media.download import DownloadError, download
 from tests.conftest import wait_for
 from tests.inbound import emit, event
 
@@ -75,23 +75,6 @@ async def test_story_mention_media_is_not_stored_and_expires_with_its_link(accou
         return attachment if attachment.status == "failed" else None
 
     assert (await wait_for(expired)).url is None
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://127.0.0.1:8000/a.png",
-        "http://localhost/a.png",
-        "http://10.0.0.7/a.png",
-        "http://169.254.169.254/latest/meta-data",
-        "http://[::1]/a.png",
-        "file:///etc/passwd",
-    ],
-)
-async def test_downloads_reach_only_public_addresses(settings, url):
-    strict = settings.model_copy(update={"media_allow_private_hosts": False})
-    with pytest.raises(DownloadError):
-        await check_public(url, strict)
 
 
 async def test_downloads_are_bounded_in_size(clean):

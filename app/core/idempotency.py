@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, DateTime, Integer, Text, delete, func
+from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, delete, func, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -32,6 +32,9 @@ LOCK_SECONDS = 60
 
 class IdempotencyRecord(Base):
     __tablename__ = "idempotency_keys"
+    # The resource a stored response describes, by its public id: an unsent message's content
+    # is erased from the responses that hold it (app/inbound/erasure.py).
+    __table_args__ = (Index("ix_idempotency_keys_resource", text("(response ->> 'id')")),)
 
     api_key_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)

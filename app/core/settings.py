@@ -1,11 +1,13 @@
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 INSTAGRAM_GRAPH_URL = "https://graph.instagram.com"
 FACEBOOK_GRAPH_URL = "https://graph.facebook.com"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Settings(BaseSettings):
@@ -72,6 +74,10 @@ class Settings(BaseSettings):
     media_download_timeout_seconds: float = 60.0
     # Only for tests and the sandbox: let downloads reach private and loopback addresses.
     media_allow_private_hosts: bool = False
+    # The ports downloads may connect to (MEDIA_ALLOWED_PORTS=80,443,8443).
+    media_allowed_ports: Annotated[frozenset[Annotated[int, Field(ge=1, le=65535)]], NoDecode] = (
+        frozenset({80, 443})
+    )
     # Meta forbids storing story-mention media; the CDN link is kept and checked instead.
     mirror_story_mentions: bool = False
     story_mention_check_seconds: float = 6 * 3600
@@ -81,6 +87,13 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_public_base_url: str | None = None
+
+    @field_validator("media_allowed_ports", mode="before")
+    @classmethod
+    def _split_ports(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod

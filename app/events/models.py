@@ -13,7 +13,14 @@ class CustomerEvent(SerialId, Base):
     """Something a customer's backend is told about, recorded with the change that caused it."""
 
     __tablename__ = "customer_events"
-    __table_args__ = (Index("ix_customer_events_profile", "profile_id", "id"),)
+    __table_args__ = (
+        Index("ix_customer_events_profile", "profile_id", "id"),
+        Index(
+            "ix_customer_events_message_id",
+            "message_id",
+            postgresql_where="message_id IS NOT NULL",
+        ),
+    )
 
     profile_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False
@@ -21,6 +28,8 @@ class CustomerEvent(SerialId, Base):
     type: Mapped[str] = mapped_column(Text, nullable=False)
     # The event's `data`, as Postproxy's webhook payloads shape it, frozen at the change.
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    # The message whose content `data` copies, so that an unsend can erase it here too.
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False

@@ -39,10 +39,32 @@ def record(
     type: EventType,
     data: dict[str, Any],
     occurred_at: datetime | None,
+    message_id: int | None = None,
 ) -> None:
-    event = {"profile_id": profile_id, "type": type, "data": data, "occurred_at": occurred_at}
+    """Note an event; `message_id` names the message whose content `data` copies, if any."""
+    event = {
+        "profile_id": profile_id,
+        "type": type,
+        "data": data,
+        "occurred_at": occurred_at,
+        "message_id": message_id,
+    }
     session.info.setdefault(_RECORDED, []).append(event)
     before_commit(session, write_recorded)
+
+
+def record_message(
+    session: AsyncSession,
+    profile_id: int,
+    type: EventType,
+    message: Message,
+    occurred_at: datetime | None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Note an event about a message: its data carries the message (and `extra`), linked to
+    it so that the content can be erased here too should the message be unsent."""
+    data = {**message_data(message), **(extra or {})}
+    record(session, profile_id, type, data, occurred_at, message_id=message.id)
 
 
 async def write_recorded(session: AsyncSession) -> None:

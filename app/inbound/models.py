@@ -21,9 +21,13 @@ class WebhookDelivery(SerialId, Base):
     __table_args__ = (
         CheckConstraint(f"status IN {DELIVERY_STATUSES}", name="status"),
         Index("ix_webhook_deliveries_received", "id", postgresql_where="status = 'received'"),
+        # Only these keep their body: an unsend looks through them.
+        Index("ix_webhook_deliveries_unparseable", "id", postgresql_where="status = 'unparseable'"),
     )
 
-    body: Mapped[str] = mapped_column(Text, nullable=False)
+    # As received; dropped once split (the events hold what it said), but kept while any of
+    # it could not be understood, for diagnosis.
+    body: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="received")
     # What could not be understood, item by item; the rest of the delivery is still applied.
     problems: Mapped[list[str] | None] = mapped_column(JSONB)
@@ -48,6 +52,10 @@ class InboundEvent(SerialId, Base):
             "occurred_at",
             postgresql_where=f"status IN {OPEN_EVENT_STATUSES}",
         ),
+        # Failed events keep their payload: an unsend finds its message's copies here.
+        Index(
+            "ix_inbound_events_failed", "account_id", "mid", postgresql_where="status = 'failed'"
+        ),
     )
 
     delivery_id: Mapped[int | None] = mapped_column(
@@ -60,8 +68,9 @@ class InboundEvent(SerialId, Base):
     mid: Mapped[str | None] = mapped_column(Text)
     dedupe_key: Mapped[str] = mapped_column(Text, nullable=False)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    # The `messaging` item as Meta sent it.
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    # The `messaging` item as Meta sent it, until applied or ignored (a failed event keeps
+    # it, for diagnosis): what it said is then in the rows it changed, and only there.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="pending")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(

@@ -55,6 +55,8 @@ from app.participants import service as participants
 
 log = logging.getLogger(__name__)
 
+# Outcomes after which an event's payload is dropped.
+SETTLED_EVENT_STATUSES = ("applied", "ignored")
 # Kinds whose event stores a message, which waiting events may be about.
 STORES_MESSAGE = frozenset({"message", "postback", "echo"})
 # A waiting event whose message has not come in this long never will (it predates dmrelay).
@@ -241,24 +243,32 @@ class InboundProcessor:
         chats that need no staging; the chats left to apply, and what the split knows of them
         (the events it stored, not those stored before)."""
         async with self._transaction() as session:
-            # Marked processed as they are read; any found unparseable are corrected below.
-            # One being split by another worker is skipped: that worker finishes it.
+            # Marked processed as they are read, their bodies dropped: what they said is then
+            # in the events and the rows those change, and nowhere else, so that an unsend
+            # can erase it. Any found unparseable are corrected (bodies kept) below. One being
+            # split by another worker is skipped: that worker finishes it.
+            table = WebhookDelivery.__table__
             claimed = (
-                select(WebhookDelivery.id)
+                select(table.c.id, table.c.body)
                 .where(
-                    WebhookDelivery.id == any_(sql.array(delivery_ids, BigInteger())),
-                    WebhookDelivery.status == "received",
+                    table.c.id == any_(sql.array(delivery_ids, BigInteger())),
+                    table.c.status == "received",
                 )
-                .order_by(WebhookDelivery.id)
+                .order_by(table.c.id)
                 .with_for_update(skip_locked=True)
+                .subquery()
             )
-            bodies = await session.execute(
-                update(WebhookDelivery.__table__)
-                .where(WebhookDelivery.id.in_(claimed))
-                .values(status="processed", processed_at=func.now())
-                .returning(WebhookDelivery.id, WebhookDelivery.body)
+            bodies = dict(
+                (
+                    await session.execute(
+                        update(table)
+                        .where(table.c.id == claimed.c.id)
+                        .values(status="processed", processed_at=func.now(), body=None)
+                        .returning(table.c.id, claimed.c.body)
+                    )
+                ).all()
             )
-            parsed = {delivery_id: parse_body(body) for delivery_id, body in bodies}
+            parsed = {delivery_id: parse_body(body) for delivery_id, body in bodies.items()}
             events = [(delivery_id, e) for delivery_id, p in parsed.items() for e in p.events]
             chats = {(event.account_id, event.participant_id) for _, event in events}
             if as_split and chats:
@@ -287,7 +297,12 @@ class InboundProcessor:
                 await session.execute(
                     update(WebhookDelivery),
                     [
-                        {"id": delivery_id, "status": "unparseable", "problems": found}
+                        {
+                            "id": delivery_id,
+                            "status": "unparseable",
+                            "problems": found,
+                            "body": bodies[delivery_id],
+                        }
                         for delivery_id, found in problems.items()
                     ],
                 )
@@ -590,6 +605,12 @@ async def _store_outcomes(session: AsyncSession, rows: list[OpenEvent]) -> None:
             status=outcomes.c.status,
             error=outcomes.c.error,
             applied_at=case((outcomes.c.applied, func.now()), else_=InboundEvent.applied_at),
+            # Settled, an event's payload is no longer needed (what it said is in the rows it
+            # changed, which an unsend erases); an open or failed one keeps it.
+            payload=case(
+                (outcomes.c.status.in_(SETTLED_EVENT_STATUSES), None),
+                else_=InboundEvent.payload,
+            ),
         )
     )
 

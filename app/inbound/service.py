@@ -22,28 +22,15 @@ from sqlalchemy.orm.attributes import get_history, set_committed_value
 from sqlalchemy.sql.expression import TableValuedAlias
 
 from app.chats.models import Chat
-from app.core.db import enqueue_after_commit
 from app.core.settings import Settings
 from app.core.sql import rows_table
 from app.events import service as events
+from app.inbound import erasure
 from app.inbound.content import message_columns
 from app.inbound.parsing import Event
 from app.media import service as media
 from app.messages.models import UNDELIVERED, Message
 from app.profiles.models import Profile
-
-# What Meta's terms require erasing when the sender unsends a message.
-ERASED_ON_UNSEND = {
-    "body": None,
-    "attachment": None,
-    "attachments": None,
-    "platform_data": None,
-    "story_reply": None,
-    "tapped_action": None,
-    "referral": None,
-    "reactions": None,
-}
-
 
 # Message columns a stored message is not read back for: they hold what its row carried (or
 # NULL; none has a default), so decoding them again would be wasted work on every message.
@@ -148,15 +135,11 @@ def _received(context: Context, event: Event, message: Any) -> Outcome:
     if message is None:
         return Outcome.IGNORED
     _touch_chat(context.chat, inbound_at=event.occurred_at)
-    events.record(
-        context.session,
-        context.profile_id,
-        "message.received",
-        events.message_data(message),
-        event.occurred_at,
+    events.record_message(
+        context.session, context.profile_id, "message.received", message, event.occurred_at
     )
     if message.referral is not None:
-        _record_referral(context, message.referral, event.occurred_at)
+        _record_referral(context, message.referral, event.occurred_at, message.id)
     return Outcome.APPLIED
 
 
@@ -193,9 +176,7 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
     if message is None:
         return Outcome.IGNORED
     _touch_chat(context.chat, outbound_at=event.occurred_at)
-    events.record(
-        session, context.profile_id, "message.sent", events.message_data(message), event.occurred_at
-    )
+    events.record_message(session, context.profile_id, "message.sent", message, event.occurred_at)
     return Outcome.APPLIED
 
 
@@ -224,12 +205,8 @@ async def _apply_delete(context: Context, event: Event) -> Outcome:
         return Outcome.WAITING
     if message.external_deleted_at is not None:
         return Outcome.IGNORED
-    stored_media = media.stored_keys(message.attachments)
-    for column, value in ERASED_ON_UNSEND.items():
-        setattr(message, column, value)
     message.external_deleted_at = event.occurred_at
-    if stored_media:
-        enqueue_after_commit(context.session, "delete_media", stored_media)
+    await erasure.erase(context.session, message, event.account_id)
     await _record_message_event(context, "message.deleted", message, event)
     return Outcome.APPLIED
 
@@ -282,19 +259,19 @@ async def _apply_reaction(context: Context, event: Event) -> Outcome:
     # A new dict, so the ORM sees the change.
     message.reactions = {**(message.reactions or {}), sender: state}
     await context.session.flush()
-    events.record(
+    events.record_message(
         context.session,
         context.profile_id,
         "reaction.received",
+        message,
+        event.occurred_at,
         {
-            **events.message_data(message),
             "sender_external_id": sender,
             "action": action,
             "reaction": state["reaction"],
             "emoji": state["emoji"],
             "occurred_at": state["at"],
         },
-        event.occurred_at,
     )
     return Outcome.APPLIED
 
@@ -309,7 +286,13 @@ async def _apply_referral(context: Context, event: Event) -> Outcome:
     return Outcome.APPLIED
 
 
-def _record_referral(context: Context, referral: dict[str, Any], occurred_at: datetime) -> None:
+def _record_referral(
+    context: Context,
+    referral: dict[str, Any],
+    occurred_at: datetime,
+    message_id: int | None = None,
+) -> None:
+    """`message_id`: the message that carried the referral (an ad's), if one did."""
     events.record(
         context.session,
         context.profile_id,
@@ -323,6 +306,7 @@ def _record_referral(context: Context, referral: dict[str, Any], occurred_at: da
             "referral": referral,
         },
         occurred_at,
+        message_id=message_id,
     )
 
 
@@ -378,9 +362,7 @@ async def _record_message_event(
     context: Context, type: events.EventType, message: Message, event: Event
 ) -> None:
     await context.session.flush()
-    events.record(
-        context.session, context.profile_id, type, events.message_data(message), event.occurred_at
-    )
+    events.record_message(context.session, context.profile_id, type, message, event.occurred_at)
 
 
 # The chat columns _touch_chat moves.

@@ -1,9 +1,21 @@
-"""Fetching media from Meta's CDN: public addresses only, bounded in size and time."""
+"""Fetching media from the web (Meta's CDN): public addresses on allowed ports only, bounded in
+size and time.
+
+A webhook names the URLs, so a forged or odd one must not make dmrelay reach into its own
+network. Each request resolves its host once, checks every address it got, and connects to a
+checked address: the URL's host is replaced by that address, while the Host header and TLS
+(SNI and the certificate check, through httpx's `sni_hostname` extension) keep the name. So
+DNS cannot answer differently between the check and the connect (rebinding). Redirects are
+followed by hand, each hop checked the same way.
+"""
 
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urljoin, urlparse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+from urllib.parse import urljoin
 
 import httpx
 
@@ -11,6 +23,11 @@ from app.core.settings import Settings
 
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+T = TypeVar("T")
+# (host, port) -> the addresses it resolves to, as strings.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class DownloadError(Exception):
@@ -19,33 +36,156 @@ class DownloadError(Exception):
         self.transient = transient
 
 
-async def download(http: httpx.AsyncClient, url: str, settings: Settings) -> tuple[bytes, str]:
+async def resolve(host: str, port: int) -> list[str]:
+    """The system resolver's addresses for a host, preferred first."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+        )
+    except socket.gaierror as error:
+        raise DownloadError(f"cannot resolve {host}", transient=True) from error
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def create_client() -> httpx.AsyncClient:
+    """The client media is fetched with. Connections are not kept: one is made to an address
+    for one host, and must not carry a request for another host that resolves there."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
+async def download(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver = resolve
+) -> tuple[bytes, str]:
     """The bytes and content type at a URL; raises DownloadError."""
+    return await _bounded(_download(http, url, settings, resolver), settings)
+
+
+async def status_of(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver = resolve
+) -> int:
+    """The HTTP status a URL answers with (after redirects), its body unread; raises
+    DownloadError."""
+    return await _bounded(_status_of(http, url, settings, resolver), settings)
+
+
+async def _bounded(work: Awaitable[T], settings: Settings) -> T:
     try:
         async with asyncio.timeout(settings.media_download_timeout_seconds):
-            return await _follow(http, url, settings)
+            return await work
     except TimeoutError as error:
         raise DownloadError("the download took too long", transient=True) from error
     except httpx.TransportError as error:
         raise DownloadError(f"{type(error).__name__}: {error}", transient=True) from error
 
 
-async def _follow(http: httpx.AsyncClient, url: str, settings: Settings) -> tuple[bytes, str]:
-    # Redirects are followed by hand, so that every hop's address is checked.
-    for _ in range(MAX_REDIRECTS + 1):
-        await check_public(url, settings)
-        async with http.stream("GET", url, follow_redirects=False) as response:
-            if response.is_redirect and "location" in response.headers:
-                url = urljoin(url, response.headers["location"])
-                continue
-            if response.status_code >= 400:
-                raise DownloadError(
-                    f"HTTP {response.status_code}", transient=response.status_code >= 500
-                )
-            return await _read(response, settings.media_max_bytes), response.headers.get(
-                "content-type", "application/octet-stream"
+async def _download(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver
+) -> tuple[bytes, str]:
+    async with open_url(http, url, settings, resolver) as response:
+        if response.status_code >= 400:
+            raise DownloadError(
+                f"HTTP {response.status_code}", transient=response.status_code >= 500
             )
+        content_type = response.headers.get("content-type", "application/octet-stream")
+        return await _read(response, settings.media_max_bytes), content_type
+
+
+async def _status_of(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver
+) -> int:
+    async with open_url(http, url, settings, resolver) as response:
+        return response.status_code
+
+
+@asynccontextmanager
+async def open_url(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver = resolve
+) -> AsyncIterator[httpx.Response]:
+    """The streamed response at a URL, redirects followed, every hop checked."""
+    for _ in range(MAX_REDIRECTS + 1):
+        response = await _get(http, url, settings, resolver)
+        if response.is_redirect and "location" in response.headers:
+            await response.aclose()
+            url = urljoin(url, response.headers["location"])
+            continue
+        try:
+            yield response
+        finally:
+            await response.aclose()
+        return
     raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _get(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver
+) -> httpx.Response:
+    """One GET, sent to a checked address of the URL's host (the next one if it refuses the
+    connection)."""
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise DownloadError(f"not a valid URL: {url!r}") from error
+    addresses = await checked_addresses(target, settings, resolver)
+    headers = {"Host": target.netloc.decode("ascii")}
+    extensions: dict[str, str] = {}
+    if target.scheme == "https" and not _is_ip(target.host):
+        extensions["sni_hostname"] = target.raw_host.decode("ascii")
+    for address in addresses[:-1]:
+        try:
+            return await _send(http, target.copy_with(host=address), headers, extensions)
+        except httpx.ConnectError:
+            continue
+    return await _send(http, target.copy_with(host=addresses[-1]), headers, extensions)
+
+
+async def _send(
+    http: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str], extensions: dict[str, str]
+) -> httpx.Response:
+    request = http.build_request("GET", url, headers=headers, extensions=extensions)
+    return await http.send(request, stream=True, follow_redirects=False)
+
+
+async def checked_addresses(url: httpx.URL, settings: Settings, resolver: Resolver) -> list[str]:
+    """The addresses a URL may be fetched from: an http(s) URL on an allowed port whose host
+    resolves, once, to public addresses only (unless MEDIA_ALLOW_PRIVATE_HOSTS)."""
+    if url.scheme not in DEFAULT_PORTS or not url.host:
+        raise DownloadError(f"not an http(s) URL: {str(url)!r}")
+    port = url.port or DEFAULT_PORTS[url.scheme]
+    if port not in settings.media_allowed_ports:
+        allowed = ", ".join(str(p) for p in settings.media_allowed_ports)
+        raise DownloadError(
+            f"{url.host} port {port} is not allowed (MEDIA_ALLOWED_PORTS: {allowed})"
+        )
+    host = url.raw_host.decode("ascii")
+    addresses = [url.host] if _is_ip(url.host) else await resolver(host, port)
+    if not addresses:
+        raise DownloadError(f"cannot resolve {host}", transient=True)
+    if not settings.media_allow_private_hosts:
+        for address in addresses:
+            if not _is_public(address):
+                raise DownloadError(f"{host} resolves to non-public address {address}")
+    return addresses
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_public(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not public
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 reaches 10.0.0.1
+    return ip.is_global and not ip.is_multicast
 
 
 async def _read(response: httpx.Response, limit: int) -> bytes:
@@ -58,23 +198,3 @@ async def _read(response: httpx.Response, limit: int) -> bytes:
         if len(data) > limit:
             raise DownloadError(f"the media is over the {limit}-byte limit")
     return bytes(data)
-
-
-async def check_public(url: str, settings: Settings) -> None:
-    """Refuse URLs that are not http(s) or that resolve to a private, loopback or link-local
-    address: a webhook must not make dmrelay fetch from inside its own network."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise DownloadError(f"not an http(s) URL: {url!r}")
-    if settings.media_allow_private_hosts:
-        return
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parsed.hostname, parsed.port or 443, type=socket.SOCK_STREAM
-        )
-    except socket.gaierror as error:
-        raise DownloadError(f"cannot resolve {parsed.hostname}", transient=True) from error
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise DownloadError(f"{parsed.hostname} resolves to non-public address {address}")

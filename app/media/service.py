@@ -15,13 +15,15 @@ from typing import Any
 import httpx
 from arq import Retry
 from arq.connections import ArqRedis
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import queue
 from app.core.db import enqueue_after_commit
 from app.core.settings import Settings
-from app.media.download import DownloadError, download
+from app.media.download import DownloadError, Resolver, download, resolve, status_of
+from app.media.models import MediaDeletion
 from app.media.storage import MediaStore
 from app.messages.models import Message
 
@@ -32,6 +34,9 @@ MAX_DOWNLOAD_TRIES = 3
 # Meta's CDN links die within days; stop checking a story mention after this many looks.
 MAX_STORY_CHECKS = 7
 EXPIRED_STATUSES = frozenset({403, 404, 410})
+# Younger than this, a media deletion still has the job enqueued for it.
+DELETION_GRACE = timedelta(seconds=30)
+DELETION_BATCH = 500
 
 
 def should_mirror(kind: str, settings: Settings) -> bool:
@@ -40,6 +45,15 @@ def should_mirror(kind: str, settings: Settings) -> bool:
 
 def stored_keys(attachments: list[dict[str, Any]] | None) -> list[str]:
     return [a["storage_key"] for a in attachments or [] if a.get("storage_key")]
+
+
+async def delete_after_commit(session: AsyncSession, keys: list[str]) -> None:
+    """Delete stored media once the session's transaction (which records the deletion)
+    commits; until it is gone, the sweep enqueues it again."""
+    await session.execute(
+        insert(MediaDeletion).values([{"key": key} for key in keys]).on_conflict_do_nothing()
+    )
+    enqueue_after_commit(session, "delete_media", keys)
 
 
 def mirror_after_commit(session: AsyncSession, message: Message, settings: Settings) -> None:
@@ -78,8 +92,10 @@ class Mirror:
         store: MediaStore,
         settings: Settings,
         redis: ArqRedis,
+        resolver: Resolver = resolve,
     ) -> None:
         self.redis = redis
+        self.resolver = resolver
         self.sessionmaker = sessionmaker
         self.http = http
         self.store = store
@@ -90,7 +106,9 @@ class Mirror:
         if attachment is None or attachment["status"] != "pending":
             return
         try:
-            data, content_type = await download(self.http, attachment["source_url"], self.settings)
+            data, content_type = await download(
+                self.http, attachment["source_url"], self.settings, self.resolver
+            )
         except DownloadError as error:
             if error.transient and job_try < MAX_DOWNLOAD_TRIES:
                 raise Retry(defer=timedelta(seconds=5 * job_try)) from error
@@ -110,11 +128,14 @@ class Mirror:
         if attachment is None or not attachment.get("url") or attachment.get("storage_key"):
             return
         try:
-            async with self.http.stream("GET", attachment["url"]) as response:
-                expired = response.status_code in EXPIRED_STATUSES
-        except httpx.TransportError:
-            expired = False
-        if expired:
+            status = await status_of(self.http, attachment["url"], self.settings, self.resolver)
+        except DownloadError as error:
+            if not error.transient:  # a link dmrelay must not follow: never look again
+                log.warning("story mention %s/%s not checked: %s", message_id, index, error)
+                await self._update(message_id, index, {"status": "failed", "error": str(error)})
+                return
+            status = None  # unreachable for now: look again later
+        if status in EXPIRED_STATUSES:
             await self._update(
                 message_id, index, {"status": "failed", "url": None, "expired": True}
             )
@@ -124,6 +145,24 @@ class Mirror:
 
     async def delete(self, keys: list[str]) -> None:
         await self.store.delete(keys)
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(delete(MediaDeletion).where(MediaDeletion.key.in_(keys)))
+
+    async def sweep_deletions(self) -> None:
+        """Enqueue again the deletions whose job is gone (Redis lost it, or it failed)."""
+        async with self.sessionmaker() as session:
+            keys = list(
+                await session.scalars(
+                    select(MediaDeletion.key)
+                    .where(MediaDeletion.created_at < func.now() - DELETION_GRACE)
+                    .order_by(MediaDeletion.created_at)
+                    .limit(DELETION_BATCH)
+                )
+            )
+        if keys:
+            # One job per batch, named by its first key, so that a batch still queued (or
+            # being deleted) is not doubled.
+            await queue.enqueue(self.redis, "delete_media", keys, _job_id=f"delete:{keys[0]}")
 
     async def _attachment(self, message_id: int, index: int) -> dict[str, Any] | None:
         async with self.sessionmaker() as session:
