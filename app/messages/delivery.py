@@ -252,11 +252,8 @@ class Delivery:
         or the chat must now wait. Raises LeaseLost, having sent nothing, if another worker
         has the chat."""
         message, account = head.message, head.account
-        if message.claimed_until is not None:
-            if (published := await self._publish_kept_answer(message)) is not None:
-                return published
-            if await self._echo_arrived(message.id, UNFINISHED_ATTEMPT):
-                return await self._next_head(message.chat_id)
+        if message.claimed_until is not None and await self._unfinished_attempt_delivered(message):
+            return await self._next_head(message.chat_id)
         await self._keep_lease(lease)
         # Claimed before its rate-limit slot, not after: the claim's round trip would delay
         # the send past its slot, into the next one's (sends bunched so exceed Meta's count).
@@ -313,21 +310,28 @@ class Delivery:
                 log.exception("message %s: Meta's answer could not be kept either", message.id)
             raise
 
-    async def _publish_kept_answer(self, message: Outbound) -> asyncpg.Record | None:
-        """Publish a message whose last attempt Meta answered but PostgreSQL did not record;
-        the chat's next head, or None if no answer was kept for that attempt."""
+    async def _unfinished_attempt_delivered(self, message: Outbound) -> bool:
+        """Whether the message's last attempt, whose outcome was never stored, reached Meta:
+        its answer was kept, or its echo comes."""
+        return await self._published_with_kept_answer(message) or await self._echo_arrived(
+            message.id, UNFINISHED_ATTEMPT
+        )
+
+    async def _published_with_kept_answer(self, message: Outbound) -> bool:
+        """Publish a message whose last attempt Meta answered but PostgreSQL did not record,
+        if an answer was kept for that attempt."""
         kept = await self.redis.get(ANSWER_KEY.format(message.id))
         if kept is None:
-            return None
+            return False
         attempts, external_id, posted_at = json.loads(kept)
         if attempts != message.attempts:
-            return None
+            return False
         log.info("message %s: published with the answer kept for attempt %s", message.id, attempts)
-        head = await self._publishes.submit(
+        await self._publishes.submit(
             (message, attempts, external_id, datetime.fromisoformat(posted_at))
         )
         await self.redis.delete(ANSWER_KEY.format(message.id))
-        return head
+        return True
 
     async def _echo_arrived(self, message_id: int, unknown: str) -> bool:
         """After an unknown outcome (`unknown` says why): wait a bounded time for Meta's echo
