@@ -542,3 +542,46 @@ async def test_a_worker_started_during_an_outage_waits_for_it(cluster):
         while (message := await client.messages.get(message.id)).status != "published":
             assert time.monotonic() < deadline, f"still {message.status}:\n{tail(log)}"
             await asyncio.sleep(0.2)
+
+
+async def test_a_send_meta_answered_while_postgres_was_down_is_not_sent_again(cluster):
+    """Meta answered a send while PostgreSQL was down, so the worker could not record it, and
+    its echo was lost: the answer the worker kept in Redis publishes the message once
+    PostgreSQL is back, rather than a second send."""
+    text = "answered during the outage"
+    async with httpx.AsyncClient(base_url=cluster.sandbox_url) as sandbox:
+        faults = {"latency_ms": 1000, "echo": {"mode": "none"}}
+        (await sandbox.post("/_sandbox/faults", json=faults)).raise_for_status()
+
+        async def answered() -> list[dict]:
+            records = (await sandbox.get("/_sandbox/sent")).json()["data"]
+            return [r for r in records if r["message"].get("text") == text]
+
+        async with PostProxy(cluster.token, base_url=cluster.api_url) as client:
+            chat = await client.chats.create(cluster.profile_id, "1700000000009997")
+            message = await send_until_accepted(client, chat.id, text, "fault-suite-answered")
+            deadline = time.monotonic() + 10
+            while not await in_flight(cluster):
+                assert time.monotonic() < deadline, "the send never started"
+                await asyncio.sleep(0.02)
+            # Down while the call is under way; Meta answers it meanwhile.
+            await asyncio.to_thread(cluster.postgres.stop, "fast")
+            while not [r for r in await answered() if r["answered_at"] is not None]:
+                assert time.monotonic() < deadline + 10, "Meta never answered"
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(cluster.postgres.start)
+
+            deadline = time.monotonic() + RECOVERY_SECONDS
+            while True:
+                try:
+                    message = await client.messages.get(message.id)
+                except Exception as error:  # the API's first queries after the restart
+                    if not retryable(error):
+                        raise
+                if message.status == "published":
+                    break
+                assert time.monotonic() < deadline, f"still {message.status}"
+                await asyncio.sleep(0.2)
+        [record] = await answered()
+        (await sandbox.post("/_sandbox/faults", json={})).raise_for_status()
+    assert message.external_id == record["message_id"]

@@ -3,14 +3,14 @@ from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis
-from sqlalchemy import MetaData, make_url
+from sqlalchemy import MetaData, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
 from app.core import queue
 from app.core.settings import Settings
@@ -91,9 +91,33 @@ AfterCommit = Callable[[ArqRedis], Awaitable[Any]]
 def after_commit(session: AsyncSession, action: AfterCommit) -> None:
     """Run `action` (given the arq pool) once the session's transaction has committed.
 
-    A job enqueued before commit could run before its rows are visible to the worker.
+    A job enqueued before commit could run before its rows are visible to the worker. One
+    asked for inside a savepoint (`begin_nested`) is dropped if the savepoint rolls back:
+    the rows it is about were never written.
     """
-    session.info.setdefault(AFTER_COMMIT, []).append(action)
+    savepoint = session.sync_session.get_nested_transaction()
+    session.info.setdefault(AFTER_COMMIT, []).append((savepoint, action))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back_actions(session: Session, rolled_back: SessionTransaction) -> None:
+    """Drop the after-commit actions asked for inside a transaction or savepoint that rolled
+    back, or inside a savepoint within it (released or not)."""
+    actions = session.info.get(AFTER_COMMIT)
+    if actions:
+        session.info[AFTER_COMMIT] = [
+            (savepoint, action)
+            for savepoint, action in actions
+            if rolled_back.nested and not _within(savepoint, rolled_back)
+        ]
+
+
+def _within(savepoint: SessionTransaction | None, transaction: SessionTransaction) -> bool:
+    while savepoint is not None:
+        if savepoint is transaction:
+            return True
+        savepoint = savepoint.parent
+    return False
 
 
 def enqueue_after_commit(session: AsyncSession, function: str, *args: Any, **kwargs: Any) -> None:
@@ -115,5 +139,5 @@ async def session_scope(
             await session.rollback()
             raise
         actions = session.info.pop(AFTER_COMMIT, [])
-    for action in actions:
+    for _, action in actions:
         await action(arq_pool)

@@ -148,8 +148,11 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
 
     1. A row with this mid is ours (the send call returned first): mark it published.
     2. Else a row of this chat being sent right now (claimed, mid unknown) with the same
-       content is ours too, the echo having beaten the send call's answer: the oldest such
-       row takes the mid.
+       content is ours too, the echo having beaten the send call's answer, if it is the
+       only such row: content (text, or an attachment's type alone, as echoes carry Meta's
+       copy of the file) can be shared, and a wrong pairing would mark a message published
+       that Meta never got. With two, the echo is stored on its own, and the send's answer
+       merges it into its message (publish_deliveries, migration 0006).
     3. Else it was sent from the Instagram app or another inbox: store it as published.
     Never a second row for one mid, whatever the arrival order.
     """
@@ -194,9 +197,12 @@ async def _claimed_match(context: Context, event: Event) -> Message | None:
         conditions.append(Message.attachment["type"].astext == str(attachments[0].get("type")))
     else:
         conditions.append(Message.body == echo.get("text"))
-    return await context.session.scalar(
-        select(Message).where(*conditions).order_by(Message.id).limit(1).with_for_update()
-    )
+    candidates = (
+        await context.session.scalars(
+            select(Message).where(*conditions).order_by(Message.id).limit(2).with_for_update()
+        )
+    ).all()
+    return candidates[0] if len(candidates) == 1 else None
 
 
 async def _apply_delete(context: Context, event: Event) -> Outcome:

@@ -12,13 +12,15 @@ Two rules, checked together in one Redis round trip per batch of sends:
   again once the slot is due, leaves no gaps between slots, so a busy profile uses its rate.
 - A guard: Meta counts a send when it receives it, which may be later than its slot (a
   stalled event loop, a slow network, a busy machine), so sends that left on time can reach
-  Meta bunched. Every send is logged with the latest time Meta can have received it: until
-  it is answered, its slot plus the Graph timeout; once answered, the answer's time. A slot is
-  booked only if fewer than limit - 1 logged sends can fall in the second before it, so
-  whatever the delays, no second at Meta holds the limit.
+  Meta bunched. Every send is logged with the latest time Meta can have received it: once
+  answered, the answer's time; until then, a few seconds ahead of now, pushed on while its
+  worker waits for the answer (see UNANSWERED_SECONDS). A slot is booked only if fewer than
+  limit - 1 logged sends can fall in the second before it, so whatever the delays, no second
+  at Meta holds the limit.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +31,8 @@ from redis.asyncio import Redis
 from app.core.batching import Batcher
 from app.core.settings import Settings
 
+log = logging.getLogger(__name__)
+
 AUDIO_VIDEO = frozenset({"audio", "video"})
 # Pace a little under the limit, so that the guard seldom has to hold a send back.
 HEADROOM = 0.96
@@ -37,6 +41,16 @@ HEADROOM = 0.96
 HORIZON_MS = 1000
 # A send the guard turns away asks again this long after its slot at the latest.
 GUARD_RETRY_MS = 5
+# How far ahead of now an unanswered send is logged, pushed on every third of it while its
+# worker waits for the answer (never past the Graph timeout and a second, the most a call
+# can take). Meta counts a send when the request reaches it: a live worker keeps its
+# unanswered sends logged ahead of that, and a dead one sends nothing more (what it had
+# written reaches Meta within the network's transit time, far less than this), so a dead
+# worker's unanswered sends hold their places at most this long after its last push, not
+# for a whole Graph timeout. The cost: a worker that cannot push for two thirds of it (its
+# event loop stalled, or Redis out of reach) may have a request reach Meta after its entry
+# has gone, so this is several times the stalls a busy machine shows.
+UNANSWERED_SECONDS = 3.0
 
 # KEYS: per send, its profile's pause key, rate key and log key; then the log key of each
 # send answered since the last call. ARGV: the number of sends, the ms a send stays in the
@@ -90,6 +104,22 @@ return answers
 """
 
 
+# KEYS: the log key of each send whose call is under way. ARGV: how far ahead of now to log
+# them, in ms, then each send's log entry. Never moves an entry back (an answer's time).
+_PUSH_ON = """
+local now_parts = redis.call('TIME')
+local ahead = tonumber(ARGV[1])
+local until_ms = now_parts[1] * 1000 + now_parts[2] / 1000 + ahead
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', 'GT', until_ms, ARGV[i + 1])
+  if redis.call('PTTL', KEYS[i]) < ahead + 1000 then
+    redis.call('PEXPIRE', KEYS[i], math.ceil(ahead) + 1000)
+  end
+end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Slot:
     """The answer to "may this profile send now?"."""
@@ -120,6 +150,11 @@ class ProfileThrottle:
         self._redis = redis
         self._settings = settings
         self._reserve_slots = redis.register_script(_RESERVE_SLOTS)
+        self._push_on = redis.register_script(_PUSH_ON)
+        self._unanswered = min(UNANSWERED_SECONDS, settings.graph_timeout_seconds + 1)
+        # Sends booked and not answered yet, kept logged ahead of now by one task.
+        self._in_flight: set[tuple[str, bytes]] = set()
+        self._keeper: asyncio.Task[None] | None = None
         # The sends of concurrent chats ask in one round trip.
         self._requests = Batcher(self._reserve_all)
         # Sends answered since the last round trip, which marks them so in their logs. If
@@ -151,17 +186,38 @@ class ProfileThrottle:
             slot = await self.reserve(profile_id, connection, attachment_type)
             if slot.paused_for:
                 raise Held(slot.paused_for)
-            if not slot.booked and time.monotonic() + slot.wait > deadline:
-                raise Held(slot.wait)
-            if slot.wait:
-                await asyncio.sleep(slot.wait)
             if slot.booking is not None:
                 break
+            if time.monotonic() + slot.wait > deadline:
+                raise Held(slot.wait)
+            await asyncio.sleep(slot.wait)
+        booking = slot.booking
+        self._in_flight.add(booking)
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep_in_flight())
         try:
+            if slot.wait:
+                await asyncio.sleep(slot.wait)
             yield
         finally:
             # Meta has received the call by now, if it ever will.
-            self._answered.append(slot.booking)
+            self._in_flight.discard(booking)
+            self._answered.append(booking)
+
+    async def _keep_in_flight(self) -> None:
+        """Keep the sends under way logged ahead of now, until none is left."""
+        while self._in_flight:
+            await asyncio.sleep(self._unanswered / 3)
+            bookings = list(self._in_flight)
+            if not bookings:
+                return
+            try:
+                await self._push_on(
+                    keys=[log_key for log_key, _ in bookings],
+                    args=[self._unanswered * 1000] + [entry for _, entry in bookings],
+                )
+            except Exception:  # noqa: BLE001 - Redis away: no slot is booked meanwhile either
+                log.warning("could not keep %d unanswered sends logged", len(bookings))
 
     async def reserve(self, profile_id: int, connection: str, attachment_type: str | None) -> Slot:
         name, rate = self._limit(connection, attachment_type)
@@ -181,9 +237,8 @@ class ProfileThrottle:
         answers = await self._reserve_slots(
             keys=[key for request in requests for key in request[:3]]
             + [log_key for log_key, _ in answered],
-            # An unanswered send stays in the log as long as its call may take, and a second
-            # more for a late start.
-            args=[len(requests), (self._settings.graph_timeout_seconds + 1) * 1000]
+            # An unanswered send is logged this far ahead of its slot, then pushed on.
+            args=[len(requests), self._unanswered * 1000]
             + [arg for request in requests for arg in request[3:]]
             + [entry for _, entry in answered],
         )

@@ -1,0 +1,162 @@
+"""Delivery when a chat's lease runs out mid-attempt: the worker that takes the chat over
+never sends a message again while the first attempt may still reach Meta, the first worker
+stops once it knows, and every status change is checked against the state it expects."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import create_pool
+from sqlalchemy import text
+
+from app.core import ids
+from app.core.db import create_driver_pool, create_engine
+from app.core.queue import redis_settings
+from app.messages.delivery import Delivery
+from app.messages.throttle import ProfileThrottle
+from app.meta.graph import GraphClient, create_session
+from tests.conftest import Stack, wait_for
+from tests.inbound import emit, event
+from tests.test_delivery import CUSTOMERS, faults, sent, settle
+
+# Sends slower than the harness's 1 s Graph timeout allows: a call can then outlast the time
+# the test takes to end its lease.
+LATENCY_MS = 2500
+
+
+@pytest.fixture
+async def workers(clean: Stack) -> AsyncIterator[list[Delivery]]:
+    """Two delivery workers of the test's own (the harness's worker takes no jobs
+    meanwhile), with a Graph timeout longer than the sandbox's latency."""
+    settings = clean.settings.model_copy(
+        update={"graph_timeout_seconds": 10.0, "rate_audio_video": 0.5}
+    )
+    engine = create_engine(settings, pool_size=2)
+    redis = await create_pool(redis_settings(settings))
+    made = []
+    for _ in range(2):
+        http = create_session(settings.graph_timeout_seconds)
+        db = await create_driver_pool(settings, size=4)
+        made.append((http, db, Delivery(db, engine, GraphClient(settings, http), settings, redis)))
+    clean.worker.allow_pick_jobs = False
+    try:
+        yield [delivery for _, _, delivery in made]
+    finally:
+        clean.worker.allow_pick_jobs = True
+        for http, db, _ in made:
+            await http.close()
+            await db.close()
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def run_sql(stack: Stack, sql: str, **params) -> object:
+    async with stack.sessionmaker() as session, session.begin():
+        result = await session.execute(text(sql), params)
+        return result.scalar() if result.returns_rows else None
+
+
+async def claimed(stack: Stack, message_id: int) -> bool:
+    return await run_sql(
+        stack,
+        "SELECT claimed_until IS NOT NULL FROM messages WHERE id = :id",
+        id=message_id,
+    )
+
+
+async def lease_runs_out(stack: Stack, chat_id: int) -> None:
+    """As if the worker holding the chat had stalled past its lease."""
+    await run_sql(
+        stack,
+        "UPDATE chats SET delivery_lease_until = now() - interval '1 second' WHERE id = :id",
+        id=chat_id,
+    )
+
+
+def serial(public_id: str) -> int:
+    return ids.decode(ids.Kind.MESSAGE, public_id)
+
+
+async def test_a_send_that_outlives_its_lease_is_not_sent_again(account, workers, clean):
+    first_worker, second_worker = workers
+    chat = await account.client.chats.create(account.profile_id, CUSTOMERS[0])
+    await faults(clean, latency_ms=LATENCY_MS)
+    first = await account.client.messages.send(chat.id, body="first")
+    second = await account.client.messages.send(chat.id, body="second")
+    chat_id = ids.decode(ids.Kind.CHAT, chat.id)
+
+    sending = asyncio.create_task(first_worker.deliver_chat(chat_id))
+    await wait_for(lambda: claimed(clean, serial(first.id)))
+    # The first worker's call to Meta is under way when its lease runs out; the second
+    # worker takes the chat over.
+    await lease_runs_out(clean, chat_id)
+    await second_worker.deliver_chat(chat_id)
+    await sending
+
+    # The harness's worker (1 s Graph timeout) finishes the chat, from the jobs queued
+    # meanwhile.
+    await faults(clean)
+    clean.worker.allow_pick_jobs = True
+    published = await settle(account.client, [first, second], timeout=30)
+    assert [m.status for m in published] == ["published", "published"]
+    assert [s["message"]["text"] for s in await sent(clean)] == ["first", "second"]
+
+
+async def test_a_send_waiting_for_its_rate_limit_slot_when_its_lease_runs_out_goes_once(
+    account, workers, clean
+):
+    # Two jobs of one worker process: they share its rate-limit bookkeeping.
+    first_worker = second_worker = workers[0]
+    chat = await account.client.chats.create(account.profile_id, CUSTOMERS[0])
+    # dmrelay's pacing (a video every 2 s here) keeps the send waiting for its slot, longer
+    # than the second worker waits for an echo before it would send again.
+    await faults(clean, rate_limit={"audio_video_per_second": 1})
+    message = await account.client.messages.send(chat.id, media=["https://cdn.example/v.mp4"])
+    chat_id = ids.decode(ids.Kind.CHAT, chat.id)
+    profile_id = ids.decode(ids.Kind.PROFILE, account.profile_id)
+    # Two sends of the profile (answered at once) ahead of it: its slot is 2 s away.
+    throttle = ProfileThrottle(first_worker.redis, first_worker.settings)
+    for _ in range(2):
+        async with throttle.sending(profile_id, "instagram_login", "video", patience=5):
+            pass
+
+    sending = asyncio.create_task(first_worker.deliver_chat(chat_id))
+    await wait_for(lambda: claimed(clean, serial(message.id)))
+    await lease_runs_out(clean, chat_id)
+    await second_worker.deliver_chat(chat_id)
+    await sending
+
+    await faults(clean)
+    clean.worker.allow_pick_jobs = True
+    (published,) = await settle(account.client, [message], timeout=30)
+    assert published.status == "published"
+    records = await sent(clean)
+    assert len(records) == 1
+    assert published.external_id == records[0]["message_id"]
+
+
+async def test_an_echo_that_published_a_message_mid_attempt_stands(account, workers, clean):
+    worker = workers[0]
+    chat = await account.client.chats.create(account.profile_id, CUSTOMERS[0])
+    # The send fails at Meta, slowly; meanwhile the message's echo publishes it.
+    await faults(
+        clean,
+        latency_ms=LATENCY_MS,
+        recipients={CUSTOMERS[0]: {"code": 2, "message": "transient"}},
+    )
+    message = await account.client.messages.send(chat.id, body="echoed first")
+    sending = asyncio.create_task(worker.deliver_chat(ids.decode(ids.Kind.CHAT, chat.id)))
+    await wait_for(lambda: claimed(clean, serial(message.id)))
+    # The harness's worker applies the echo (the chat's lease keeps it from sending).
+    clean.worker.allow_pick_jobs = True
+    [mid] = await emit(clean, event("echo", sender=CUSTOMERS[0], text="echoed first"))
+    assert (await account.client.messages.get(message.id)).status == "published"
+    assert not sending.done()
+    await sending  # the attempt fails
+
+    current = await account.client.messages.get(message.id)
+    assert (current.status, current.external_id, current.error_message) == (
+        "published",
+        mid,
+        None,
+    )

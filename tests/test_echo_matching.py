@@ -1,0 +1,66 @@
+"""An echo is ours by Meta's id first; by content only when exactly one message in flight
+could be it."""
+
+from sqlalchemy import text
+
+from app.core import ids
+from tests.conftest import wait_for
+from tests.inbound import emit, event
+from tests.test_delivery import CUSTOMERS
+
+
+async def in_flight(clean, chat_id: int) -> None:
+    """Both messages as if being sent right now, by a worker holding the chat."""
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE chats SET delivery_lease_until = now() + interval '1 minute', "
+                "delivery_lease_owner = 1 WHERE id = :id"
+            ),
+            {"id": chat_id},
+        )
+        await session.execute(
+            text("UPDATE messages SET claimed_until = now() + interval '1 minute'")
+        )
+
+
+async def test_an_echo_that_two_messages_could_be_pairs_with_neither(account, clean):
+    chat = await account.client.chats.create(account.profile_id, CUSTOMERS[0])
+    chat_id = ids.decode(ids.Kind.CHAT, chat.id)
+    clean.worker.allow_pick_jobs = False
+    try:
+        first = await account.client.messages.send(chat.id, media=["https://cdn.example/1.png"])
+        second = await account.client.messages.send(chat.id, media=["https://cdn.example/2.png"])
+        await in_flight(clean, chat_id)
+    finally:
+        clean.worker.allow_pick_jobs = True
+
+    # An image sent from the Instagram app meanwhile (or one of ours: which, nothing says).
+    [mid] = await emit(clean, event("echo", sender=CUSTOMERS[0], type="image"))
+
+    for message in (first, second):
+        current = await account.client.messages.get(message.id)
+        assert (current.status, current.external_id) == ("pending", None)
+    listed = await account.client.messages.list(chat.id)
+    assert listed.total == 3
+    [echo] = [m for m in listed.data if m.external_id == mid]
+    assert echo.status == "published"
+
+
+async def test_an_echo_that_one_message_could_be_pairs_with_it(account, clean):
+    chat = await account.client.chats.create(account.profile_id, CUSTOMERS[0])
+    clean.worker.allow_pick_jobs = False
+    try:
+        only = await account.client.messages.send(chat.id, media=["https://cdn.example/1.png"])
+        await in_flight(clean, ids.decode(ids.Kind.CHAT, chat.id))
+    finally:
+        clean.worker.allow_pick_jobs = True
+
+    [mid] = await emit(clean, event("echo", sender=CUSTOMERS[0], type="image"))
+
+    async def published():
+        current = await account.client.messages.get(only.id)
+        return current if current.status == "published" else None
+
+    assert (await wait_for(published)).external_id == mid
+    assert (await account.client.messages.list(chat.id)).total == 1
