@@ -152,7 +152,7 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
        only such row: content (text, or an attachment's type alone, as echoes carry Meta's
        copy of the file) can be shared, and a wrong pairing would mark a message published
        that Meta never got. With two, the echo is stored on its own, and the send's answer
-       merges it into its message (publish_deliveries, migration 0006).
+       merges it into its message (publish_deliveries, migration 0007).
     3. Else it was sent from the Instagram app or another inbox: store it as published.
     Never a second row for one mid, whatever the arrival order.
     """

@@ -167,7 +167,7 @@ UPDATE chats SET delivery_lease_until = NULL, delivery_lease_owner = NULL
 WHERE id = $1 AND delivery_lease_owner = $2
 """
 # The chat's next message to send (migration 0005), and publishing messages (migration
-# 0006: each only while still on the attempt that sent it), which answers with the next.
+# 0007: each only while still on the attempt that sent it), which answers with the next.
 _HEAD = "SELECT * FROM delivery_head($1)"
 _PUBLISH = "SELECT * FROM publish_deliveries($1, $2, $3, $4, $5, $6)"
 # Only with the chat's lease, and never over another attempt's live claim. The chats are

@@ -5,15 +5,15 @@ act on a lease another worker has taken since, so each lease carries a random to
 the worker that took it. `publish_deliveries` now takes each message's attempt number and
 publishes a message only while it is undelivered and still on that attempt.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
