@@ -6,9 +6,13 @@ import getpass
 import json
 import os
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from app.core.settings import get_settings
+
+if TYPE_CHECKING:
+    from app.api_keys.service import KeyInfo
 
 # Where `profiles add` takes the access token from when --access-token is not given.
 ACCESS_TOKEN_ENV = "DMRELAY_ACCESS_TOKEN"
@@ -95,7 +99,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     _print(args.json, record, f"API key {record['id']} ({scope}); shown once:\n{record['token']}")
 
 
-def _key_record(key: Any) -> dict[str, Any]:
+def _key_record(key: "KeyInfo") -> dict[str, Any]:
     from app.core import ids
 
     return {
@@ -112,6 +116,12 @@ def _key_record(key: Any) -> dict[str, Any]:
     }
 
 
+def _when(iso: str | None) -> str:
+    if iso is None:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def cmd_keys_list(args: argparse.Namespace) -> None:
     from app.api_keys import service as keys
 
@@ -121,8 +131,8 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
             r["id"],
             r["name"],
             r["profile_group"] or "(all)",
-            r["created_at"][:19],
-            (r["revoked_at"] or "")[:19],
+            _when(r["created_at"]),
+            _when(r["revoked_at"]),
         ]
         for r in records
     ]
