@@ -1,8 +1,12 @@
 """A revoked API key stops working on every API process at once, though each keeps the keys
 it verified in a cache."""
 
-import httpx
+import asyncio
 
+import httpx
+from redis.asyncio import Redis
+
+from app.api_keys.service import PrincipalCache
 from app.main import create_app
 from tests.cli import dmrelay
 from tests.conftest import _free_port, _serve, wait_for
@@ -54,3 +58,35 @@ async def test_a_revoked_key_is_refused_by_every_api_process_within_a_second(acc
     finally:
         server.should_exit = True
         await task
+
+
+async def test_a_process_that_cannot_hear_of_revocations_checks_every_key(account, clean, caplog):
+    async def verified_and_cached(cache: PrincipalCache) -> bool:
+        async with clean.sessionmaker() as session:
+            assert await cache.resolve(session, account.token) is not None
+        return cache.cached(account.token) is not None
+
+    # Hearing from Redis, a verified key is served from the cache.
+    heard, redis = PrincipalCache(), Redis.from_url(clean.settings.redis_url)
+    watcher = asyncio.create_task(heard.watch(redis))
+    try:
+        await wait_for(lambda: verified_and_cached(heard), timeout=10)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await redis.aclose()
+
+    # Not hearing (Redis unreachable), it is read from the database every time.
+    deaf, nowhere = PrincipalCache(), Redis.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    watcher = asyncio.create_task(deaf.watch(nowhere))
+    try:
+
+        async def read_failed() -> bool:
+            return "cannot check Redis for revoked API keys" in caplog.text
+
+        await wait_for(read_failed, timeout=10)
+        assert not await verified_and_cached(deaf)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await nowhere.aclose()

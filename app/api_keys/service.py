@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -163,9 +162,13 @@ class PrincipalCache:
             read_at = time.monotonic()
             try:
                 marker = await redis.get(REVOCATIONS_KEY)
-            except (RedisError, OSError) as error:
+            except Exception as error:  # the watcher must outlive any failure
                 if not failing:
-                    log.warning("cannot check for revoked API keys (%s): every key is read", error)
+                    log.warning(
+                        "cannot check Redis for revoked API keys (%r): every request's key is "
+                        "read from the database until it can",
+                        error,
+                    )
                 failing = True
             else:
                 self.observe(marker, read_at)
