@@ -4,6 +4,7 @@ told to. With no Meta setting at all (a fresh machine, `make run`), it runs the 
 
 import asyncio
 import os
+import shlex
 import signal
 import sys
 
@@ -151,8 +152,10 @@ async def test_dmrelay_up_on_a_fresh_machine_runs_against_the_sandbox(clean, tmp
 
         async def key() -> str:
             while line := (await process.stdout.readline()).decode():
-                if "export DMRELAY_KEY=" in line:
-                    return line.split("=", 1)[1].strip()
+                # An `export NAME=value ...` line; the key is DMRELAY_KEY's value.
+                for word in shlex.split(line) if line.lstrip().startswith("export ") else []:
+                    if word.startswith("DMRELAY_KEY="):
+                        return word.split("=", 1)[1]
             raise AssertionError(f"dmrelay up exited with {await process.wait()}")
 
         token = await asyncio.wait_for(key(), 180)
