@@ -2,15 +2,32 @@
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from app.core.settings import get_settings
 
+if TYPE_CHECKING:
+    from app.api_keys.service import KeyInfo
 
-def _print(as_json: bool, record: dict[str, Any], human: str) -> None:
+# Where `profiles add` takes the access token from when --access-token is not given.
+ACCESS_TOKEN_ENV = "DMRELAY_ACCESS_TOKEN"
+
+
+def _print(as_json: bool, record: Any, human: str) -> None:
     print(json.dumps(record) if as_json else human)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    )
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -48,7 +65,7 @@ def cmd_sandbox(args: argparse.Namespace) -> None:
 def cmd_up(args: argparse.Namespace) -> None:
     from app.devserver import up
 
-    up(api_port=args.port, sandbox_port=args.sandbox_port)
+    up(api_port=args.port, sandbox_port=args.sandbox_port, sandbox=args.sandbox)
 
 
 async def _with_session(work):
@@ -82,12 +99,117 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     _print(args.json, record, f"API key {record['id']} ({scope}); shown once:\n{record['token']}")
 
 
+def _key_record(key: "KeyInfo") -> dict[str, Any]:
+    from app.core import ids
+
+    return {
+        "id": ids.encode(ids.Kind.API_KEY, key.id),
+        "name": key.name,
+        "profile_group_id": (
+            ids.encode(ids.Kind.PROFILE_GROUP, key.profile_group_id)
+            if key.profile_group_id is not None
+            else None
+        ),
+        "profile_group": key.profile_group,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
+def _when(iso: str | None) -> str:
+    if iso is None:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    from app.api_keys import service as keys
+
+    records = [_key_record(key) for key in asyncio.run(_with_session(keys.list_keys))]
+    rows = [
+        [
+            r["id"],
+            r["name"],
+            r["profile_group"] or "(all)",
+            _when(r["created_at"]),
+            _when(r["revoked_at"]),
+        ]
+        for r in records
+    ]
+    human = _table(["ID", "NAME", "PROFILE GROUP", "CREATED", "REVOKED"], rows)
+    _print(args.json, records, human if records else "no API keys")
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from app.api_keys import service as keys
+    from app.core import ids
+
+    serial = ids.decode(ids.Kind.API_KEY, args.id)
+    if serial is None:
+        sys.exit(f"no API key has the id {args.id!r} (see `dmrelay keys list`)")
+
+    async def revoke() -> tuple[dict[str, Any] | None, str | None]:
+        key = await _with_session(lambda session: keys.revoke(session, serial))
+        if key is None:
+            return None, None
+        # Also when it was revoked already: this repeats a signal that may have failed.
+        redis = Redis.from_url(get_settings().redis_url)
+        try:
+            await keys.signal_revocation(redis)
+        except (RedisError, OSError) as error:
+            return _key_record(key), str(error)
+        finally:
+            await redis.aclose()
+        return _key_record(key), None
+
+    record, signal_error = asyncio.run(revoke())
+    if record is None:
+        sys.exit(f"no API key has the id {args.id!r} (see `dmrelay keys list`)")
+    if signal_error is not None:
+        sys.exit(
+            f"API key {args.id} is revoked, but the API processes could not be told "
+            f"({signal_error}): it keeps working for up to {keys.CACHE_SECONDS:.0f} s. "
+            "Run this command again once Redis is reachable."
+        )
+    _print(
+        args.json,
+        record,
+        f"API key {record['id']} ({record['name']}) is revoked since {record['revoked_at']}; "
+        "every API process refuses it within a second",
+    )
+
+
+def _access_token(given: str | None) -> str:
+    """The access token from stdin (`-`), the environment (no flag) or, with a warning, the
+    command line."""
+    if given == "-":
+        token = getpass.getpass("Access token: ") if sys.stdin.isatty() else sys.stdin.read()
+    elif given is None:
+        token = os.environ.get(ACCESS_TOKEN_ENV, "")
+        if not token.strip():
+            sys.exit(f"no access token: pipe it in with --access-token - or set {ACCESS_TOKEN_ENV}")
+    else:
+        print(
+            "warning: a token given on the command line stays in your shell history and is "
+            f"visible to other users in `ps`; use --access-token - (stdin) or {ACCESS_TOKEN_ENV}",
+            file=sys.stderr,
+        )
+        token = given
+    if not token.strip():
+        sys.exit("the access token is empty")
+    return token.strip()
+
+
 def cmd_profiles_add(args: argparse.Namespace) -> None:
     from app.profiles import service as profiles
     from app.profiles.schemas import ProfileOut
 
     if args.connection == "facebook_login" and not args.page_id:
         sys.exit("--page-id is required with --connection facebook_login")
+    access_token = _access_token(args.access_token)
 
     async def work(session):
         group = await profiles.ensure_group(session, args.profile_group)
@@ -95,16 +217,20 @@ def cmd_profiles_add(args: argparse.Namespace) -> None:
             session,
             get_settings(),
             platform_id=args.platform_id,
-            access_token=args.access_token,
+            access_token=access_token,
             connection=args.connection,
             group=group,
             username=args.username,
             name=args.name,
             page_id=args.page_id,
+            move=args.move,
         )
         return ProfileOut.of(profile).model_dump(mode="json")
 
-    record = asyncio.run(_with_session(work))
+    try:
+        record = asyncio.run(_with_session(work))
+    except profiles.ProfileInAnotherGroup as refusal:
+        sys.exit(f"{refusal.message}: pass --move to move it (nothing was changed)")
     _print(args.json, record, f"profile {record['id']} ({record['name']}) is connected")
 
 
@@ -131,12 +257,22 @@ def parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run everything locally: migrate, API, worker, sandbox")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--sandbox-port", type=int, default=8001)
+    up.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the sandbox Graph API even though Meta settings are given",
+    )
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create an API key (its token is shown once)")
     create.add_argument("--name", required=True)
     create.add_argument("--profile-group", help="confine the key to this group (default: all)")
     create.add_argument("--json", action="store_true")
+    listing = keys.add_parser("list", help="list API keys (never their tokens)")
+    listing.add_argument("--json", action="store_true")
+    revoke = keys.add_parser("revoke", help="revoke an API key: refused within a second")
+    revoke.add_argument("id", help="the key's id, as `keys list` shows it")
+    revoke.add_argument("--json", action="store_true")
 
     profiles = commands.add_parser("profiles", help="connected Instagram accounts")
     add = profiles.add_subparsers(dest="profiles", required=True).add_parser(
@@ -144,12 +280,22 @@ def parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--platform", choices=["instagram"], required=True)
     add.add_argument("--platform-id", required=True, help="the Instagram account id (IG_ID)")
-    add.add_argument("--access-token", required=True)
+    add.add_argument(
+        "--access-token",
+        metavar="TOKEN|-",
+        help=f"'-' reads it from stdin; omitted, it is read from {ACCESS_TOKEN_ENV}. A token "
+        "given here works, but stays in shell history and shows in `ps`",
+    )
     add.add_argument("--username")
     add.add_argument("--name")
     add.add_argument("--connection", choices=CONNECTIONS, default="instagram_login")
     add.add_argument("--page-id", help="the Facebook Page id (facebook_login only)")
     add.add_argument("--profile-group", default=DEFAULT_GROUP)
+    add.add_argument(
+        "--move",
+        action="store_true",
+        help="move the account into --profile-group if it is connected in another group",
+    )
     add.add_argument("--json", action="store_true")
     return root
 
@@ -161,6 +307,8 @@ HANDLERS = {
     ("sandbox", None): cmd_sandbox,
     ("up", None): cmd_up,
     ("keys", "create"): cmd_keys_create,
+    ("keys", "list"): cmd_keys_list,
+    ("keys", "revoke"): cmd_keys_revoke,
     ("profiles", "add"): cmd_profiles_add,
 }
 

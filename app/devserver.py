@@ -1,8 +1,10 @@
 """`dmrelay up`: everything on one machine, for trying dmrelay and for development.
 
-Migrates, then runs the API, a worker and, unless a Meta app is configured, the sandbox
-Graph API, with a connected sandbox profile, a chat with a sandbox customer and a fresh API
-key, printed as `export` lines (and written to `.dmrelay/env`) to try them with.
+Migrates, then runs the API, a worker and, when no Meta setting is given (or --sandbox is),
+the sandbox Graph API, with a connected sandbox profile, a chat with a sandbox customer and a
+fresh API key, printed as `export` lines (and written to `.dmrelay/env`) to try them with.
+With Meta settings it never falls back to the sandbox on its own: a half-done configuration
+would otherwise send real customers' messages nowhere, and mark them sent.
 """
 
 import json
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from app.cli import ACCESS_TOKEN_ENV
 from app.core.settings import Settings, get_settings
 
 # Secrets generated for local use, kept so that stored tokens stay readable across runs.
@@ -43,22 +46,38 @@ def _dev_secrets() -> dict[str, str]:
     return values
 
 
-def _environment(settings: Settings, api_port: int, sandbox_port: int) -> tuple[dict, bool]:
+# Settings that say dmrelay is meant to talk to Meta (or to a Graph API of the user's choice).
+META_SETTINGS = ("meta_app_secret", "instagram_app_secret", "meta_verify_token", "meta_graph_url")
+
+
+def _environment(
+    settings: Settings, api_port: int, sandbox_port: int, sandbox: bool = False
+) -> tuple[dict[str, str], bool]:
+    """The processes' environment, and whether the sandbox stands in for Meta."""
+    given = [name.upper() for name in META_SETTINGS if getattr(settings, name)]
+    use_sandbox = sandbox or not given
+    if not use_sandbox:
+        if not (settings.meta_app_secret or settings.instagram_app_secret):
+            sys.exit(
+                f"{', '.join(given)} is set, but neither META_APP_SECRET nor "
+                "INSTAGRAM_APP_SECRET: set one to talk to Meta, or pass --sandbox to run "
+                "against the sandbox Graph API instead"
+            )
+        if not settings.secret_key:
+            sys.exit("SECRET_KEY must be set when dmrelay talks to Meta")
     env = dict(os.environ)
     env.setdefault("MEDIA_BASE_URL", f"http://127.0.0.1:{api_port}/media")
-    use_sandbox = not settings.meta_app_secret
     if use_sandbox:
         env.update({k: v for k, v in _dev_secrets().items() if k not in env})
-        env.setdefault("META_GRAPH_URL", f"http://127.0.0.1:{sandbox_port}")
+        # Asked for the sandbox, the Graph API is the sandbox, whatever else is configured.
+        env["META_GRAPH_URL"] = f"http://127.0.0.1:{sandbox_port}"
         env.setdefault("SANDBOX_WEBHOOK_URL", f"http://127.0.0.1:{api_port}/webhooks/instagram")
         # The sandbox serves attachments from 127.0.0.1, which real downloads must not reach.
         env.setdefault("MEDIA_ALLOW_PRIVATE_HOSTS", "true")
-    elif not settings.secret_key:
-        sys.exit("SECRET_KEY must be set when dmrelay talks to Meta")
     return env, use_sandbox
 
 
-def _run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         env=env,
@@ -81,8 +100,8 @@ def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 30.0) -
     sys.exit(f"{url} did not come up within {timeout:.0f}s")
 
 
-def up(api_port: int, sandbox_port: int) -> None:
-    env, use_sandbox = _environment(get_settings(), api_port, sandbox_port)
+def up(api_port: int, sandbox_port: int, sandbox: bool = False) -> None:
+    env, use_sandbox = _environment(get_settings(), api_port, sandbox_port, sandbox)
     print(_run(["migrate"], env).stdout.strip())
 
     processes: list[subprocess.Popen] = []
@@ -105,13 +124,11 @@ def up(api_port: int, sandbox_port: int) -> None:
                         "instagram",
                         "--platform-id",
                         SANDBOX_ACCOUNT_ID,
-                        "--access-token",
-                        SANDBOX_TOKEN,
                         "--username",
                         "sandbox_shop",
                         "--json",
                     ],
-                    env,
+                    {**env, ACCESS_TOKEN_ENV: SANDBOX_TOKEN},
                 ).stdout
             )
         api = start("api", "--port", str(api_port))

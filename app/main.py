@@ -1,5 +1,6 @@
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -35,9 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Graph reads made while answering a request (participant profiles).
         http = create_session(timeout_seconds=10.0)
         app.state.graph = GraphClient(settings, http)
+        principals: PrincipalCache = app.state.principals
+        watcher = asyncio.create_task(principals.watch(app.state.arq_pool))
         try:
             yield
         finally:
+            watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await watcher
             await http.close()
             await app.state.arq_pool.aclose()
             await app.state.express_pool.close()

@@ -15,7 +15,7 @@ def _run(connection) -> None:
 
 async def _run_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url") or get_settings().database_url
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, hide_parameters=True)  # as app.core.db's engines
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

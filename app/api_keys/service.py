@@ -1,16 +1,33 @@
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from redis.asyncio import Redis
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.models import ApiKey
+from app.profiles.models import ProfileGroup
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "dmr_"
-# How long a verified key is trusted without asking the database again.
+# How long a verified key is trusted without asking the database again: a backstop only,
+# for a key revoked without the Redis signal below (by hand, in SQL).
 CACHE_SECONDS = 30.0
+# Set to a fresh random value whenever a key is revoked. Random rather than a counter, so
+# that a Redis flush followed by a revocation can never bring back a value a process saw.
+REVOCATIONS_KEY = "dmrelay:api_keys:revoked"
+# A process trusts its cache only this long after a read of REVOCATIONS_KEY began: a revoked
+# key stops working on every API process within this time of the signal.
+REVOCATION_SECONDS = 1.0
+# How often each API process reads REVOCATIONS_KEY (one GET, whatever the traffic).
+WATCH_SECONDS = 0.2
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
@@ -18,6 +35,18 @@ class Principal:
     api_key_id: int
     # None: an account-wide key, which sees every profile group.
     profile_group_id: int | None
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as an operator sees it: never its token, which is not stored."""
+
+    id: int
+    name: str
+    profile_group_id: int | None
+    profile_group: str | None
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 def hash_token(token: str) -> str:
@@ -38,21 +67,71 @@ async def create(
     return key, token
 
 
+def _infos() -> Select:
+    return select(
+        ApiKey.id,
+        ApiKey.name,
+        ApiKey.profile_group_id,
+        ProfileGroup.name.label("profile_group"),
+        ApiKey.created_at,
+        ApiKey.revoked_at,
+    ).outerjoin(ProfileGroup, ProfileGroup.id == ApiKey.profile_group_id)
+
+
+async def list_keys(session: AsyncSession) -> list[KeyInfo]:
+    rows = await session.execute(_infos().order_by(ApiKey.id))
+    return [KeyInfo(**row._mapping) for row in rows]
+
+
+async def revoke(session: AsyncSession, key_id: int) -> KeyInfo | None:
+    """Mark the key revoked (a revoked key keeps its first revocation time); None if there
+    is no such key. Once committed, `signal_revocation` tells the API processes."""
+    revoked = await session.scalar(
+        update(ApiKey)
+        .where(ApiKey.id == key_id)
+        .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
+        .returning(ApiKey.id)
+    )
+    if revoked is None:
+        return None
+    row = (await session.execute(_infos().where(ApiKey.id == key_id))).one()
+    return KeyInfo(**row._mapping)
+
+
+async def signal_revocation(redis: Redis) -> None:
+    """Tell every API process to forget the keys it verified (run after the commit: a
+    process that re-verifies a key before it must not find it still valid)."""
+    await redis.set(REVOCATIONS_KEY, secrets.token_hex(16))
+
+
 class PrincipalCache:
-    """Verified keys, per process: the accept path must not pay a query per request."""
+    """Verified keys, per process: the accept path must not pay a query per request.
+
+    Entries are trusted only while `watch` keeps confirming, from Redis, that no key was
+    revoked since they were verified; without that (Redis unreachable, or no watcher
+    running) every request is checked against the database."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._marker: bytes | None | object = _UNSEEN
+        # Bumped whenever the entries are dropped: a lookup that began before must not
+        # store what it read, which may predate the revocation.
+        self._generation = 0
+        self._trusted_until = 0.0
 
     def cached(self, token: str) -> Principal | None:
-        """The key's principal if it was verified within CACHE_SECONDS, without a query."""
+        """The key's principal if it is verified and not since revoked, without a query."""
+        now = time.monotonic()
+        if now >= self._trusted_until:
+            return None
         entry = self._entries.get(hash_token(token))
-        return entry[1] if entry and entry[0] > time.monotonic() else None
+        return entry[1] if entry and entry[0] > now else None
 
     async def resolve(self, session: AsyncSession, token: str) -> Principal | None:
         if (principal := self.cached(token)) is not None:
             return principal
         token_hash = hash_token(token)
+        generation = self._generation
         row = (
             await session.execute(
                 select(ApiKey.id, ApiKey.profile_group_id).where(
@@ -64,5 +143,34 @@ class PrincipalCache:
             self._entries.pop(token_hash, None)
             return None
         principal = Principal(api_key_id=row.id, profile_group_id=row.profile_group_id)
-        self._entries[token_hash] = (time.monotonic() + CACHE_SECONDS, principal)
+        if generation == self._generation:
+            self._entries[token_hash] = (time.monotonic() + CACHE_SECONDS, principal)
         return principal
+
+    def observe(self, marker: bytes | None, read_at: float) -> None:
+        """Take in REVOCATIONS_KEY's value, as read by a GET that began at `read_at`."""
+        if marker != self._marker:
+            self._marker = marker
+            self._entries.clear()
+            self._generation += 1
+        self._trusted_until = read_at + REVOCATION_SECONDS
+
+    async def watch(self, redis: Redis) -> None:
+        """Keep reading REVOCATIONS_KEY, for as long as the process serves (a task)."""
+        failing = False
+        while True:
+            read_at = time.monotonic()
+            try:
+                marker = await redis.get(REVOCATIONS_KEY)
+            except Exception as error:  # the watcher must outlive any failure
+                if not failing:
+                    log.warning(
+                        "cannot check Redis for revoked API keys (%r): every request's key is "
+                        "read from the database until it can",
+                        error,
+                    )
+                failing = True
+            else:
+                self.observe(marker, read_at)
+                failing = False
+            await asyncio.sleep(WATCH_SECONDS)

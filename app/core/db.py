@@ -36,7 +36,9 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("max_overflow", 0)
     # No pre-ping (a round trip per checkout): after a PostgreSQL restart, the first use of
     # a dead connection fails and SQLAlchemy then replaces the whole pool.
-    return create_async_engine(settings.database_url, **kwargs)
+    # Statement parameters stay out of error messages (and so out of logs): they include
+    # encrypted access tokens and customers' messages.
+    return create_async_engine(settings.database_url, hide_parameters=True, **kwargs)
 
 
 async def create_driver_pool(settings: Settings, size: int = 20) -> asyncpg.Pool:

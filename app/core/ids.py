@@ -1,4 +1,8 @@
-"""Public ids: short opaque strings that encode (kind, serial), never the raw serial."""
+"""Public ids: short opaque strings that encode (kind, serial), never the raw serial.
+
+Opaque, not secret: the alphabet is fixed and public (it owes nothing to SECRET_KEY), so
+anyone can decode an id. Access is decided by the API key's scope, never by an id being
+hard to guess."""
 
 import re
 from enum import IntEnum

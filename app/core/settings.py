@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     # Instagram-Login apps sign webhooks with the Instagram app secret instead.
     instagram_app_secret: str | None = None
     meta_verify_token: str | None = None
-    # Encrypts access tokens at rest (public ids use a fixed alphabet: app/core/ids.py).
+    # Encrypts Meta access tokens at rest (app.core.crypto), and nothing else: public ids use
+    # a fixed alphabet (app.core.ids), so they are opaque but not secret.
     secret_key: str | None = None
     sandbox_webhook_url: str | None = None
 

@@ -7,7 +7,7 @@ times more CPU per call than aiohttp, and more as concurrency grows (docs/perfor
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -23,7 +23,8 @@ class Account:
     connection: str
     platform_id: str
     page_id: str | None
-    access_token: str
+    # Out of the repr, so that logging an account (or an error holding one) cannot leak it.
+    access_token: str = field(repr=False)
 
     @property
     def send_path_id(self) -> str:
@@ -47,8 +48,8 @@ class GraphUnreachable(Exception):
         self.maybe_delivered = maybe_delivered
 
     @classmethod
-    def of(cls, error: Exception) -> "GraphUnreachable":
-        detail = f"{type(error).__name__}: {error}".rstrip(": ")
+    def of(cls, error: Exception, access_token: str) -> "GraphUnreachable":
+        detail = redact(f"{type(error).__name__}: {error}".rstrip(": "), access_token)
         never_sent = isinstance(
             error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
         )
@@ -81,7 +82,16 @@ class GraphClient:
                     payload = None
                 return response.status, payload, response.headers
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise GraphUnreachable.of(error) from error
+            raise GraphUnreachable.of(error, account.access_token) from error
+
+    def _refusal(
+        self, account: Account, status: int, payload: Any, backoff: float | None = None
+    ) -> GraphError:
+        """Meta's error answer. Its message is stored, logged and shown to API clients, and
+        Meta quotes the token in some ("Malformed access token EAAG..."): never that."""
+        error = GraphError.from_response(status, payload, backoff)
+        error.message = redact(error.message, account.access_token)
+        return error
 
     def _url(self, account: Account, path: str) -> str:
         base = self._settings.graph_base_url(account.connection)
@@ -96,7 +106,7 @@ class GraphClient:
         backoff = throttled_for(headers)
         if status < 300 and isinstance(payload, dict) and "message_id" in payload:
             return SendAnswer(str(payload["message_id"]), backoff)
-        raise GraphError.from_response(status, payload, backoff)
+        raise self._refusal(account, status, payload, backoff)
 
     async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
         """The User Profile API: what Meta shares about a participant who has messaged the
@@ -107,7 +117,11 @@ class GraphClient:
         )
         if status < 300 and isinstance(payload, dict):
             return payload
-        raise GraphError.from_response(status, payload)
+        raise self._refusal(account, status, payload)
+
+
+def redact(text: str, secret: str) -> str:
+    return text.replace(secret, "[access token]") if secret else text
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
 from app.core import crypto, ids
-from app.core.errors import NotFound
+from app.core.errors import APIError, NotFound
 from app.core.settings import Settings
 from app.meta.graph import Account
 from app.profiles.models import Profile, ProfileGroup
@@ -44,6 +44,18 @@ async def ensure_group(session: AsyncSession, name: str) -> ProfileGroup:
     return (await session.scalars(select(ProfileGroup).where(ProfileGroup.name == name))).one()
 
 
+class ProfileInAnotherGroup(APIError):
+    """The account is connected already, in another profile group; moving it was not asked."""
+
+    def __init__(self, platform_id: str, group_name: str, requested: str) -> None:
+        super().__init__(
+            409,
+            f"Instagram account {platform_id} is already connected in profile group "
+            f"'{group_name}'; moving it to '{requested}' must be asked for explicitly",
+        )
+        self.group_name = group_name
+
+
 async def add_profile(
     session: AsyncSession,
     settings: Settings,
@@ -55,8 +67,13 @@ async def add_profile(
     username: str | None = None,
     name: str | None = None,
     page_id: str | None = None,
+    move: bool = False,
 ) -> Profile:
-    """Connect an account, or reconnect it with a fresh token (it becomes active again)."""
+    """Connect an account, or reconnect it with a fresh token (it becomes active again).
+
+    An account connected in another group stays there (ProfileInAnotherGroup) unless `move`:
+    a group confines what keys see, so a silent move would hand the account's chats to
+    other keys."""
     values = {
         "profile_group_id": group.id,
         "platform": "instagram",
@@ -74,10 +91,20 @@ async def add_profile(
         .on_conflict_do_update(
             index_elements=["platform", "platform_id"],
             set_={k: v for k, v in values.items() if k not in {"platform", "platform_id"}},
+            # In the statement itself, so a concurrent add cannot slip a move past the check.
+            where=None if move else Profile.profile_group_id == group.id,
         )
         .returning(Profile)
     )
-    return (await session.scalars(statement)).one()
+    profile = (await session.scalars(statement)).one_or_none()
+    if profile is None:
+        current = await session.scalar(
+            select(ProfileGroup.name)
+            .join(Profile, Profile.profile_group_id == ProfileGroup.id)
+            .where(Profile.platform == "instagram", Profile.platform_id == platform_id)
+        )
+        raise ProfileInAnotherGroup(platform_id, current or "?", group.name)
+    return profile
 
 
 def graph_account(profile: Profile, settings: Settings) -> Account:

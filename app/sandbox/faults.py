@@ -5,6 +5,7 @@
       "latency_ms": int,                   # delay before every Graph answer
       "recipients": {"<IGSID>": {"code": int, "error_subcode": int|null, "message": str}},
       "revoked_tokens": ["<token>", ...],  # answered 190/460
+      "malformed_tokens": ["<token>", ...],  # answered 190 "Malformed access token <token>"
       "rate_limit": {                      # per path account id, sliding 1 s windows
         "per_second": int|null,            # text, links, stickers, actions; null: unlimited
         "audio_video_per_second": int|null,
@@ -61,6 +62,7 @@ class Faults(Strict):
     latency_ms: int = Field(0, ge=0)
     recipients: dict[str, RecipientFault] = {}
     revoked_tokens: list[str] = []
+    malformed_tokens: list[str] = []
     rate_limit: RateLimit = RateLimit()
     timeout: Timeout | None = None
     echo: Echo = Echo()

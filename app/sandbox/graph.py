@@ -163,6 +163,9 @@ def check_token(token: str | None, faults: Faults) -> None:
             "changed their password or Facebook has changed the session for security reasons.",
             460,
         )
+    if token in faults.malformed_tokens:
+        # As Meta answers a token it cannot parse: quoting it.
+        raise GraphError(190, f"Malformed access token {token}")
 
 
 def check_send(params: dict) -> str:

@@ -210,6 +210,7 @@ async def test_faults_are_replaced_validated_and_cleared(client):
         "latency_ms": 5,
         "recipients": {},
         "revoked_tokens": [],
+        "malformed_tokens": [],
         "rate_limit": {
             "per_second": None,
             "audio_video_per_second": None,
