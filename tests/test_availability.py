@@ -45,7 +45,14 @@ async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            # A request still hanging at the end (the failure looked for) is cut off.
+            timeout_graceful_shutdown=1,
+        )
     )
     task = asyncio.create_task(server.serve())
 
