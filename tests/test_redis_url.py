@@ -161,8 +161,16 @@ async def test_the_api_and_the_worker_use_a_password_protected_tls_redis(
     local = clean.settings.model_copy(update={"redis_url": url})
     chat = await account.client.chats.create(account.profile_id, CUSTOMER)
     async with _api(local) as api:
-        ready = await api.get("/readyz")
-        assert ready.json() == {"status": "ready", "checks": {"postgresql": "ok", "redis": "ok"}}
+
+        async def ready() -> bool:
+            # Waited for: the shared PostgreSQL may be briefly out of connections.
+            answer = await api.get("/readyz")
+            return answer.json() == {
+                "status": "ready",
+                "checks": {"postgresql": "ok", "redis": "ok"},
+            }
+
+        await wait_for(ready, timeout=30)
         send = await api.post(
             f"/api/chats/{chat.id}/messages",
             json={"body": "through TLS"},
