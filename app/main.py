@@ -3,15 +3,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
 from app.core import errors
+from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
 from app.core.express import ExpressLane
 from app.core.idempotency import Replay
-from app.core.queue import create_arq_pool
+from app.core.queue import arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
 from app.inbound import receipt
@@ -31,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.arq_pool = await create_arq_pool(settings)
+        # Neither pool connects before its first use: the API starts while PostgreSQL or
+        # Redis is down, and says so on GET /readyz.
+        app.state.arq_pool = arq_pool(settings)
         app.state.express_pool = await create_driver_pool(settings)
         # Graph reads made while answering a request (participant profiles).
         http = create_session(timeout_seconds=10.0)
@@ -75,6 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
+        """Liveness: the process answers; asks nothing of PostgreSQL or Redis."""
         return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        """Readiness: PostgreSQL and Redis both answer within READINESS_TIMEOUT_SECONDS."""
+        is_ready, body = await readiness(app.state, settings.readiness_timeout_seconds)
+        if is_ready:
+            return JSONResponse(body)
+        return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     return app

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from app.core import idempotency
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
-from app.core.queue import create_arq_pool, redis_settings
+from app.core.queue import create_arq_pool, pack_job, redis_settings, unpack_job
 from app.core.settings import get_settings
 from app.inbound.processing import InboundProcessor
 from app.media import download
@@ -163,6 +163,10 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(settings)
+    # Jobs are msgpack, never pickles (see pack_job); the pool (create_arq_pool) enqueues
+    # with the same pair.
+    job_serializer = pack_job
+    job_deserializer = unpack_job
     # arq polls for due jobs every 0.5 s by default: too slow for a chat.
     poll_delay = 0.01
     # Room for a full inbound batch being applied and the next one filling up (processing.py).

@@ -15,6 +15,7 @@ import asyncpg
 from arq.connections import RedisSettings, create_pool
 
 from app.core import ids
+from app.core.queue import pack_job, unpack_job
 
 INSERT = (
     "INSERT INTO messages (chat_id, profile_id, direction, status, body) "
@@ -43,7 +44,12 @@ class Floor:
                 self.db = await asyncpg.create_pool(
                     os.environ["DATABASE_URL"], min_size=POOL_SIZE, max_size=POOL_SIZE
                 )
-                self.queue = await create_pool(RedisSettings.from_dsn(os.environ["REDIS_URL"]))
+                # dmrelay's job format (msgpack), which its worker reads.
+                self.queue = await create_pool(
+                    RedisSettings.from_dsn(os.environ["REDIS_URL"]),
+                    job_serializer=pack_job,
+                    job_deserializer=unpack_job,
+                )
                 rows = await self.db.fetch("SELECT id, profile_id FROM chats")
                 self.chats = {
                     ids.encode(ids.Kind.CHAT, r["id"]): (r["id"], r["profile_id"]) for r in rows

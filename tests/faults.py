@@ -133,29 +133,54 @@ class Postgres:
 
 
 class Redis:
-    """A redis-server of our own: no persistence, so a restart loses everything."""
+    """A redis-server of our own: no persistence, so a restart loses everything.
 
-    def __init__(self, root: Path) -> None:
+    With `password`, clients must AUTH (as the default user, or as `user` when given, an
+    ACL user with the same password). With `tls` (a cert file, its key and the CA that signed
+    it), it also listens on `tls_port`."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        password: str | None = None,
+        user: str | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         self.root = root
         self.port = free_port()
+        self.password = password
+        self.user = user
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = root / "redis.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--dir", str(self.root),
+        ]  # fmt: skip
+        if self.password is not None:
+            command += ["--requirepass", self.password]
+            if self.user is not None:
+                command += ["--user", self.user, "on", f">{self.password}", "~*", "&*", "+@all"]
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            command += [
+                "--tls-port", str(self.tls_port), "--tls-cert-file", str(cert),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--daemonize", "no",
-                    "--dir", str(self.root),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + STARTUP_SECONDS
-        while self.command("PING") != "+PONG":
+        ready = "-NOAUTH" if self.password is not None else "+PONG"
+        while not (self.command("PING") or "").startswith(ready):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start:\n{tail(self.log)}")
             time.sleep(0.05)

@@ -234,19 +234,20 @@ async def test_sweeper_recovers_messages_whose_jobs_were_lost(account, clean):
 
 
 async def test_a_chat_has_at_most_two_delivery_jobs_queued(clean):
-    from arq.connections import create_pool
     from arq.jobs import Job
 
-    from app.core.queue import enqueue_first_free, redis_settings
+    from app.core.queue import arq_pool, enqueue_first_free
 
     # A queue of its own, which the running worker does not take jobs from.
-    pool = await create_pool(redis_settings(clean.settings), default_queue_name="test:queue")
+    pool = arq_pool(clean.settings, default_queue_name="test:queue")
     try:
         ids = ["deliver:test", "deliver:test:next"]
         taken = [await enqueue_first_free(pool, "deliver_chat", (0,), ids) for _ in range(3)]
         assert taken == ["deliver:test", "deliver:test:next", None]
-        job = await Job("deliver:test:next", pool, _queue_name="test:queue").info()
-        assert (job.function, job.args) == ("deliver_chat", (0,))
+        job = await Job(
+            "deliver:test:next", pool, _queue_name="test:queue", _deserializer=pool.job_deserializer
+        ).info()
+        assert (job.function, job.args) == ("deliver_chat", [0])
         assert await pool.zcard("test:queue") == 2
     finally:
         await pool.delete("test:queue", *(f"arq:job:{i}" for i in ids))

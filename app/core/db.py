@@ -29,8 +29,26 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# The driver's own deadline for a statement comes this long after the server's
+# statement_timeout: it only fires when the server is not answering at all.
+_DRIVER_GRACE_SECONDS = 2.0
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """The timeouts every PostgreSQL connection gets (asyncpg.connect's keyword arguments)."""
+    statement_timeout = settings.database_statement_timeout_seconds
+    options: dict[str, Any] = {"timeout": settings.database_connect_timeout_seconds}
+    if statement_timeout > 0:
+        options["command_timeout"] = statement_timeout + _DRIVER_GRACE_SECONDS
+        # Counts the time spent waiting for locks too.
+        options["server_settings"] = {"statement_timeout": str(int(statement_timeout * 1000))}
+    return options
+
+
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("pool_timeout", settings.database_pool_timeout_seconds)
+    kwargs.setdefault("connect_args", connect_options(settings))
     # No overflow: under load, overflow connections are opened and closed over and over
     # (a TLS probe and a backend start each), which costs far more than waiting for one.
     kwargs.setdefault("max_overflow", 0)
@@ -48,13 +66,15 @@ async def create_driver_pool(settings: Settings, size: int = 20) -> asyncpg.Pool
     SQLAlchemy's pool does: a process started while PostgreSQL is down starts all the same,
     and connects once it is back. Only single autocommit statements run on it, which leave
     no session state behind, so a connection goes back without asyncpg's reset (a round
-    trip per use)."""
+    trip per use). asyncpg has no pool-wide acquire timeout: the API passes
+    DATABASE_POOL_TIMEOUT_SECONDS to each `acquire`."""
     url = make_url(settings.database_url).set(drivername="postgresql")
     return await asyncpg.create_pool(
         url.render_as_string(hide_password=False),
         min_size=0,
         max_size=size,
         reset=_keep_as_is,
+        **connect_options(settings),
     )
 
 

@@ -5,6 +5,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.availability import MESSAGES, RETRY_AFTER_SECONDS, unavailable
+
 log = logging.getLogger(__name__)
 
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -12,7 +14,8 @@ _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 class RequestIdMiddleware:
     """Gives every response an X-Request-Id (the caller's, when sane), and turns an
-    unexpected exception into a JSON 500 that carries it too."""
+    unexpected exception into a JSON 500 that carries it too, or a 503 when it says
+    PostgreSQL or Redis is down or stalled."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -35,18 +38,26 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error, request id %s", request_id)
-            if started:
-                raise
-            body = json.dumps(
-                {"error": f"Internal server error (request id {request_id})"}
-            ).encode()
+        except Exception as error:
+            dependency = None if started else unavailable(error)
+            if dependency is None:
+                log.exception("unhandled error, request id %s", request_id)
+                if started:
+                    raise
+                status, message = 500, f"Internal server error (request id {request_id})"
+                headers = [header]
+            else:
+                # Not a bug: a dependency timed out or refused (app/core/availability.py).
+                log.warning("%s unavailable, request id %s: %r", dependency, request_id, error)
+                status, message = 503, MESSAGES[dependency]
+                headers = [header, (b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
             await send(
                 {
                     "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json"), header],
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json"), *headers],
                 }
             )
-            await send({"type": "http.response.body", "body": body})
+            await send(
+                {"type": "http.response.body", "body": json.dumps({"error": message}).encode()}
+            )

@@ -16,7 +16,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/dmrelay"
+    # redis://[[user]:password@]host:port/db, or rediss:// for TLS (with ssl_cert_reqs,
+    # ssl_ca_certs, ssl_certfile, ssl_keyfile as query options).
     redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Every call to PostgreSQL and Redis is bounded, so a stalled dependency answers a quick
+    # 503 (and fails a worker's job, which is retried or swept) instead of hanging.
+    database_connect_timeout_seconds: float = 5.0
+    # Server-side statement_timeout (lock waits included); the driver gives up a little later
+    # in case the server itself is not answering.
+    database_statement_timeout_seconds: float = 10.0
+    # Waiting for a free connection of the process's pool.
+    database_pool_timeout_seconds: float = 5.0
+    redis_connect_timeout_seconds: float = 2.0
+    redis_timeout_seconds: float = 5.0
+    # GET /readyz: how long each dependency has to answer.
+    readiness_timeout_seconds: float = 2.0
     # When set, replaces both Graph hosts: that is how the sandbox is used.
     meta_graph_url: str | None = None
     meta_graph_version: str = "v25.0"

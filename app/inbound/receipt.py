@@ -47,7 +47,9 @@ async def receive(request: ExpressRequest) -> Answer | None:
     signature = request.headers.get(SIGNATURE_HEADER.lower().encode(), b"").decode("latin-1")
     if not is_signed(request.state.settings, request.body, signature):
         return None
-    async with request.state.express_pool.acquire() as connection:
+    async with request.state.express_pool.acquire(
+        timeout=request.state.settings.database_pool_timeout_seconds
+    ) as connection:
         await store(connection, request.state.arq_pool, request.body)
     return Answer(200, RECEIVED)
 

@@ -31,6 +31,8 @@ async def receive(request: Request) -> Response:
     state = request.app.state
     if not receipt.is_signed(state.settings, body, request.headers.get(SIGNATURE_HEADER)):
         raise APIError(401, f"Missing or invalid {SIGNATURE_HEADER} signature")
-    async with state.express_pool.acquire() as connection:
+    async with state.express_pool.acquire(
+        timeout=state.settings.database_pool_timeout_seconds
+    ) as connection:
         await receipt.store(connection, state.arq_pool, body)
     return Response(receipt.RECEIVED, media_type="application/json")

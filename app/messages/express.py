@@ -29,7 +29,9 @@ async def send(request: ExpressRequest) -> Answer | None:
         return None
     scope = Scope(principal.api_key_id, principal.profile_group_id)
     try:
-        async with request.state.express_pool.acquire() as connection:
+        async with request.state.express_pool.acquire(
+            timeout=request.state.settings.database_pool_timeout_seconds
+        ) as connection:
             message = await service.send(connection, scope, request.match[1], fields)
     except APIError:
         return None  # refused: FastAPI's route explains why, as it always does

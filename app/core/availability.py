@@ -1,0 +1,125 @@
+"""PostgreSQL and Redis being down or stalled, as a client and an operator see it.
+
+Every call to either has a timeout (DATABASE_*_TIMEOUT_SECONDS, REDIS_*_TIMEOUT_SECONDS),
+and the error that timeout or a refused connection raises is turned into a 503 with a
+sentence and Retry-After (by app/core/request_id.py, around FastAPI and the express lane
+alike), not a 500 or a request left hanging. GET /readyz asks both directly.
+"""
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+import sqlalchemy.exc
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.datastructures import State
+
+log = logging.getLogger(__name__)
+
+# How soon a client may try again: long enough for a restart or a lock to clear.
+RETRY_AFTER_SECONDS = 5
+
+
+class Dependency(StrEnum):
+    POSTGRESQL = "postgresql"
+    REDIS = "redis"
+
+
+MESSAGES = {
+    Dependency.POSTGRESQL: "The database is not answering; try again shortly.",
+    Dependency.REDIS: "The job queue (Redis) is not answering; try again shortly.",
+}
+
+# SQLSTATE classes and codes that say the server cannot serve now, not that the request is
+# wrong: connection exception (08), insufficient resources (53, e.g. too many connections),
+# operator intervention (57: statement_timeout, shutdown, starting up), lock_timeout (55P03).
+_UNAVAILABLE_CLASSES = ("08", "53", "57")
+_LOCK_NOT_AVAILABLE = "55P03"
+_NETWORK_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+}
+
+
+def unavailable(error: BaseException) -> Dependency | None:
+    """Which dependency `error` (or an error it was raised from) says is down or stalled;
+    None for any other error.
+
+    redis-py wraps its socket errors in its own, and the Graph and media clients wrap
+    theirs, so a bare timeout or connection error in the API comes from the PostgreSQL
+    driver (connecting, acquiring from its pool, or its own statement deadline)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RedisConnectionError | RedisTimeoutError):
+            return Dependency.REDIS
+        if _is_postgresql_outage(current):
+            return Dependency.POSTGRESQL
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return None
+
+
+def _is_postgresql_outage(error: BaseException) -> bool:
+    if isinstance(error, asyncpg.PostgresError):
+        sqlstate = error.sqlstate or ""
+        return sqlstate[:2] in _UNAVAILABLE_CLASSES or sqlstate == _LOCK_NOT_AVAILABLE
+    return isinstance(
+        error,
+        sqlalchemy.exc.TimeoutError  # waiting for a pooled connection
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | TimeoutError
+        | ConnectionError
+        | socket.gaierror,
+    ) or (isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS)
+
+
+async def _ping_postgresql(state: State) -> None:
+    async with state.express_pool.acquire() as connection:
+        await connection.fetchval("SELECT 1")
+
+
+async def _ping_redis(state: State) -> None:
+    await state.arq_pool.ping()
+
+
+_PROBES: dict[Dependency, Callable[[State], Awaitable[None]]] = {
+    Dependency.POSTGRESQL: _ping_postgresql,
+    Dependency.REDIS: _ping_redis,
+}
+
+
+async def readiness(state: State, timeout: float) -> tuple[bool, dict[str, Any]]:
+    """Whether the API can serve, and GET /readyz's body: each dependency asked at once,
+    each given `timeout` seconds."""
+
+    async def check(dependency: Dependency) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await _PROBES[dependency](state)
+        except Exception as error:
+            log.warning("readiness: %s is unavailable (%r)", dependency, error)
+            return False
+        return True
+
+    results = await asyncio.gather(*(check(dependency) for dependency in Dependency))
+    checks = {
+        str(dependency): "ok" if up else "unavailable"
+        for dependency, up in zip(Dependency, results, strict=True)
+    }
+    down = [dependency for dependency, up in zip(Dependency, results, strict=True) if not up]
+    if not down:
+        return True, {"status": "ready", "checks": checks}
+    sentence = " ".join(MESSAGES[dependency] for dependency in down)
+    return False, {"error": f"Not ready. {sentence}", "status": "unavailable", "checks": checks}

@@ -1,0 +1,76 @@
+"""Jobs in Redis are msgpack, plain data: a job that is anything else, a pickle above all
+(whose loading runs code of the writer's choosing), is dropped by the worker unread."""
+
+import os
+import pickle
+from pathlib import Path
+
+import msgpack
+from arq.constants import default_queue_name, job_key_prefix
+from arq.jobs import deserialize_job
+from arq.utils import timestamp_ms
+
+from app.core import queue
+from app.messages.delivery import request_delivery
+from app.worker import WorkerSettings
+from tests.conftest import wait_for
+
+# What each job kind is enqueued with (see its enqueue site): ids, and lists of ids or keys.
+JOB_ARGS = {
+    "deliver_chat": (7,),
+    "process_webhook": (8,),
+    "refresh_participants": ([1, 2],),
+    "mirror_attachment": (9, 0),
+    "check_story_mention": (9, 0, 2),
+    "delete_media": (["ab/cd.png", "ef/gh.mp4"],),
+}
+
+
+class _RunsCode:
+    """Unpickled, it makes a directory: the proof that a pickle's code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+async def test_a_pickled_job_is_dropped_without_running_its_code(clean, tmp_path, caplog):
+    marker = tmp_path / "the pickle ran"
+    job = {"t": 1, "f": "deliver_chat", "a": (_RunsCode(marker),), "k": {}, "et": timestamp_ms()}
+    redis = clean.worker.pool
+    job_id = "planted-pickle"
+    await redis.set(job_key_prefix + job_id, pickle.dumps(job), px=60_000)
+    await redis.zadd(default_queue_name, {job_id: timestamp_ms()})
+
+    async def dropped() -> bool:
+        queued = await redis.zscore(default_queue_name, job_id)
+        return queued is None and not await redis.exists(job_key_prefix + job_id)
+
+    await wait_for(dropped, timeout=15)
+    assert not marker.exists()
+    assert f"deserializing job {job_id} failed" in caplog.text
+
+
+async def test_every_job_kind_is_enqueued_as_plain_data_and_read_back(clean):
+    assert {function.name for function in WorkerSettings.functions} == set(JOB_ARGS)
+    # A queue of its own, which the running worker does not take jobs from.
+    pool = queue.arq_pool(clean.settings, default_queue_name="test:jobs")
+    expected = {f"test:{f}": (f, args) for f, args in JOB_ARGS.items()}
+    expected["deliver:11"] = ("deliver_chat", (11,))
+    try:
+        for function, args in JOB_ARGS.items():
+            await queue.enqueue(pool, function, *args, _job_id=f"test:{function}")
+        await request_delivery(pool, 11)  # the express lane's enqueue (one Lua script)
+        for job_id, (function, args) in expected.items():
+            stored = await pool.get(job_key_prefix + job_id)
+            # Plain msgpack, which anything can read and nothing runs code to read.
+            plain = msgpack.unpackb(stored)
+            assert (plain["f"], plain["a"]) == (function, list(args))
+            # And as the worker reads it.
+            read = deserialize_job(stored, deserializer=WorkerSettings.job_deserializer)
+            assert (read.function, tuple(read.args)) == (function, args)
+    finally:
+        await pool.delete("test:jobs", *(job_key_prefix + job_id for job_id in expected))
+        await pool.aclose()
