@@ -1,3 +1,4 @@
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -7,7 +8,7 @@ from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
 from app.core import errors
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
-from app.core.express import ExpressLane
+from app.core.express import ExpressLane, Route
 from app.core.idempotency import Replay
 from app.core.queue import create_arq_pool
 from app.core.request_id import RequestIdMiddleware
@@ -22,7 +23,9 @@ from app.participants.router import router as participants_router
 from app.profiles.router import router as profiles_router
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, express: bool = True) -> FastAPI:
+    """The API. `express=False` leaves the express lane out, so that tests can compare its
+    answers with the FastAPI routes' alone (tests/test_express.py)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -51,8 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.principals = PrincipalCache()
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
-    # Inside the request id middleware, so its answers carry one too.
-    app.add_middleware(ExpressLane, routes=[messages_express.ROUTE, receipt.ROUTE])
+    if express:
+        # Requests the lane answered itself, per route (app/core/express.py).
+        app.state.express_answered = Counter[Route]()
+        # Inside the request id middleware, so its answers carry one too.
+        app.add_middleware(
+            ExpressLane,
+            routes=[messages_express.ROUTE, receipt.ROUTE],
+            answered=app.state.express_answered,
+        )
     app.add_middleware(RequestIdMiddleware)
 
     for router in (profiles_router, chats_router, messages_router, participants_router):
