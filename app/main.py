@@ -1,4 +1,5 @@
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -11,7 +12,7 @@ from app.core import errors
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
-from app.core.express import ExpressLane
+from app.core.express import ExpressLane, Route
 from app.core.idempotency import Replay
 from app.core.queue import arq_pool
 from app.core.request_id import RequestIdMiddleware
@@ -26,7 +27,9 @@ from app.participants.router import router as participants_router
 from app.profiles.router import router as profiles_router
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, express: bool = True) -> FastAPI:
+    """The API. `express=False` leaves the express lane out, so that tests can compare its
+    answers with the FastAPI routes' alone (tests/test_express.py)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -64,7 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
     # Inside the request id middleware, so their answers carry one too; the edge in front
     # of the express lane, so that both lanes share its checks.
-    app.add_middleware(ExpressLane, routes=[messages_express.ROUTE, receipt.ROUTE])
+    if express:
+        # Requests the lane answered itself, per route (app/core/express.py).
+        app.state.express_answered = Counter[Route]()
+        app.add_middleware(
+            ExpressLane,
+            routes=[messages_express.ROUTE, receipt.ROUTE],
+            answered=app.state.express_answered,
+        )
     app.add_middleware(
         EdgeGuard,
         max_body_bytes=settings.max_body_bytes,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from postproxy import PostProxy
 from sqlalchemy import text
 
@@ -22,7 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-API_PORT, SANDBOX_PORT = _free_port(), _free_port()
+API_PORT, PLAIN_API_PORT, SANDBOX_PORT = _free_port(), _free_port(), _free_port()
 API_URL = f"http://127.0.0.1:{API_PORT}"
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 
@@ -100,6 +101,7 @@ class Stack:
     sandbox_url: str
     sessionmaker: object
     worker: object
+    api: FastAPI
 
     async def sandbox(self, method: str, path: str, **kwargs) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
@@ -115,11 +117,12 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
     from app.worker import ResilientWorker, worker_options
 
     sandbox, sandbox_task = await _serve(create_sandbox(settings), SANDBOX_PORT)
-    api, api_task = await _serve(create_app(settings), API_PORT)
+    app = create_app(settings)
+    api, api_task = await _serve(app, API_PORT)
     worker = ResilientWorker(**worker_options(), handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     engine = create_engine(settings, pool_size=2)
-    yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker)
+    yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker, app)
     worker_task.cancel()
     # A job cut off mid-finish (a sweep runs every second) re-raises its cancellation here.
     with contextlib.suppress(asyncio.CancelledError):
@@ -130,10 +133,22 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
     await engine.dispose()
 
 
-@pytest.fixture
-async def clean(stack: Stack) -> AsyncIterator[Stack]:
-    """Empty tables, queue and sandbox before a test, with the worker idle meanwhile: a job
-    left over from the previous test must not race the TRUNCATE."""
+@pytest.fixture(scope="session")
+async def plain_api(stack: Stack) -> AsyncIterator[str]:
+    """A second API on the same database and Redis, without the express lane: the FastAPI
+    routes alone, to compare the lane's answers with. Its URL."""
+    from app.main import create_app
+
+    server, task = await _serve(create_app(stack.settings, express=False), PLAIN_API_PORT)
+    yield f"http://127.0.0.1:{PLAIN_API_PORT}"
+    server.should_exit = True
+    await task
+
+
+async def empty(stack: Stack, *, then_pick_jobs: bool = True) -> None:
+    """Empty tables, queue and sandbox, with the worker idle meanwhile: a job left over from
+    before must not race the TRUNCATE. With then_pick_jobs=False, the worker stays idle (so
+    that a test can see the jobs its requests queued)."""
     worker = stack.worker
     worker.allow_pick_jobs = False
     try:
@@ -142,9 +157,15 @@ async def clean(stack: Stack) -> AsyncIterator[Stack]:
             await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
         await worker.pool.flushdb()
     finally:
-        worker.allow_pick_jobs = True
+        worker.allow_pick_jobs = then_pick_jobs
     await stack.sandbox("DELETE", "/_sandbox/sent")
     await stack.sandbox("POST", "/_sandbox/faults", json={})
+
+
+@pytest.fixture
+async def clean(stack: Stack) -> AsyncIterator[Stack]:
+    """Empty tables, queue and sandbox before a test."""
+    await empty(stack)
     yield stack
 
 
