@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -9,6 +8,7 @@ from app.chats.schemas import ChatCreate, ChatOut
 from app.core.deps import Session
 from app.core.idempotency import Idempotency
 from app.core.pagination import Page, Pagination
+from app.core.schemas import IsoDateTime
 from app.profiles.service import get_profile
 
 router = APIRouter(tags=["chats"])
@@ -20,8 +20,12 @@ async def list_chats(
     scope: CurrentScope,
     session: Session,
     page: Pagination,
-    before: Annotated[datetime | None, Query(description="Chats active before this time")] = None,
-    after: Annotated[datetime | None, Query(description="Chats active after this time")] = None,
+    before: Annotated[
+        IsoDateTime | None, Query(description="Chats active before this time (ISO 8601)")
+    ] = None,
+    after: Annotated[
+        IsoDateTime | None, Query(description="Chats active after this time (ISO 8601)")
+    ] = None,
 ) -> Page[ChatOut]:
     profile = await get_profile(session, scope, profile_id)
     chats, total = await service.list_chats(session, profile, page, before, after)

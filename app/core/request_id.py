@@ -1,9 +1,10 @@
-import json
 import logging
 import re
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ class RequestIdMiddleware:
             log.exception("unhandled error, request id %s", request_id)
             if started:
                 raise
-            body = json.dumps(
-                {"error": f"Internal server error (request id {request_id})"}
-            ).encode()
+            body = error_body(f"Internal server error (request id {request_id})")
             await send(
                 {
                     "type": "http.response.start",
