@@ -31,7 +31,7 @@ async def serve_media(key: str, request: Request) -> StreamingResponse:
     # copy), so a request that races one is served whole, or is a 404, never cut short.
     try:
         file = path.open("rb")
-    except (FileNotFoundError, IsADirectoryError) as error:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
         raise NotFound("Media") from error
     size = os.fstat(file.fileno()).st_size
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
