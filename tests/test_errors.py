@@ -181,3 +181,17 @@ async def test_every_error_has_the_same_shape(account):
     assert answers[422].json()["errors"] == [
         {"field": "per_page", "message": "per_page: Input should be greater than or equal to 1"}
     ]
+
+
+async def test_the_openapi_document_shows_the_error_shape_dmrelay_sends(stack):
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        spec = (await http.get("/openapi.json")).json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            refused = operation["responses"]
+            assert "422" not in refused, (method, path)  # FastAPI's {"detail": [...]}
+            # (Under the route's media type: text/plain for Meta's verification handshake.)
+            [content] = refused["4XX"]["content"].values()
+            schema = content["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (method, path)
+    assert set(spec["components"]["schemas"]["ErrorOut"]["properties"]) == {"error", "errors"}
