@@ -203,14 +203,16 @@ def install(app: FastAPI) -> None:
         for error in problems:
             if error.get("type") == "json_invalid":
                 return error_response(400, _not_json(error, exc.body))
-        whole = [found for error in problems if (found := _body_problem(error))]
+        whole: list[tuple[int, str]] = []
         fields: list[dict[str, str]] = []
         sentences: list[str] = []
         for error in problems:
-            if _body_problem(error) is None:
-                found = _field_problems(error)
-                fields += found
-                sentences += [f["message"] for f in found] or [_reason(error)]
+            if (body_problem := _body_problem(error)) is not None:
+                whole.append(body_problem)
+                continue
+            found = _field_problems(error)
+            fields += found
+            sentences += [f["message"] for f in found] or [_reason(error)]
         message = " ".join(sentence for _, sentence in whole)
         if sentences:
             listed = "; ".join(dict.fromkeys(sentences))
