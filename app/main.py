@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         title="dmrelay",
         summary="Instagram direct messages over Meta's Graph API, Postproxy-compatible",
         lifespan=lifespan,
+        responses=errors.RESPONSES,
     )
     app.state.settings = settings
     app.state.principals = PrincipalCache()

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from postproxy import NotFoundError, ValidationError
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from app.chats.models import Chat
 
@@ -92,3 +92,67 @@ async def test_per_page_is_bounded(account):
 async def test_chats_of_unknown_profile_are_404(account):
     with pytest.raises(NotFoundError):
         await account.client.chats.list("unknown")
+
+
+@pytest.mark.parametrize(
+    "value", ["0.5", "1700000000", "yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00+25:00"]
+)
+async def test_before_and_after_take_iso_8601_date_times_only(account, value):
+    # Pydantic alone reads a number as a Unix time: before=0.5 was 1970-01-01T00:00:00.5Z.
+    async with httpx.AsyncClient(
+        base_url=account.client.base_url, headers={"Authorization": f"Bearer {account.token}"}
+    ) as http:
+        for name in ("before", "after"):
+            response = await http.get(
+                f"/api/profiles/{account.profile_id}/chats", params={name: value}
+            )
+            assert response.status_code == 422, response.text
+            assert [e["field"] for e in response.json()["errors"]] == [name]
+            assert "ISO 8601" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-01T00:00:00Z", "2026-11-01T02:00:00.123+02:00", "2026-11-01 00:00", "2026-11-01"],
+)
+async def test_iso_8601_forms_are_accepted(account, clean, value):
+    chat = await account.client.chats.create(account.profile_id, "400")
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Chat).values(last_message_at=datetime(2026, 10, 31, 23, 0, tzinfo=UTC))
+        )
+    async with httpx.AsyncClient(
+        base_url=account.client.base_url, headers={"Authorization": f"Bearer {account.token}"}
+    ) as http:
+        response = await http.get(
+            f"/api/profiles/{account.profile_id}/chats", params={"before": value}
+        )
+    assert response.status_code == 200, response.text
+    assert [c["id"] for c in response.json()["data"]] == [chat.id]
+
+
+@pytest.mark.parametrize(
+    ("ago", "within"),
+    [
+        (None, None),
+        (timedelta(hours=23), True),
+        (timedelta(hours=25), False),
+        (timedelta(days=8), False),
+    ],
+)
+async def test_within_messaging_window_is_the_rule_the_send_check_applies(
+    account, clean, ago, within
+):
+    chat = await account.client.chats.create(account.profile_id, "500")
+    if ago is not None:
+        async with clean.sessionmaker() as session, session.begin():
+            await session.execute(update(Chat).values(last_inbound_at=func.now() - ago))
+    assert (await account.client.chats.get(chat.id)).within_messaging_window is within
+    listed = await account.client.chats.list(account.profile_id)
+    assert [c.within_messaging_window for c in listed.data] == [within]
+    # Whatever the chat says, a send without a tag is accepted or refused alike.
+    if within is False:
+        with pytest.raises(ValidationError, match="messaging window is closed"):
+            await account.client.messages.send(chat.id, body="hello")
+    else:
+        assert (await account.client.messages.send(chat.id, body="hello")).status == "pending"

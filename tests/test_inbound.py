@@ -388,3 +388,14 @@ async def test_a_nul_character_is_stored_as_the_replacement_character(account, c
     assert message.body == "before\ufffdafter"
     [(kind, data)] = await customer_events(clean)
     assert (kind, data["message"]["body"]) == ("message.received", "before\ufffdafter")
+
+
+@pytest.mark.parametrize("body", [b"[" * 5000, b'{"entry": ' * 3000])
+async def test_a_body_nested_too_deeply_is_kept_as_unparseable(clean, body):
+    # Reading it fails the same way every time: it must not stay `received`, tried forever.
+    assert (await post_raw(clean, body, secret="test-app-secret")).status_code == 200
+    await settled(clean)
+    assert await scalar(clean, "SELECT status FROM webhook_deliveries") == "unparseable"
+    assert await scalar(clean, "SELECT problems FROM webhook_deliveries") == [
+        "the body's JSON is nested too deeply to read"
+    ]

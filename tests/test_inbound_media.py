@@ -1,6 +1,9 @@
 """Inbound media: mirrored to dmrelay's store, bounded, public addresses only; story-mention
 media is not stored, and expires with Meta's link."""
 
+from pathlib import Path
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -86,3 +89,19 @@ async def test_downloads_are_bounded_in_size(clean):
             http, f"{clean.sandbox_url}/_sandbox/media/big.png", clean.settings
         )
     assert content_type == "image/png" and len(data) > 10
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["x" * 300, "💥" * 100, "1/" + "y" * 256, "1/0-stored.jpg/more"],
+)
+async def test_a_media_key_that_names_no_file_is_404(clean, key):
+    # What the file system refuses with an error (a name over 255 bytes, a file taken for a
+    # directory) is just as absent as what it does not find.
+    stored = Path(clean.settings.media_dir) / "1" / "0-stored.jpg"
+    stored.parent.mkdir(exist_ok=True)
+    stored.write_bytes(b"jpeg")
+    assert (await fetch(f"{clean.api_url}/media/1/0-stored.jpg")).content == b"jpeg"
+    response = await fetch(f"{clean.api_url}/media/{quote(key)}")
+    assert response.status_code == 404, response.text
+    assert response.json() == {"error": "Media not found", "errors": []}

@@ -117,6 +117,19 @@ async def test_a_revoked_token_fails_the_send_and_expires_the_profile(account, c
         ({"body": "a\x00b"}, "U+0000"),
         ({"body": "hi", "reply_to_external_id": "aWdf\x00"}, "U+0000"),
         ({"media": ["https://a.example/\x00.png"]}, "U+0000"),
+        ({"body": "   "}, "body: must hold some text, not only whitespace"),
+        ({"body": "\n\t\u3000"}, "body: must hold some text, not only whitespace"),
+        ({"body": " ", "media": ["https://cdn.example/a.png"]}, "only whitespace"),
+        ({"media": ["http://169.254.169.254/x.jpg"]}, "169.254.169.254 is not a public address"),
+        ({"media": ["http://127.0.0.1:8000/a.png"]}, "127.0.0.1 is not a public address"),
+        ({"media": ["http://10.0.0.1/a.png"]}, "10.0.0.1 is not a public address"),
+        ({"media": ["http://[::1]/a.png"]}, "::1 is not a public address"),
+        ({"media": ["https://[fe80::1%25eth0]/a.png"]}, "is not a public address"),
+        ({"media": ["http://2130706433/a.png"]}, "127.0.0.1 is not a public address"),
+        ({"media": ["http://localhost/a.png"]}, "localhost is a local name"),
+        ({"media": ["http://Cdn.LOCALHOST./a.png"]}, "is a local name"),
+        ({"media": ["http://metadata.google.internal/a.png"]}, "is a local name"),
+        ({"media": ["http://intranet/a.png"]}, "not a public host name"),
     ],
 )
 async def test_bad_sends_are_422_and_store_nothing(account, clean, body, complaint):
@@ -189,7 +202,9 @@ async def test_messages_list_newest_first_with_filters(account, clean):
         await account.client.messages.list(chat.id, status="weird")
 
 
-@pytest.mark.parametrize("case", ["accepted", "window closed", "unknown chat", "bad body"])
+@pytest.mark.parametrize(
+    "case", ["accepted", "window closed", "unknown chat", "bad body", "blank body", "local media"]
+)
 async def test_the_express_lane_answers_as_the_route_does(account, clean, case):
     # A query string sends a request to the FastAPI route; without one, a request with a
     # recently verified key takes the express lane (app/messages/express.py).
@@ -201,7 +216,11 @@ async def test_the_express_lane_answers_as_the_route_does(account, clean, case):
                 update(Chat).values(last_inbound_at=func.now() - timedelta(days=2))
             )
     chat_id = "nope" if case == "unknown chat" else chat.id
-    body = {"body": "x" * 1001} if case == "bad body" else {"body": "same"}
+    body = {
+        "bad body": {"body": "x" * 1001},
+        "blank body": {"body": " \n "},
+        "local media": {"media": ["http://169.254.169.254/latest/x.jpg"]},
+    }.get(case, {"body": "same"})
     answers = []
     async with httpx.AsyncClient(
         base_url=account.client.base_url, headers={"Authorization": f"Bearer {account.token}"}

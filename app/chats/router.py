@@ -21,10 +21,12 @@ async def list_chats(
     session: Session,
     page: Pagination,
     before: Annotated[
-        Timestamp | None, Query(description="Chats active before this time (UTC if no offset)")
+        Timestamp | None,
+        Query(description="Chats active before this time (ISO 8601; UTC if no offset)"),
     ] = None,
     after: Annotated[
-        Timestamp | None, Query(description="Chats active after this time (UTC if no offset)")
+        Timestamp | None,
+        Query(description="Chats active after this time (ISO 8601; UTC if no offset)"),
     ] = None,
 ) -> Page[ChatOut]:
     profile = await get_profile(session, scope, profile_id)

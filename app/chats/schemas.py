@@ -1,8 +1,9 @@
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.chats import window
 from app.chats.models import Chat
 from app.core import ids
 from app.core.schemas import Text
@@ -37,11 +38,17 @@ class ChatOut(BaseModel):
     last_message_at: datetime | None
     metadata: dict[str, Any] | None
     archived: bool
-    within_messaging_window: bool | None = None
+    within_messaging_window: bool | None = Field(
+        default=None,
+        description="Whether a reply may be sent now (within 24 h of the participant's last "
+        "message; a HUMAN_AGENT reply has 7 days); null when no message from them is known",
+    )
     created_at: datetime
 
     @classmethod
-    def of(cls, chat: Chat) -> "ChatOut":
+    def of(cls, chat: Chat, now: datetime | None = None) -> "ChatOut":
+        """The chat as the API shows it; its window as of `now` (by default, the present)."""
+        open_now = window.is_open(chat.last_inbound_at, now or datetime.now(UTC))
         return cls(
             id=ids.encode(ids.Kind.CHAT, chat.id),
             profile_id=ids.encode(ids.Kind.PROFILE, chat.profile_id),
@@ -56,5 +63,6 @@ class ChatOut(BaseModel):
             last_message_at=chat.last_message_at,
             metadata=chat.metadata_,
             archived=chat.archived,
+            within_messaging_window=open_now,
             created_at=chat.created_at,
         )

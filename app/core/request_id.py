@@ -1,4 +1,3 @@
-import json
 import logging
 import re
 import uuid
@@ -6,6 +5,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.availability import MESSAGES, RETRY_AFTER_SECONDS, unavailable
+from app.core.errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,4 @@ class RequestIdMiddleware:
                     "headers": [(b"content-type", b"application/json"), *headers],
                 }
             )
-            await send(
-                {"type": "http.response.body", "body": json.dumps({"error": message}).encode()}
-            )
+            await send({"type": "http.response.body", "body": error_body(message)})

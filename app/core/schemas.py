@@ -1,9 +1,9 @@
-"""Field types shared by request schemas."""
+"""Field types shared by request schemas and parameters."""
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 
 def text_problem(value: str) -> str | None:
@@ -31,6 +31,17 @@ def _storable(value: str) -> str:
 Text = Annotated[str, AfterValidator(_storable)]
 
 
+def _iso_8601(value: Any) -> Any:
+    # Pydantic alone would also read a number ("0.5", "1700000000") as a Unix time, which
+    # a client who sent one by mistake would never notice.
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be an ISO 8601 date-time, such as 2026-01-31T12:00:00Z") from None
+
+
 def _comparable(value: datetime) -> datetime:
     # A time a client gives to compare with stored ones, in UTC (a time without an offset is
     # taken as UTC). Near the ends of Python's range an offset can push it past them
@@ -43,4 +54,5 @@ def _comparable(value: datetime) -> datetime:
         raise ValueError("is out of range: give a time between years 1 and 9999 in UTC") from None
 
 
-Timestamp = Annotated[datetime, AfterValidator(_comparable)]
+# A point in time a client gives: ISO 8601 only, compared in UTC.
+Timestamp = Annotated[datetime, BeforeValidator(_iso_8601), AfterValidator(_comparable)]

@@ -87,10 +87,14 @@ def delivery_job_id(delivery_id: int) -> str:
 def parse_body(body: str) -> Parsed:
     try:
         payload = json.loads(body)
+        if "\\u0000" in body:  # the only way JSON carries U+0000; rare, so the walk is too
+            payload = _without_nul(payload)
     except ValueError:
         return Parsed(problems=["the body is not JSON"])
-    if "\\u0000" in body:  # the only way JSON carries U+0000; rare, so the walk is too
-        payload = _without_nul(payload)
+    except RecursionError:
+        # No Meta payload nests deeper than a few levels; reading one that does would fail
+        # the same way at every try, and the delivery would never leave `received`.
+        return Parsed(problems=["the body's JSON is nested too deeply to read"])
     return parse_payload(payload)
 
 

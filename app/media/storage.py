@@ -6,12 +6,18 @@ Meta's own CDN links.
 
 import asyncio
 import os
+import re
 import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from app.core.settings import Settings
+
+# The keys dmrelay makes (app/media/service.py): URL-safe segments, each a file name the file
+# system takes (at most 255 bytes). Anything else names no stored file, and is not looked up:
+# the file system would refuse a longer name with an error rather than "no such file".
+KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,254})*")
 
 
 class MediaStore(Protocol):
@@ -29,7 +35,10 @@ class LocalStore:
         self.base_url = base_url.rstrip("/")
 
     def path_of(self, key: str) -> Path | None:
-        """The file for a key, or None if the key points outside the directory."""
+        """The file for a key, or None if the key cannot be one dmrelay made (see KEY) or
+        points outside the directory."""
+        if not KEY.fullmatch(key):
+            return None
         path = (self.directory / key).resolve()
         return path if path.is_relative_to(self.directory) and path != self.directory else None
 

@@ -1,10 +1,20 @@
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from app.core import ids
+from app.core.addresses import local_host_reason
+from app.core.errors import FieldError
 from app.core.schemas import Text
 from app.messages.models import Message
 
@@ -12,7 +22,6 @@ MAX_TEXT_CHARACTERS = 1000
 # Meta documents both "less than 1000 characters" and "UTF-8, 1000 bytes or less";
 # the byte rule is the one that fails at Meta for non-ASCII text.
 MAX_TEXT_BYTES = 1000
-HUMAN_AGENT = "HUMAN_AGENT"
 
 # Postproxy send options that Instagram through dmrelay does not offer (yet).
 UNSUPPORTED_OPTIONS = (
@@ -42,9 +51,14 @@ ATTACHMENT_TYPES = {
 
 
 def attachment_type(url: str) -> str:
+    """Meta's attachment type for a media URL; ValueError if Meta could not take it."""
     parsed = urlparse(url)
-    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
-        raise ValueError(f"media must be a public http(s) URL, not {url!r}")
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise ValueError(f"must be a public http(s) URL, not {url!r}")
+    # Meta fetches the media, from the internet: a local address could never work, and names
+    # one of ours. (No DNS lookup here: what a name resolves to is checked where it is fetched.)
+    if (local := local_host_reason(parsed.hostname)) is not None:
+        raise ValueError(f"must be a public http(s) URL: {local}")
     extension = parsed.path.rsplit(".", 1)[-1].lower() if "." in parsed.path else ""
     for kind, extensions in ATTACHMENT_TYPES.items():
         if extension in extensions:
@@ -53,11 +67,34 @@ def attachment_type(url: str) -> str:
     raise ValueError(f"cannot tell the media type of {url!r}: Instagram takes {known}")
 
 
+def _media_url(url: str) -> str:
+    attachment_type(url)
+    return url
+
+
+def _message_text(body: str) -> str | None:
+    if body == "":
+        return None  # as if not given: a media message may come with an empty body
+    if body.isspace():
+        raise ValueError("must hold some text, not only whitespace")
+    characters, size = len(body), len(body.encode("utf-8"))
+    if characters > MAX_TEXT_CHARACTERS or size > MAX_TEXT_BYTES:
+        raise ValueError(
+            f"is {characters} characters ({size} UTF-8 bytes); Instagram accepts at most "
+            f"{MAX_TEXT_CHARACTERS} characters and {MAX_TEXT_BYTES} bytes"
+        )
+    return body
+
+
+MessageText = Annotated[Text, AfterValidator(_message_text)]
+MediaURL = Annotated[Text, AfterValidator(_media_url)]
+
+
 class MessageSend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    body: Text | None = None
-    media: list[Text] | None = Field(
+    body: MessageText | None = None
+    media: list[MediaURL] | None = Field(
         default=None, description="One attachment URL (Instagram takes one per message)"
     )
     tag: Literal["HUMAN_AGENT"] | None = Field(
@@ -79,32 +116,32 @@ class MessageSend(BaseModel):
         if isinstance(data, dict):
             offered = [k for k in UNSUPPORTED_OPTIONS if data.get(k) is not None]
             if offered:
-                raise ValueError(f"{', '.join(offered)} cannot be sent to Instagram by dmrelay")
+                raise FieldError(
+                    f"{', '.join(offered)} cannot be sent to Instagram by dmrelay", *offered
+                )
             data = {k: v for k, v in data.items() if k not in UNSUPPORTED_OPTIONS}
         return data
 
+    @field_validator("media")
+    @classmethod
+    def _one_attachment(cls, media: list[str] | None) -> list[str] | None:
+        if media is not None and len(media) > 1:
+            raise ValueError("Instagram takes one attachment per message; send one media URL")
+        return media
+
     @model_validator(mode="after")
     def _check_meta_rules(self) -> "MessageSend":
-        if self.body == "":
-            self.body = None
         if self.body is None and not self.media:
-            raise ValueError("a message needs a body or one media URL")
+            raise FieldError("a message needs a body or one media URL", "body", "media")
         if self.body is not None and self.media:
-            raise ValueError(
+            raise FieldError(
                 "Instagram takes text and media as separate messages: send the body and the "
-                "media in two requests"
+                "media in two requests",
+                "body",
+                "media",
             )
         if self.media:
-            if len(self.media) > 1:
-                raise ValueError("Instagram takes one attachment per message; send one media URL")
             self._attachment = {"type": attachment_type(self.media[0]), "url": self.media[0]}
-        if self.body is not None:
-            characters, size = len(self.body), len(self.body.encode("utf-8"))
-            if characters > MAX_TEXT_CHARACTERS or size > MAX_TEXT_BYTES:
-                raise ValueError(
-                    f"body is {characters} characters ({size} UTF-8 bytes); Instagram accepts "
-                    f"at most {MAX_TEXT_CHARACTERS} characters and {MAX_TEXT_BYTES} bytes"
-                )
         return self
 
 

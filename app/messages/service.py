@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import NoReturn
 
@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
+from app.chats import window
 from app.chats.models import Chat
 from app.core import ids
 from app.core.db import after_commit
@@ -15,33 +16,17 @@ from app.core.errors import APIError, NotFound
 from app.core.pagination import PageParams, fetch_page
 from app.messages.delivery import request_delivery
 from app.messages.models import Message
-from app.messages.schemas import HUMAN_AGENT, MessageSend
+from app.messages.schemas import MessageSend
 from app.profiles.models import Profile
 from app.profiles.service import visible
 
-STANDARD_WINDOW = timedelta(hours=24)
-HUMAN_AGENT_WINDOW = timedelta(days=7)
-
 
 def check_window(last_inbound_at: datetime | None, tag: str | None, now: datetime) -> None:
-    """Meta refuses replies more than 24 h after the customer's last message (7 days with
-    HUMAN_AGENT). With no inbound message on record, Meta is left to decide."""
-    if last_inbound_at is None:
-        return
-    window = HUMAN_AGENT_WINDOW if tag == HUMAN_AGENT else STANDARD_WINDOW
-    if now - last_inbound_at <= window:
-        return
-    last = last_inbound_at.isoformat()
-    if tag == HUMAN_AGENT or now - last_inbound_at > HUMAN_AGENT_WINDOW:
-        advice = "Instagram allows no reply until the participant writes again."
-    else:
-        advice = "A human agent may still reply within 7 days with tag HUMAN_AGENT."
-    length = "7 days" if window == HUMAN_AGENT_WINDOW else "24 hours"
-    message = (
-        f"The messaging window is closed: the participant's last message (last_inbound_at "
-        f"{last}) is more than {length} old. {advice}"
-    )
-    raise APIError(422, message, [{"field": "last_inbound_at", "message": message}])
+    """Refuse a reply outside Meta's messaging window (app/chats/window.py)."""
+    reason = window.closed_reason(last_inbound_at, now, tag)
+    if reason is not None:
+        # A fact about the chat, not about a field of the request: `errors` stays empty.
+        raise APIError(422, reason)
 
 
 # The hot path, in one round trip: find the chat the caller may see, check the profile and
@@ -84,7 +69,7 @@ async def send(
         fields.tag,
         json.dumps(fields.attachment) if fields.attachment else None,
         fields.reply_to_external_id,
-        HUMAN_AGENT_WINDOW if fields.tag == HUMAN_AGENT else STANDARD_WINDOW,
+        window.length(fields.tag),
     )
     if row is None:
         raise NotFound("Chat")
@@ -129,7 +114,6 @@ async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message
             422,
             f"Only a failed outbound message can be retried; this one is "
             f"{message.direction} and {message.status}",
-            [{"field": "status", "message": message.status}],
         )
     message.status = "pending"
     message.attempts = 0
