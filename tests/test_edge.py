@@ -71,7 +71,10 @@ def _cases(account) -> list[tuple[str, dict[str, str], str]]:
 
 
 def _too_large(limit: int) -> dict:
-    return {"error": f"The request body is too large: this endpoint accepts at most {limit} bytes"}
+    return {
+        "error": f"The request body is too large: this endpoint accepts at most {limit} bytes",
+        "errors": [],
+    }
 
 
 async def test_a_content_length_over_the_cap_is_refused_before_the_body_is_sent(account, clean):
@@ -221,7 +224,7 @@ EDGE_CASES = [
         _json({"media": [f"https://a.example/{SURROGATE}.png"]}),
         {},
         422,
-        "media.0: Value error, may not contain a lone surrogate",
+        "media.0: may not contain a lone surrogate",
     ),
     (
         "surrogate in reply_to_external_id",
@@ -231,7 +234,7 @@ EDGE_CASES = [
         _json({"body": "hi", "reply_to_external_id": f"aWdf{SURROGATE}"}),
         {},
         422,
-        "reply_to_external_id: Value error, may not contain a lone surrogate",
+        "reply_to_external_id: may not contain a lone surrogate",
     ),
     (
         "surrogate in body",
@@ -241,7 +244,7 @@ EDGE_CASES = [
         _json({"body": f"a{SURROGATE}b"}),
         {},
         422,
-        "body: Value error, may not contain a lone surrogate",
+        "body: may not contain a lone surrogate",
     ),
     (
         "surrogate in participant_username",
@@ -251,7 +254,7 @@ EDGE_CASES = [
         _json({"participant_external_id": "77", "participant_username": SURROGATE}),
         {},
         422,
-        "participant_username: Value error, may not contain a lone surrogate",
+        "participant_username: may not contain a lone surrogate",
     ),
     (
         "surrogate in participant_name",
@@ -261,7 +264,7 @@ EDGE_CASES = [
         _json({"participant_external_id": "77", "participant_name": f"Ann {SURROGATE}"}),
         {},
         422,
-        "participant_name: Value error, may not contain a lone surrogate",
+        "participant_name: may not contain a lone surrogate",
     ),
     (
         "NUL in a chat id",
@@ -351,7 +354,7 @@ EDGE_CASES = [
         None,
         {},
         422,
-        "before: Value error, is out of range",
+        "before: is out of range",
     ),
     (
         "after year 10000 in UTC",
@@ -361,7 +364,7 @@ EDGE_CASES = [
         None,
         {},
         422,
-        "after: Value error, is out of range",
+        "after: is out of range",
     ),
     (
         "non-ASCII signature",
