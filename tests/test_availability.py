@@ -115,7 +115,7 @@ def _signed(settings: Settings) -> dict[str, str]:
 
 def _assert_unavailable(response: httpx.Response, message: str) -> None:
     assert response.status_code == 503, response.text
-    assert response.json() == {"error": message}
+    assert response.json() == {"error": message, "errors": []}
     assert int(response.headers["Retry-After"]) > 0
 
 
