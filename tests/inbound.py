@@ -55,6 +55,17 @@ async def settled(stack: Stack) -> None:
     await wait_for(nothing_open)
 
 
+async def received(stack: Stack, deliveries: int) -> None:
+    """Wait until dmrelay has received this many webhook deliveries in all (the sandbox's
+    echoes come on their own time), and applied them."""
+
+    async def all_received() -> bool:
+        return await scalar(stack, "SELECT count(*) FROM webhook_deliveries") >= deliveries
+
+    await wait_for(all_received)
+    await settled(stack)
+
+
 async def scalar(stack: Stack, sql: str, **params):
     async with stack.sessionmaker() as session:
         return await session.scalar(text(sql), params)
