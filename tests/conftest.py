@@ -25,6 +25,9 @@ def _free_port() -> int:
 API_PORT, SANDBOX_PORT = _free_port(), _free_port()
 API_URL = f"http://127.0.0.1:{API_PORT}"
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
+# How long a test waits for something by default: a bound that only a hang reaches, not a
+# measure of speed (the suite may share a slow machine).
+WAIT_SECONDS = 60.0
 
 os.environ.update(
     DATABASE_URL=os.environ.get(
@@ -104,7 +107,8 @@ class Stack:
     worker: object
 
     async def sandbox(self, method: str, path: str, **kwargs) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
+        # Emitting posts webhooks to the API and waits for its answers: slow on a busy machine.
+        async with httpx.AsyncClient(base_url=self.sandbox_url, timeout=WAIT_SECONDS) as client:
             response = await client.request(method, path, **kwargs)
             response.raise_for_status()
             return response
@@ -217,11 +221,6 @@ async def account(clean: Stack) -> AsyncIterator[Account]:
     account = await connect(clean)
     yield account
     await account.client.close()
-
-
-# How long wait_for waits by default: a bound that only a hang reaches, not a measure of
-# speed (the suite may share a slow machine).
-WAIT_SECONDS = 60.0
 
 
 async def wait_for(predicate, timeout: float = WAIT_SECONDS, interval: float = 0.02):

@@ -8,7 +8,7 @@ from postproxy import ValidationError
 from sqlalchemy import text
 
 from app.participants import service as participants
-from tests.conftest import wait_for, worker_idle
+from tests.conftest import WAIT_SECONDS, wait_for, worker_idle
 from tests.inbound import emit, event, only_chat, scalar
 
 
@@ -135,7 +135,7 @@ async def test_a_refresh_waiting_for_a_held_chat_holds_no_chat_after_it(account,
             await other.execute(
                 text("SELECT 1 FROM chats WHERE id = :id FOR UPDATE NOWAIT"), {"id": second}
             )
-    await asyncio.wait_for(refresh, timeout=10)
+    await asyncio.wait_for(refresh, timeout=WAIT_SECONDS)
 
 
 async def _chat_ids(stack) -> list[int]:
