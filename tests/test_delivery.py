@@ -193,7 +193,7 @@ async def test_rate_limit_is_respected_without_throttle_errors(account, clean):
 
 async def test_a_throttled_profile_pauses_alone(clean, monkeypatch):
     # A pause longer than the other profile's send can take, even on a busy machine.
-    monkeypatch.setattr(clean.settings, "throttle_pause_seconds", 5.0)
+    monkeypatch.setattr(clean.settings, "throttle_pause_seconds", 10.0)
     slow = await connect(clean, platform_id="17841400000000010", token="slow-token")
     fast = await connect(clean, platform_id="17841400000000020", token="fast-token")
     try:
