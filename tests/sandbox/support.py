@@ -81,7 +81,7 @@ class Receiver:
 
     def __init__(self):
         self.requests: list[tuple[dict, bytes]] = []
-        self.arrivals: list[datetime] = []  # when each request came (wall clock, as the sandbox)
+        self.arrivals: list[datetime] = []  # when each of them came (wall clock, as the sandbox)
         self.status = 200
         self.delay = 0.0
         self.gate: asyncio.Event | None = None  # if set: answer only once it is open
@@ -90,8 +90,9 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/webhook"
 
     async def receive(self, request: Request) -> Response:
-        self.arrivals.append(datetime.now(UTC))
+        arrived = datetime.now(UTC)
         self.requests.append((dict(request.headers), await request.body()))
+        self.arrivals.append(arrived)
         await asyncio.sleep(self.delay)
         if self.gate is not None:
             await self.gate.wait()

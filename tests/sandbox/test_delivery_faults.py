@@ -9,6 +9,7 @@ import pytest
 
 from app.sandbox import ratelimit
 from app.sandbox.app import create_app
+from tests.conftest import wait_for
 from tests.sandbox.support import (
     IG_ID,
     IGSID,
@@ -195,12 +196,20 @@ async def test_echo_before_is_answered_before_the_send(hooked, receiver):
 
 async def test_echo_late_comes_after_the_delay(hooked, receiver):
     async with hooked.router.lifespan_context(hooked), sandbox_client(hooked) as client:
+        # An echo first: the sandbox's webhook client takes about a second to set up, which
+        # would pass for the delay.
+        await send(client, text_body("first"), account=IG_ID)
+
+        async def first_echo_came() -> bool:
+            return len(receiver.requests) == 1
+
+        await wait_for(first_echo_came)
         await client.post("/_sandbox/faults", json={"echo": {"mode": "late", "delay_ms": 300}})
-        await send(client, text_body(), account=IG_ID)
-        [record] = await sent(client)
+        await send(client, text_body("late"), account=IG_ID)
+        [_, record] = await sent(client)
     # Leaving the lifespan waits for deliveries in flight.
-    assert len(receiver.payloads()) == 1
-    [arrived] = receiver.arrivals
+    assert len(receiver.payloads()) == 2
+    arrived = receiver.arrivals[1]
     assert arrived - datetime.fromisoformat(record["answered_at"]) >= timedelta(milliseconds=300)
 
 
