@@ -271,9 +271,11 @@ async def test_a_slow_webhook_does_not_hold_up_the_send_answer(hooked, receiver)
     async with hooked.router.lifespan_context(hooked), sandbox_client(hooked) as client:
         # A send that waited for the echo would be answered when the sandbox gives up on it,
         # after 10 s; one that does not wait is answered at once.
-        async with asyncio.timeout(5):
-            assert (await send(client, text_body())).status_code == 200
-        receiver.gate.set()
+        try:
+            async with asyncio.timeout(5):
+                assert (await send(client, text_body())).status_code == 200
+        finally:
+            receiver.gate.set()
     assert len(receiver.requests) == 1
 
 
