@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ def _free_port() -> int:
 API_PORT, PLAIN_API_PORT, SANDBOX_PORT = _free_port(), _free_port(), _free_port()
 API_URL = f"http://127.0.0.1:{API_PORT}"
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
+# How long a test waits for something by default: a bound that only a hang reaches, not a
+# measure of speed (the suite may share a slow machine).
+WAIT_SECONDS = 60.0
 
 os.environ.update(
     DATABASE_URL=os.environ.get(
@@ -43,9 +47,12 @@ os.environ.update(
     MEDIA_BASE_URL=f"{API_URL}/media",
     MEDIA_ALLOW_PRIVATE_HOSTS="true",
     MEDIA_ALLOWED_PORTS=f"80,443,{SANDBOX_PORT}",
-    # Short delays, so retries, echo waits and sweeps happen within a test.
-    GRAPH_TIMEOUT_SECONDS="1",
-    ECHO_WAIT_SECONDS="1",
+    # Short delays, so retries and sweeps happen within a test. The Graph timeout and the
+    # echo wait are not short: on a busy machine a normal send can take over a second to be
+    # answered, and its echo as long to be applied, which would turn it into an unknown
+    # outcome and a second send. Only a send the sandbox never answers waits them out.
+    GRAPH_TIMEOUT_SECONDS="5",
+    ECHO_WAIT_SECONDS="5",
     RETRY_BASE_SECONDS="0.05",
     RETRY_MAX_SECONDS="0.2",
     THROTTLE_PAUSE_SECONDS="0.5",
@@ -104,7 +111,8 @@ class Stack:
     api: FastAPI
 
     async def sandbox(self, method: str, path: str, **kwargs) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
+        # Emitting posts webhooks to the API and waits for its answers: slow on a busy machine.
+        async with httpx.AsyncClient(base_url=self.sandbox_url, timeout=WAIT_SECONDS) as client:
             response = await client.request(method, path, **kwargs)
             response.raise_for_status()
             return response
@@ -152,7 +160,7 @@ async def empty(stack: Stack, *, then_pick_jobs: bool = True) -> None:
     worker = stack.worker
     worker.allow_pick_jobs = False
     try:
-        await wait_for(_worker_idle(worker), timeout=30)
+        await wait_for(_worker_idle(worker))
         async with stack.sessionmaker() as session, session.begin():
             await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
         await worker.pool.flushdb()
@@ -174,6 +182,19 @@ def _worker_idle(worker):
         return all(task.done() for task in worker.tasks.values())
 
     return idle
+
+
+async def worker_idle(stack: Stack) -> None:
+    """Wait until the worker has nothing to do now: no job due in its queue (a running job
+    stays there until it ends) and none running. What the jobs so far had to do is then done,
+    so a test may assert that something did not happen."""
+    worker = stack.worker
+
+    async def nothing_due() -> bool:
+        due = await worker.pool.zcount(worker.queue_name, "-inf", time.time() * 1000)
+        return due == 0 and all(task.done() for task in worker.tasks.values())
+
+    await wait_for(nothing_due)
 
 
 @dataclass
@@ -227,7 +248,7 @@ async def account(clean: Stack) -> AsyncIterator[Account]:
     await account.client.close()
 
 
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+async def wait_for(predicate, timeout: float = WAIT_SECONDS, interval: float = 0.02):
     """Poll an async predicate until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

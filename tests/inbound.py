@@ -7,7 +7,7 @@ import httpx
 from sqlalchemy import text
 
 from app.inbound.signature import signature_of
-from tests.conftest import IG_ACCOUNT_ID, Stack, wait_for
+from tests.conftest import IG_ACCOUNT_ID, WAIT_SECONDS, Stack, wait_for
 
 T0 = 1_763_000_000_000  # a webhook time, in ms
 
@@ -33,7 +33,7 @@ async def post_raw(
         signature = signature_of(secret, body)
     if signature is not None:
         headers["X-Hub-Signature-256"] = signature
-    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=WAIT_SECONDS) as http:
         return await http.post("/webhooks/instagram", content=body, headers=headers)
 
 
@@ -53,6 +53,17 @@ async def settled(stack: Stack) -> None:
         )
 
     await wait_for(nothing_open)
+
+
+async def received(stack: Stack, deliveries: int) -> None:
+    """Wait until dmrelay has received this many webhook deliveries in all (the sandbox's
+    echoes come on their own time), and applied them."""
+
+    async def all_received() -> bool:
+        return await scalar(stack, "SELECT count(*) FROM webhook_deliveries") >= deliveries
+
+    await wait_for(all_received)
+    await settled(stack)
 
 
 async def scalar(stack: Stack, sql: str, **params):

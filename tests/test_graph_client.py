@@ -30,7 +30,9 @@ async def test_a_refused_connection_never_reached_meta(clean):
 
 async def test_a_call_that_times_out_may_have_reached_meta(clean):
     await clean.sandbox("POST", "/_sandbox/faults", json={"timeout": {"times": 1}})
-    async with create_session(timeout_seconds=0.5) as http:
+    # The sandbox never answers; the timeout leaves time enough to connect and send on a busy
+    # machine, so that the call times out after reaching it.
+    async with create_session(timeout_seconds=3.0) as http:
         with pytest.raises(GraphUnreachable) as caught:
             await GraphClient(clean.settings, http).send_message(ACCOUNT, BODY)
     assert caught.value.maybe_delivered is True

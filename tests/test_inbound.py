@@ -17,6 +17,7 @@ from tests.inbound import (
     only_chat,
     post_payload,
     post_raw,
+    received,
     scalar,
     settled,
 )
@@ -304,8 +305,8 @@ async def test_echo_of_a_message_sent_from_the_instagram_app(account, clean):
     assert [t for t, _ in await customer_events(clean)] == ["message.sent"]
 
 
-@pytest.mark.parametrize("mode", ["after", "before", "twice"])
-async def test_echo_of_our_own_send_attaches_to_its_row(account, clean, mode):
+@pytest.mark.parametrize("mode, echoes", [("after", 1), ("before", 1), ("twice", 2)])
+async def test_echo_of_our_own_send_attaches_to_its_row(account, clean, mode, echoes):
     """Whichever arrives first, the send's answer or its echo, there is one outbound row."""
     await clean.sandbox("POST", "/_sandbox/faults", json={"echo": {"mode": mode}})
     await emit(clean, event("text", text="hello?"))  # now: the reply window is open
@@ -317,7 +318,7 @@ async def test_echo_of_our_own_send_attaches_to_its_row(account, clean, mode):
         return message if message.status == "published" and message.external_id else None
 
     message = await wait_for(published)
-    await settled(clean)
+    await received(clean, 1 + echoes)  # the customer's message, then the echoes
     outbound = (await account.client.messages.list(chat.id, direction="outbound")).data
     assert [(m.id, m.external_id) for m in outbound] == [(sent.id, message.external_id)]
     assert "message.sent" not in [t for t, _ in await customer_events(clean)]

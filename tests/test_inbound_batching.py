@@ -12,7 +12,7 @@ from sqlalchemy import text
 from app.core.db import create_engine, create_sessionmaker
 from app.inbound import service
 from app.inbound.processing import InboundProcessor
-from tests.conftest import IG_ACCOUNT_ID, wait_for
+from tests.conftest import IG_ACCOUNT_ID, WAIT_SECONDS, wait_for
 from tests.inbound import T0, customer_events, post_payload, scalar, settled
 
 
@@ -230,7 +230,7 @@ async def test_a_chat_whose_row_is_held_is_applied_once_it_is_free(account, clea
 
         await wait_for(other_chat_applied)
         assert "aWdf_f2" not in await stored_mids(clean) and not task.done()
-    await asyncio.wait_for(task, timeout=10)
+    await asyncio.wait_for(task, timeout=WAIT_SECONDS)
     assert sorted(await stored_mids(clean)) == ["aWdf_f1", "aWdf_f2", "aWdf_g1", "aWdf_g2"]
 
 
@@ -268,7 +268,7 @@ async def test_the_sweep_takes_up_lost_deliveries_and_events(account, clean):
     async def swept():
         return len(await stored_mids(clean)) == 2
 
-    await wait_for(swept, timeout=15)
+    await wait_for(swept)
     assert {status for status, _ in (await statuses(clean)).values()} == {"applied"}
 
     async def profiles_read():  # the jobs this started are done before the next test

@@ -8,7 +8,7 @@ from postproxy import ValidationError
 from sqlalchemy import text
 
 from app.participants import service as participants
-from tests.conftest import wait_for
+from tests.conftest import WAIT_SECONDS, wait_for, worker_idle
 from tests.inbound import emit, event, only_chat, scalar
 
 
@@ -54,6 +54,7 @@ async def test_a_new_chat_gets_the_participants_profile(account, sandbox_profile
     }
     # More messages do not read the profile again while it is fresh.
     await emit(sandbox_profiles, event("text", sender="4242", text="still me"))
+    await worker_idle(sandbox_profiles)
     assert (await profile_requests(sandbox_profiles)) == {"4242": 1}
 
 
@@ -72,6 +73,7 @@ async def test_the_new_chats_of_one_delivery_each_get_their_participants_profile
         return names if len(names) == 3 and all(names.values()) else None
 
     assert await wait_for(all_profiled) == {s: f"user{s}" for s in senders}
+    await worker_idle(sandbox_profiles)
     assert (await profile_requests(sandbox_profiles)) == {s: 1 for s in senders}
 
 
@@ -133,7 +135,7 @@ async def test_a_refresh_waiting_for_a_held_chat_holds_no_chat_after_it(account,
             await other.execute(
                 text("SELECT 1 FROM chats WHERE id = :id FOR UPDATE NOWAIT"), {"id": second}
             )
-    await asyncio.wait_for(refresh, timeout=10)
+    await asyncio.wait_for(refresh, timeout=WAIT_SECONDS)
 
 
 async def _chat_ids(stack) -> list[int]:
@@ -149,6 +151,7 @@ async def test_consent_required_is_not_retried_until_the_participant_writes(
     await wait_for(lambda: _requests_for(sandbox_profiles, "4343", 1))
     await emit(sandbox_profiles, event("echo", sender="4343", text="anyone there?"))
     await emit(sandbox_profiles, event("reaction", sender="4343", mid="aWdf_x"))
+    await worker_idle(sandbox_profiles)
     assert (await profile_requests(sandbox_profiles))["4343"] == 1
     assert (await only_chat(account)).participant_username is None
 
@@ -158,6 +161,7 @@ async def test_consent_required_is_not_retried_until_the_participant_writes(
         return (await only_chat(account)).participant_username
 
     assert await wait_for(profiled) == "user_4343"
+    await worker_idle(sandbox_profiles)
     assert (await profile_requests(sandbox_profiles))["4343"] == 2
 
 

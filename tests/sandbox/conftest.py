@@ -23,5 +23,6 @@ async def receiver():
 def hooked(receiver):
     """A sandbox app posting its webhooks to the receiver."""
     receiver.requests.clear()
-    receiver.status, receiver.delay = 200, 0.0
+    receiver.arrivals.clear()
+    receiver.status, receiver.delay, receiver.gate = 200, 0.0, None
     return create_app(Settings(meta_app_secret=SECRET, sandbox_webhook_url=receiver.url))

@@ -6,6 +6,7 @@ import hmac
 import json
 import socket
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpx
 import uvicorn
@@ -27,9 +28,12 @@ def sandbox_client(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox")
 
 
-def send(client, body, *, account="me", token="tok", version="v25.0/"):
+def send(client, body, *, account="me", token="tok", version="v25.0/", **options):
     return client.post(
-        f"/{version}{account}/messages", json=body, headers={"Authorization": f"Bearer {token}"}
+        f"/{version}{account}/messages",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        **options,
     )
 
 
@@ -77,15 +81,21 @@ class Receiver:
 
     def __init__(self):
         self.requests: list[tuple[dict, bytes]] = []
+        self.arrivals: list[datetime] = []  # when each of them came (wall clock, as the sandbox)
         self.status = 200
         self.delay = 0.0
+        self.gate: asyncio.Event | None = None  # if set: answer only once it is open
         self.app = Starlette(routes=[Route("/webhook", self.receive, methods=["POST"])])
         self.socket = bound_socket()
         self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/webhook"
 
     async def receive(self, request: Request) -> Response:
+        arrived = datetime.now(UTC)
         self.requests.append((dict(request.headers), await request.body()))
+        self.arrivals.append(arrived)
         await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         return Response(status_code=self.status)
 
     def payloads(self) -> list[dict]:

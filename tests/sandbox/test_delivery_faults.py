@@ -1,13 +1,15 @@
 """Rate limits, usage headers, timeouts and echo timing: the faults delivery guarantees meet."""
 
-import asyncio
 import json
 import time
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 
+from app.sandbox import ratelimit
 from app.sandbox.app import create_app
+from tests.conftest import wait_for
 from tests.sandbox.support import (
     IG_ID,
     IGSID,
@@ -20,6 +22,9 @@ from tests.sandbox.support import (
     text_body,
 )
 
+# For a send the sandbox never answers: the client gives up waiting for the answer (only that;
+# on a busy machine, connecting or anything else may take longer).
+GIVE_UP = httpx.Timeout(10.0, read=1.0)
 VIDEO = {"recipient": {"id": IGSID}, "message": {"attachment": {"type": "video", "payload": {}}}}
 
 
@@ -33,7 +38,25 @@ def usage(response, account=IG_ID) -> tuple[dict, dict]:
 # --- rate limit and usage headers ----------------------------------------------------------
 
 
-async def test_rate_limit_trips_at_the_configured_rate(client):
+class Clock:
+    """The rate limiter's clock, moved by the test: its one-second windows pass when the test
+    says so, not at whatever pace a busy machine runs the requests."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(ratelimit, "time", clock)
+    return clock
+
+
+async def test_rate_limit_trips_at_the_configured_rate(client, clock):
     await client.post("/_sandbox/faults", json={"rate_limit": {"per_second": 2}})
 
     first = await send(client, text_body("1"), account=IG_ID)
@@ -55,11 +78,13 @@ async def test_rate_limit_trips_at_the_configured_rate(client):
 
     other = await send(client, text_body(), account="123456")  # limits are per account
     assert other.status_code == 200
-    await asyncio.sleep(1.05)
+    clock.now += 0.99
+    assert_error(await send(client, text_body("4"), account=IG_ID), 403, 613, 2534040)
+    clock.now += 0.02  # the first send has left the window
     assert (await send(client, text_body("4"), account=IG_ID)).status_code == 200
 
 
-async def test_audio_and_video_have_their_own_budget(client):
+async def test_audio_and_video_have_their_own_budget(client, clock):
     await client.post("/_sandbox/faults", json={"rate_limit": {"audio_video_per_second": 1}})
 
     assert (await send(client, VIDEO, account=IG_ID)).status_code == 200
@@ -68,7 +93,7 @@ async def test_audio_and_video_have_their_own_budget(client):
         assert (await send(client, text_body(), account=IG_ID)).status_code == 200
 
 
-async def test_sender_actions_count_and_are_throttled(client):
+async def test_sender_actions_count_and_are_throttled(client, clock):
     await client.post("/_sandbox/faults", json={"rate_limit": {"per_second": 1}})
     action = {"recipient": {"id": IGSID}, "sender_action": "typing_on"}
 
@@ -76,13 +101,13 @@ async def test_sender_actions_count_and_are_throttled(client):
     assert_error(await send(client, action), 403, 613, 2534040)
 
 
-async def test_regain_access_minutes_block_the_account(client):
+async def test_regain_access_minutes_block_the_account(client, clock):
     limit = {"per_second": 1, "regain_access_minutes": 2}
     await client.post("/_sandbox/faults", json={"rate_limit": limit})
     await send(client, text_body(), account=IG_ID)
 
     tripped = await send(client, text_body(), account=IG_ID)
-    await asyncio.sleep(1.05)  # the window is free again, the block is not
+    clock.now += 1.05  # the window is free again, the block is not
     still = await send(client, text_body(), account=IG_ID)
 
     for response in (tripped, still):
@@ -94,7 +119,7 @@ async def test_regain_access_minutes_block_the_account(client):
     assert (await send(client, text_body(), account=IG_ID)).status_code == 200
 
 
-async def test_every_graph_answer_carries_usage_headers(client):
+async def test_every_graph_answer_carries_usage_headers(client, clock):
     sent_ok = await send(client, text_body(), account=IG_ID)
     app, business = usage(sent_ok)
     assert app["call_count"] == business["call_count"] == 1  # 1 of Meta's documented 100/s
@@ -115,11 +140,11 @@ async def test_every_graph_answer_carries_usage_headers(client):
 async def test_timeout_records_then_never_answers():
     app = create_app(PLAIN)
     timeout = {"recipients": [IGSID], "times": 1}
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=0.3) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         await client.post("/_sandbox/faults", json={"timeout": timeout})
 
         with pytest.raises(httpx.ReadTimeout):
-            await send(client, text_body("lost answer"))
+            await send(client, text_body("lost answer"), timeout=GIVE_UP)
         retried = await send(client, text_body("lost answer"))
         other = await send(client, text_body(recipient="42"))
 
@@ -145,10 +170,10 @@ async def test_timeout_rate_and_recipients_filter(client):
 
 
 async def test_a_timed_out_send_is_still_echoed(hooked, receiver):
-    async with serving(hooked) as url, httpx.AsyncClient(base_url=url, timeout=0.3) as client:
+    async with serving(hooked) as url, httpx.AsyncClient(base_url=url) as client:
         await client.post("/_sandbox/faults", json={"timeout": {}})
         with pytest.raises(httpx.ReadTimeout):
-            await send(client, text_body(), account=IG_ID)
+            await send(client, text_body(), account=IG_ID, timeout=GIVE_UP)
         [record] = await sent(client)
 
     [echo] = receiver.payloads()
@@ -171,13 +196,21 @@ async def test_echo_before_is_answered_before_the_send(hooked, receiver):
 
 async def test_echo_late_comes_after_the_delay(hooked, receiver):
     async with hooked.router.lifespan_context(hooked), sandbox_client(hooked) as client:
+        # An echo first: the sandbox's webhook client takes about a second to set up, which
+        # would pass for the delay.
+        await send(client, text_body("first"), account=IG_ID)
+
+        async def first_echo_came() -> bool:
+            return len(receiver.requests) == 1
+
+        await wait_for(first_echo_came)
         await client.post("/_sandbox/faults", json={"echo": {"mode": "late", "delay_ms": 300}})
-        started = time.monotonic()
-        await send(client, text_body(), account=IG_ID)
-        await asyncio.sleep(0.15)
-        assert receiver.requests == []
-    assert time.monotonic() - started >= 0.3
-    assert len(receiver.payloads()) == 1
+        await send(client, text_body("late"), account=IG_ID)
+        [_, record] = await sent(client)
+    # Leaving the lifespan waits for deliveries in flight.
+    assert len(receiver.payloads()) == 2
+    arrived = receiver.arrivals[1]
+    assert arrived - datetime.fromisoformat(record["answered_at"]) >= timedelta(milliseconds=300)
 
 
 @pytest.mark.parametrize("mode, copies", [("after", 1), ("twice", 2), ("none", 0)])
