@@ -6,12 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from arq.connections import create_pool
 from sqlalchemy import text
 
 from app.core import ids
 from app.core.db import create_driver_pool, create_engine
-from app.core.queue import redis_settings
+from app.core.queue import arq_pool
 from app.messages.delivery import Delivery
 from app.messages.throttle import ProfileThrottle
 from app.meta.graph import GraphClient, create_session
@@ -19,8 +18,7 @@ from tests.conftest import Stack, wait_for
 from tests.inbound import emit, event
 from tests.test_delivery import CUSTOMERS, faults, sent, settle
 
-# Sends slower than the harness's 1 s Graph timeout allows: a call can then outlast the time
-# the test takes to end its lease.
+# Sends slow enough that a call outlasts the time the test takes to end its lease.
 LATENCY_MS = 2500
 
 
@@ -32,7 +30,7 @@ async def workers(clean: Stack) -> AsyncIterator[list[Delivery]]:
         update={"graph_timeout_seconds": 10.0, "rate_audio_video": 0.5}
     )
     engine = create_engine(settings, pool_size=2)
-    redis = await create_pool(redis_settings(settings))
+    redis = arq_pool(settings)
     made = []
     for _ in range(2):
         http = create_session(settings.graph_timeout_seconds)
@@ -97,7 +95,7 @@ async def test_a_send_that_outlives_its_lease_is_not_sent_again(account, workers
     # meanwhile.
     await faults(clean)
     clean.worker.allow_pick_jobs = True
-    published = await settle(account.client, [first, second], timeout=30)
+    published = await settle(account.client, [first, second])
     assert [m.status for m in published] == ["published", "published"]
     assert [s["message"]["text"] for s in await sent(clean)] == ["first", "second"]
 
@@ -128,7 +126,7 @@ async def test_a_send_waiting_for_its_rate_limit_slot_when_its_lease_runs_out_go
 
     await faults(clean)
     clean.worker.allow_pick_jobs = True
-    (published,) = await settle(account.client, [message], timeout=30)
+    (published,) = await settle(account.client, [message])
     assert published.status == "published"
     records = await sent(clean)
     assert len(records) == 1
