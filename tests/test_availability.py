@@ -20,7 +20,7 @@ import uvicorn
 from sqlalchemy import make_url, select
 
 from app.core.availability import Dependency, unavailable
-from app.core.db import create_engine
+from app.core.db import acquire, create_driver_pool, create_engine
 from app.core.settings import Settings
 from app.inbound.signature import signature_of
 from app.messages.models import Message
@@ -277,3 +277,22 @@ async def test_waiting_for_a_pooled_connection_is_bounded(clean):
         assert unavailable(waited.value) is Dependency.POSTGRESQL
     finally:
         await engine.dispose()
+
+
+async def test_waiting_for_a_driver_connection_is_bounded_only_when_all_are_taken(clean):
+    """The express lane's pool: a free connection, or one not opened yet, is had at once;
+    with every connection taken, the wait ends after the pool timeout."""
+    pool = await create_driver_pool(clean.settings, size=1)
+    try:
+        async with acquire(pool, 0.2) as connection:  # opened on demand, no timeout needed
+            assert await connection.fetchval("SELECT 1") == 1
+            guard = asyncio.timeout(10)  # only a hang reaches it
+            with pytest.raises(TimeoutError) as waited:
+                async with guard, acquire(pool, 0.2):
+                    pass
+            assert not guard.expired(), "the wait was not bounded by the pool timeout"
+        assert unavailable(waited.value) is Dependency.POSTGRESQL
+        async with acquire(pool, 0.2) as connection:  # idle again: had at once
+            assert await connection.fetchval("SELECT 2") == 2
+    finally:
+        await pool.close()

@@ -3,6 +3,7 @@ from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis
+from asyncpg.pool import PoolAcquireContext
 from sqlalchemy import MetaData, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -66,8 +67,8 @@ async def create_driver_pool(settings: Settings, size: int = 20) -> asyncpg.Pool
     SQLAlchemy's pool does: a process started while PostgreSQL is down starts all the same,
     and connects once it is back. Only single autocommit statements run on it, which leave
     no session state behind, so a connection goes back without asyncpg's reset (a round
-    trip per use). asyncpg has no pool-wide acquire timeout: the API passes
-    DATABASE_POOL_TIMEOUT_SECONDS to each `acquire`."""
+    trip per use). asyncpg has no pool-wide acquire timeout: the API acquires through
+    `acquire`, which bounds the wait by DATABASE_POOL_TIMEOUT_SECONDS."""
     url = make_url(settings.database_url).set(drivername="postgresql")
     return await asyncpg.create_pool(
         url.render_as_string(hide_password=False),
@@ -80,6 +81,17 @@ async def create_driver_pool(settings: Settings, size: int = 20) -> asyncpg.Pool
 
 async def _keep_as_is(connection: asyncpg.Connection) -> None:
     pass
+
+
+def acquire(pool: asyncpg.Pool, timeout: float) -> PoolAcquireContext:
+    """`pool.acquire()`, its wait bounded by `timeout` when there can be one: only when
+    every connection the pool may open is in use. asyncpg applies a timeout by running the
+    acquire as a task of its own, a cost on every hot request; a free or not yet opened
+    connection is had without waiting for another request (opening one is bounded by the
+    connect timeout)."""
+    if pool.get_idle_size() or pool.get_size() < pool.get_max_size():
+        return pool.acquire()
+    return pool.acquire(timeout=timeout)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -12,6 +12,7 @@ import asyncpg
 from arq.connections import ArqRedis
 
 from app.core import queue
+from app.core.db import acquire
 from app.core.express import Answer, ExpressRequest, Route
 from app.core.settings import Settings
 from app.inbound.processing import delivery_job_id
@@ -47,8 +48,8 @@ async def receive(request: ExpressRequest) -> Answer | None:
     signature = request.headers.get(SIGNATURE_HEADER.lower().encode(), b"").decode("latin-1")
     if not is_signed(request.state.settings, request.body, signature):
         return None
-    async with request.state.express_pool.acquire(
-        timeout=request.state.settings.database_pool_timeout_seconds
+    async with acquire(
+        request.state.express_pool, request.state.settings.database_pool_timeout_seconds
     ) as connection:
         await store(connection, request.state.arq_pool, request.body)
     return Answer(200, RECEIVED)

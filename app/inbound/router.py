@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from app.core.db import acquire
 from app.core.errors import APIError
 from app.inbound import receipt
 from app.inbound.signature import SIGNATURE_HEADER
@@ -31,8 +32,8 @@ async def receive(request: Request) -> Response:
     state = request.app.state
     if not receipt.is_signed(state.settings, body, request.headers.get(SIGNATURE_HEADER)):
         raise APIError(401, f"Missing or invalid {SIGNATURE_HEADER} signature")
-    async with state.express_pool.acquire(
-        timeout=state.settings.database_pool_timeout_seconds
+    async with acquire(
+        state.express_pool, state.settings.database_pool_timeout_seconds
     ) as connection:
         await receipt.store(connection, state.arq_pool, body)
     return Response(receipt.RECEIVED, media_type="application/json")

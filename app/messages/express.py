@@ -6,6 +6,7 @@ import re
 from pydantic import ValidationError
 
 from app.api_keys.auth import Scope, bearer_token
+from app.core.db import acquire
 from app.core.errors import APIError
 from app.core.express import Answer, ExpressRequest, Route
 from app.messages import service
@@ -29,8 +30,8 @@ async def send(request: ExpressRequest) -> Answer | None:
         return None
     scope = Scope(principal.api_key_id, principal.profile_group_id)
     try:
-        async with request.state.express_pool.acquire(
-            timeout=request.state.settings.database_pool_timeout_seconds
+        async with acquire(
+            request.state.express_pool, request.state.settings.database_pool_timeout_seconds
         ) as connection:
             message = await service.send(connection, scope, request.match[1], fields)
     except APIError:
