@@ -75,6 +75,21 @@ def serial(public_id: str) -> int:
     return ids.decode(ids.Kind.MESSAGE, public_id)
 
 
+async def take_over(
+    clean: Stack, first: Delivery, second: Delivery, chat_id: int, message_id: int
+) -> None:
+    """The first worker's lease on the chat runs out once it has claimed the message; the
+    second takes the chat over. Then the harness's worker finishes the chat from the jobs
+    queued meanwhile, with the sandbox's faults cleared."""
+    sending = asyncio.create_task(first.deliver_chat(chat_id))
+    await wait_for(lambda: claimed(clean, message_id))
+    await lease_runs_out(clean, chat_id)
+    await second.deliver_chat(chat_id)
+    await sending
+    await faults(clean)
+    clean.worker.allow_pick_jobs = True
+
+
 async def test_a_send_that_outlives_its_lease_is_not_sent_again(account, workers, clean):
     first_worker, second_worker = workers
     chat = await account.client.chats.create(account.profile_id, CUSTOMERS[0])
@@ -83,18 +98,8 @@ async def test_a_send_that_outlives_its_lease_is_not_sent_again(account, workers
     second = await account.client.messages.send(chat.id, body="second")
     chat_id = ids.decode(ids.Kind.CHAT, chat.id)
 
-    sending = asyncio.create_task(first_worker.deliver_chat(chat_id))
-    await wait_for(lambda: claimed(clean, serial(first.id)))
-    # The first worker's call to Meta is under way when its lease runs out; the second
-    # worker takes the chat over.
-    await lease_runs_out(clean, chat_id)
-    await second_worker.deliver_chat(chat_id)
-    await sending
-
-    # The harness's worker (1 s Graph timeout) finishes the chat, from the jobs queued
-    # meanwhile.
-    await faults(clean)
-    clean.worker.allow_pick_jobs = True
+    # The first worker's call to Meta is under way when its lease runs out.
+    await take_over(clean, first_worker, second_worker, chat_id, serial(first.id))
     published = await settle(account.client, [first, second])
     assert [m.status for m in published] == ["published", "published"]
     assert [s["message"]["text"] for s in await sent(clean)] == ["first", "second"]
@@ -118,14 +123,7 @@ async def test_a_send_waiting_for_its_rate_limit_slot_when_its_lease_runs_out_go
         async with throttle.sending(profile_id, "instagram_login", "video", patience=5):
             pass
 
-    sending = asyncio.create_task(first_worker.deliver_chat(chat_id))
-    await wait_for(lambda: claimed(clean, serial(message.id)))
-    await lease_runs_out(clean, chat_id)
-    await second_worker.deliver_chat(chat_id)
-    await sending
-
-    await faults(clean)
-    clean.worker.allow_pick_jobs = True
+    await take_over(clean, first_worker, second_worker, chat_id, serial(message.id))
     (published,) = await settle(account.client, [message])
     assert published.status == "published"
     records = await sent(clean)
