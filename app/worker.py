@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from signal import Signals
 from typing import Any
 
 import uvloop
@@ -97,7 +98,19 @@ async def sweep_media_deletions(ctx: dict[str, Any]) -> None:
 
 class ResilientWorker(Worker):
     """An arq worker that waits out a Redis outage instead of exiting, even one it starts
-    in, and does not ask Redis about the jobs it is running itself."""
+    in, does not ask Redis about the jobs it is running itself, and stops when told to."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stopping = False
+        # arq stops a worker by cancelling its main task once its jobs are done. On Python
+        # 3.11 that cancellation can be lost: redis-py sends each command under
+        # asyncio.wait_for, which returns a send that finished at the moment it was
+        # cancelled. The worker would then poll on, taking no job, and never exit.
+        self.on_stop = self._stop
+
+    def _stop(self, signum: Signals) -> None:
+        self._stopping = True
 
     async def main(self) -> None:
         while self._pool is None:
@@ -109,6 +122,9 @@ class ResilientWorker(Worker):
         await super().main()
 
     async def _poll_iteration(self) -> None:
+        if self._stopping:
+            # The cancellation arq asked for, in case it was lost (see __init__).
+            raise asyncio.CancelledError
         try:
             await super()._poll_iteration()
         except (RedisError, OSError) as error:

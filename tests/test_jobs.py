@@ -1,11 +1,14 @@
 """Jobs in Redis are msgpack, plain data: a job that is anything else, a pickle above all
 (whose loading runs code of the writer's choosing), is dropped by the worker unread."""
 
+import asyncio
 import os
 import pickle
+import signal
 from pathlib import Path
 
 import msgpack
+import pytest
 from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import deserialize_job
 from arq.utils import timestamp_ms
@@ -74,3 +77,31 @@ async def test_every_job_kind_is_enqueued_as_plain_data_and_read_back(clean):
     finally:
         await pool.delete("test:jobs", *(job_key_prefix + job_id for job_id in expected))
         await pool.aclose()
+
+
+async def test_a_worker_told_to_stop_stops_even_if_its_cancellation_is_lost(stack):
+    """arq stops a worker by cancelling its main task; on Python 3.11 redis-py can swallow
+    that cancellation (asyncio.wait_for returning a send that finished as it was cancelled).
+    The worker stops all the same, at its next poll, instead of polling on for ever."""
+    from app.worker import ResilientWorker, worker_options
+
+    options = {**worker_options(), "cron_jobs": None, "on_startup": None, "on_shutdown": None}
+    worker = ResilientWorker(**options, queue_name="dmrelay:test:stop", handle_signals=False)
+    main = asyncio.create_task(worker.async_run())
+    try:
+        async def polling() -> bool:
+            return worker.main_task is not None and "redis" in worker.ctx
+
+        await wait_for(polling)
+
+        class LostCancellation:
+            def cancel(self) -> bool:
+                return False
+
+        worker.main_task = LostCancellation()  # the cancellation arq sends goes nowhere
+        worker.handle_sig_wait_for_completion(signal.SIGTERM)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(main, 10)
+    finally:
+        main.cancel()
+        await worker.close()
