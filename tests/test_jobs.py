@@ -89,6 +89,7 @@ async def test_a_worker_told_to_stop_stops_even_if_its_cancellation_is_lost(stac
     worker = ResilientWorker(**options, queue_name="dmrelay:test:stop", handle_signals=False)
     main = asyncio.create_task(worker.async_run())
     try:
+
         async def polling() -> bool:
             return worker.main_task is not None and "redis" in worker.ctx
 
