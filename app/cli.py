@@ -235,7 +235,7 @@ def cmd_profiles_add(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from app.profiles.models import CONNECTIONS
+    from app.profiles.models import Connection
     from app.profiles.service import DEFAULT_GROUP
 
     root = argparse.ArgumentParser(prog="dmrelay", description=__doc__)
@@ -288,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--username")
     add.add_argument("--name")
-    add.add_argument("--connection", choices=CONNECTIONS, default="instagram_login")
+    add.add_argument("--connection", choices=list(Connection), default="instagram_login")
     add.add_argument("--page-id", help="the Facebook Page id (facebook_login only)")
     add.add_argument("--profile-group", default=DEFAULT_GROUP)
     add.add_argument(

@@ -255,13 +255,14 @@ async def test_sweeper_recovers_messages_whose_jobs_were_lost(account, clean):
 async def test_a_chat_has_at_most_two_delivery_jobs_queued(clean):
     from arq.jobs import Job
 
-    from app.core.queue import arq_pool, enqueue_first_free
+    from app.core.jobs import JobName, enqueue_first_free
+    from app.core.queue import arq_pool
 
     # A queue of its own, which the running worker does not take jobs from.
     pool = arq_pool(clean.settings, default_queue_name="test:queue")
     try:
         ids = ["deliver:test", "deliver:test:next"]
-        taken = [await enqueue_first_free(pool, "deliver_chat", (0,), ids) for _ in range(3)]
+        taken = [await enqueue_first_free(pool, JobName.DELIVER_CHAT, (0,), ids) for _ in range(3)]
         assert taken == ["deliver:test", "deliver:test:next", None]
         job = await Job(
             "deliver:test:next", pool, _queue_name="test:queue", _deserializer=pool.job_deserializer

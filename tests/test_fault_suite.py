@@ -27,6 +27,7 @@ import pytest
 from postproxy import PostProxy, PostProxyError
 
 from app.core import ids
+from app.messages import models as messages
 from app.messages.delivery import UNFINISHED_ATTEMPT
 from tests.faults import Postgres, Processes, Redis, free_port, missing_prerequisites, tail
 
@@ -41,7 +42,7 @@ SEND_GIVE_UP_SECONDS = 30.0  # a sender keeps retrying one message this long
 LOAD_SECONDS = 120.0  # the batch and its faults; about 25 s when all is well
 ACCOUNT_ID = "17841400000000001"
 PARTICIPANTS = [f"17000000000099{n:02d}" for n in range(CHATS)]
-UNDELIVERED = ("pending", "failed_waiting_for_retry")
+UNDELIVERED = tuple(map(str, messages.UNDELIVERED))
 # A send this close to a worker kill or a PostgreSQL outage may have had an outcome dmrelay
 # could not record; it may then be sent again.
 UNKNOWN_BEFORE, UNKNOWN_AFTER = 2.0, 2.0

@@ -14,6 +14,7 @@ from arq.jobs import deserialize_job
 from arq.utils import timestamp_ms
 
 from app.core import queue
+from app.core.jobs import Job, JobName, enqueue
 from app.messages.delivery import request_delivery
 from app.worker import WorkerSettings
 from tests.conftest import wait_for
@@ -64,7 +65,7 @@ async def test_every_job_kind_is_enqueued_as_plain_data_and_read_back(clean):
     expected["deliver:11"] = ("deliver_chat", (11,))
     try:
         for function, args in JOB_ARGS.items():
-            await queue.enqueue(pool, function, *args, _job_id=f"test:{function}")
+            assert await enqueue(pool, Job(JobName(function), args, f"test:{function}"))
         await request_delivery(pool, 11)  # the express lane's enqueue (one Lua script)
         for job_id, (function, args) in expected.items():
             stored = await pool.get(job_key_prefix + job_id)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.core import queue
+from app.core.jobs import Job, JobName, enqueue
 from app.core.settings import Settings
 from tests.conftest import wait_for
 from tests.faults import Processes, Redis
@@ -140,7 +141,7 @@ async def test_redis_clients_connect_with_a_password_and_tls(
     pool = queue.arq_pool(local, default_queue_name="test:auth")
     try:
         assert await pool.ping()
-        assert await queue.enqueue(pool, "deliver_chat", 1, _job_id="auth-test")
+        assert await enqueue(pool, Job(JobName.DELIVER_CHAT, (1,), "auth-test"))
     finally:
         await pool.aclose()
 

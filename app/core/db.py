@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
-from app.core import queue
 from app.core.settings import Settings
 
 # Stable constraint names, so migrations can refer to them.
@@ -152,11 +151,6 @@ def _within(savepoint: SessionTransaction | None, transaction: SessionTransactio
             return True
         savepoint = savepoint.parent
     return False
-
-
-def enqueue_after_commit(session: AsyncSession, function: str, *args: Any, **kwargs: Any) -> None:
-    """Enqueue an arq job once the session's transaction has committed."""
-    after_commit(session, lambda pool: queue.enqueue(pool, function, *args, **kwargs))
 
 
 async def session_scope(

@@ -1,17 +1,11 @@
-import logging
 from typing import Any
 
 import msgpack
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import Job, serialize_job
-from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import SSLConnection, parse_url
 
 from app.core.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def pack_job(job: dict[str, Any]) -> bytes:
@@ -97,77 +91,3 @@ async def create_arq_pool(settings: Settings) -> ArqRedis:
         await pool.aclose()
         raise
     return pool
-
-
-async def enqueue(pool: ArqRedis, function: str, *args: Any, **kwargs: Any) -> Job | None:
-    """Enqueue a job whose rows are already committed; None if its id is taken (or Redis
-    failed).
-
-    The database row is the truth and a job only points at it, so a failed enqueue is
-    logged, not raised: the caller's work is committed and a sweeper re-enqueues it.
-    """
-    try:
-        return await pool.enqueue_job(function, *args, **kwargs)
-    except Exception:
-        log.exception("could not enqueue %s%r; the sweeper will pick it up", function, args)
-        return None
-
-
-# arq's enqueue_job for several candidate ids in one round trip (arq itself takes three per
-# id: WATCH, EXISTS, MULTI/EXEC): the job goes under the first id with no job or result.
-# KEYS: the queue, then each id's job key and result key. ARGV: the serialised job, its
-# score, its expiry (ms), then the ids.
-_ENQUEUE_FIRST_FREE = """
-for j = 1, #ARGV - 3 do
-    if redis.call('EXISTS', KEYS[2 * j], KEYS[2 * j + 1]) == 0 then
-        redis.call('PSETEX', KEYS[2 * j], ARGV[3], ARGV[1])
-        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3 + j])
-        return j
-    end
-end
-return 0
-"""
-
-
-async def enqueue_first_free(
-    pool: ArqRedis, function: str, args: tuple[Any, ...], job_ids: list[str]
-) -> str | None:
-    """Enqueue a job under the first of `job_ids` that is free, as arq would; the id used,
-    or None if all are taken (or Redis failed: logged, as in `enqueue`)."""
-    keys, argv = _first_free(pool, function, args, job_ids)
-    try:
-        taken = await pool.register_script(_ENQUEUE_FIRST_FREE)(keys, argv)
-    except Exception:
-        log.exception("could not enqueue %s%r; the sweeper will pick it up", function, args)
-        return None
-    return job_ids[taken - 1] if taken else None
-
-
-async def enqueue_each_first_free(
-    pool: ArqRedis, function: str, jobs: list[tuple[tuple[Any, ...], list[str]]]
-) -> None:
-    """Several jobs (args, candidate ids), each as `enqueue_first_free` would, in one round
-    trip."""
-    script = pool.register_script(_ENQUEUE_FIRST_FREE)
-    try:
-        async with pool.pipeline(transaction=False) as pipe:
-            for args, job_ids in jobs:
-                keys, argv = _first_free(pool, function, args, job_ids)
-                await script(keys, argv, client=pipe)
-            await pipe.execute()
-    except Exception:
-        log.exception(
-            "could not enqueue %d %s jobs; the sweeper will pick them up", len(jobs), function
-        )
-
-
-def _first_free(
-    pool: ArqRedis, function: str, args: tuple[Any, ...], job_ids: list[str]
-) -> tuple[list[str], list[Any]]:
-    """The KEYS and ARGV of _ENQUEUE_FIRST_FREE for one job."""
-    enqueued_ms = timestamp_ms()
-    job = serialize_job(function, args, {}, None, enqueued_ms, serializer=pool.job_serializer)
-    keys = [pool.default_queue_name]
-    for job_id in job_ids:
-        keys += [job_key_prefix + job_id, result_key_prefix + job_id]
-    return keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]

@@ -1,17 +1,46 @@
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Text, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
-from app.core.models import SerialId
+from app.core.models import SerialId, one_of, sql_values
 
-DELIVERY_STATUSES = ("received", "processed", "unparseable")
-EVENT_STATUSES = ("pending", "waiting", "applied", "ignored", "failed")
+
+class WebhookDeliveryStatus(StrEnum):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    # Some of it could not be understood: its body is kept, for diagnosis.
+    UNPARSEABLE = "unparseable"
+
+
+class InboundEventStatus(StrEnum):
+    PENDING = "pending"
+    # Waiting for the message it refers to.
+    WAITING = "waiting"
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class EventKind(StrEnum):
+    """What a `messaging` item of Meta's webhook is (see parsing.ITEM_KINDS)."""
+
+    MESSAGE = "message"
+    ECHO = "echo"
+    DELETE = "delete"
+    REACTION = "reaction"
+    READ = "read"
+    EDIT = "edit"
+    POSTBACK = "postback"
+    REFERRAL = "referral"
+
+
 # Events still to apply: new ones, and those waiting for the message they refer to.
-OPEN_EVENT_STATUSES = ("pending", "waiting")
+OPEN_EVENT_STATUSES = (InboundEventStatus.PENDING, InboundEventStatus.WAITING)
 
 
 class WebhookDelivery(SerialId, Base):
@@ -19,7 +48,7 @@ class WebhookDelivery(SerialId, Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        CheckConstraint(f"status IN {DELIVERY_STATUSES}", name="status"),
+        one_of("status", WebhookDeliveryStatus),
         Index("ix_webhook_deliveries_received", "id", postgresql_where="status = 'received'"),
         # Only these keep their body: an unsend looks through them.
         Index("ix_webhook_deliveries_unparseable", "id", postgresql_where="status = 'unparseable'"),
@@ -43,14 +72,14 @@ class InboundEvent(SerialId, Base):
 
     __tablename__ = "inbound_events"
     __table_args__ = (
-        CheckConstraint(f"status IN {EVENT_STATUSES}", name="status"),
+        one_of("status", InboundEventStatus),
         Index("uq_inbound_events_account_dedupe", "account_id", "dedupe_key", unique=True),
         Index(
             "ix_inbound_events_open",
             "account_id",
             "participant_id",
             "occurred_at",
-            postgresql_where=f"status IN {OPEN_EVENT_STATUSES}",
+            postgresql_where=f"status IN {sql_values(OPEN_EVENT_STATUSES)}",
         ),
         # Failed events keep their payload: an unsend finds its message's copies here.
         Index(

@@ -43,12 +43,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
-from app.core import queue, sql
+from app.core import sql
 from app.core.db import session_scope
+from app.core.jobs import JobName, enqueue_each_first_free
 from app.core.settings import Settings
 from app.events import service as customer_events
 from app.inbound import service
-from app.inbound.models import OPEN_EVENT_STATUSES, InboundEvent, WebhookDelivery
+from app.inbound.models import (
+    OPEN_EVENT_STATUSES,
+    InboundEvent,
+    InboundEventStatus,
+    WebhookDelivery,
+)
 from app.inbound.parsing import Event, Parsed, parse_payload
 from app.inbound.service import ChatKey, Context, Outcome
 from app.participants import service as participants
@@ -56,7 +62,7 @@ from app.participants import service as participants
 log = logging.getLogger(__name__)
 
 # Outcomes after which an event's payload is dropped.
-SETTLED_EVENT_STATUSES = ("applied", "ignored")
+SETTLED_EVENT_STATUSES = (InboundEventStatus.APPLIED, InboundEventStatus.IGNORED)
 # Kinds whose event stores a message, which waiting events may be about.
 STORES_MESSAGE = frozenset({"message", "postback", "echo"})
 # A waiting event whose message has not come in this long never will (it predates dmrelay).
@@ -468,7 +474,7 @@ class InboundProcessor:
             jobs = [
                 ((delivery_id,), [delivery_job_id(delivery_id)]) for delivery_id in delivery_ids
             ]
-            await queue.enqueue_each_first_free(self.redis, "process_webhook", jobs)
+            await enqueue_each_first_free(self.redis, JobName.PROCESS_WEBHOOK, jobs)
         await self.apply_chats(chat_keys)
 
 

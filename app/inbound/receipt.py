@@ -11,9 +11,9 @@ import re
 import asyncpg
 from arq.connections import ArqRedis
 
-from app.core import queue
 from app.core.db import acquire
 from app.core.express import Answer, ExpressRequest, Route
+from app.core.jobs import JobName, enqueue_first_free
 from app.core.settings import Settings
 from app.inbound.processing import delivery_job_id
 from app.inbound.signature import SIGNATURE_HEADER, signature_is_valid
@@ -40,7 +40,7 @@ async def store(connection: asyncpg.Connection, redis: ArqRedis, body: bytes) ->
     text = body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     delivery_id = await connection.fetchval(_STORE, text)
     job_ids = [delivery_job_id(delivery_id)]
-    await queue.enqueue_first_free(redis, "process_webhook", (delivery_id,), job_ids)
+    await enqueue_first_free(redis, JobName.PROCESS_WEBHOOK, (delivery_id,), job_ids)
 
 
 async def receive(request: ExpressRequest) -> Answer | None:

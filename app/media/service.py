@@ -19,8 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core import queue
-from app.core.db import enqueue_after_commit
+from app.core.jobs import Job, JobName, enqueue, enqueue_after_commit
 from app.core.settings import Settings
 from app.media.download import DownloadError, Resolver, download, resolve, status_of
 from app.media.models import MediaDeletion
@@ -53,34 +52,28 @@ async def delete_after_commit(session: AsyncSession, keys: list[str]) -> None:
     await session.execute(
         insert(MediaDeletion).values([{"key": key} for key in keys]).on_conflict_do_nothing()
     )
-    enqueue_after_commit(session, "delete_media", keys)
+    enqueue_after_commit(session, Job(JobName.DELETE_MEDIA, (keys,)))
 
 
 def mirror_after_commit(session: AsyncSession, message: Message, settings: Settings) -> None:
     """Queue the work a newly stored message's attachments need."""
     for index, attachment in enumerate(message.attachments or []):
         if attachment["status"] == "pending":
-            enqueue_after_commit(
-                session,
-                "mirror_attachment",
-                message.id,
-                index,
-                _job_id=f"mirror:{message.id}:{index}",
+            job = Job(
+                JobName.MIRROR_ATTACHMENT, (message.id, index), f"mirror:{message.id}:{index}"
             )
+            enqueue_after_commit(session, job)
         elif attachment["type"] == "story_mention" and attachment.get("url"):
-            function, args, kwargs = story_check_job(message.id, index, 1, settings)
-            enqueue_after_commit(session, function, *args, **kwargs)
+            enqueue_after_commit(session, story_check_job(message.id, index, 1, settings))
 
 
-def story_check_job(message_id: int, index: int, check: int, settings: Settings) -> tuple:
-    """The arq job that looks whether a story mention's CDN link still resolves."""
-    return (
-        "check_story_mention",
+def story_check_job(message_id: int, index: int, check: int, settings: Settings) -> Job:
+    """The job that looks whether a story mention's CDN link still resolves."""
+    return Job(
+        JobName.CHECK_STORY_MENTION,
         (message_id, index, check),
-        {
-            "_job_id": f"story:{message_id}:{index}:{check}",
-            "_defer_by": timedelta(seconds=settings.story_mention_check_seconds),
-        },
+        id=f"story:{message_id}:{index}:{check}",
+        defer_by=timedelta(seconds=settings.story_mention_check_seconds),
     )
 
 
@@ -140,8 +133,7 @@ class Mirror:
                 message_id, index, {"status": "failed", "url": None, "expired": True}
             )
         elif check < MAX_STORY_CHECKS:
-            function, args, kwargs = story_check_job(message_id, index, check + 1, self.settings)
-            await queue.enqueue(self.redis, function, *args, **kwargs)
+            await enqueue(self.redis, story_check_job(message_id, index, check + 1, self.settings))
 
     async def delete(self, keys: list[str]) -> None:
         await self.store.delete(keys)
@@ -162,7 +154,7 @@ class Mirror:
         if keys:
             # One job per batch, named by its first key, so that a batch still queued (or
             # being deleted) is not doubled.
-            await queue.enqueue(self.redis, "delete_media", keys, _job_id=f"delete:{keys[0]}")
+            await enqueue(self.redis, Job(JobName.DELETE_MEDIA, (keys,), f"delete:{keys[0]}"))
 
     async def _attachment(self, message_id: int, index: int) -> dict[str, Any] | None:
         async with self.sessionmaker() as session:

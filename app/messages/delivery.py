@@ -35,8 +35,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.chats.models import Chat
-from app.core import queue
 from app.core.batching import Batcher
+from app.core.jobs import Job, JobName, enqueue, enqueue_first_free
+from app.core.models import sql_values
 from app.core.settings import Settings
 from app.messages.models import UNDELIVERED, Message
 from app.messages.throttle import Held, ProfileThrottle
@@ -76,15 +77,12 @@ async def request_delivery(pool: ArqRedis, chat_id: int) -> None:
     past its last look at the chat, so a follow-up job is queued as well (at most one).
     """
     job_ids = [f"deliver:{chat_id}", f"deliver:{chat_id}:next"]
-    await queue.enqueue_first_free(pool, "deliver_chat", (chat_id,), job_ids)
+    await enqueue_first_free(pool, JobName.DELIVER_CHAT, (chat_id,), job_ids)
 
 
-def delivery_job(chat_id: int, job_id: str, defer_until: datetime | None = None) -> tuple:
-    """The arq enqueue arguments that ask a worker to deliver a chat's messages."""
-    kwargs: dict[str, Any] = {"_job_id": job_id}
-    if defer_until is not None:
-        kwargs["_defer_until"] = defer_until
-    return ("deliver_chat", (chat_id,), kwargs)
+def delivery_job(chat_id: int, job_id: str, defer_until: datetime | None = None) -> Job:
+    """The job that asks a worker to deliver a chat's messages."""
+    return Job(JobName.DELIVER_CHAT, (chat_id,), job_id, defer_until)
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,8 @@ _CLAIM = f"""
 UPDATE messages m SET claimed_until = now() + $3::interval, attempts = m.attempts + 1
 FROM unnest($1::bigint[], $2::bigint[]) AS t(id, owner), chats c
 WHERE m.id = t.id AND c.id = m.chat_id AND c.delivery_lease_owner = t.owner
-    AND m.status IN {UNDELIVERED} AND (m.claimed_until IS NULL OR m.claimed_until <= now())
+    AND m.status IN {sql_values(UNDELIVERED)}
+    AND (m.claimed_until IS NULL OR m.claimed_until <= now())
 RETURNING m.id, m.attempts
 """
 
@@ -510,9 +509,8 @@ class Delivery:
             delivery_job(message.chat_id, f"retry:{message.id}:{when.timestamp():.3f}", when)
         )
 
-    async def _enqueue(self, job: tuple) -> None:
-        function, args, kwargs = job
-        await queue.enqueue(self.redis, function, *args, **kwargs)
+    async def _enqueue(self, job: Job) -> None:
+        await enqueue(self.redis, job)
 
     async def sweep(self) -> int:
         """Re-enqueue chats whose due messages have no live job and no worker: the job was

@@ -1,10 +1,10 @@
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    CheckConstraint,
     Computed,
     DateTime,
     ForeignKey,
@@ -16,19 +16,33 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
-from app.core.models import SerialId, Timestamps
+from app.core.models import SerialId, Timestamps, one_of, sql_values
 
-DIRECTIONS = ("inbound", "outbound")
-STATUSES = ("pending", "published", "failed_waiting_for_retry", "failed", "received")
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class MessageStatus(StrEnum):
+    # Outbound: accepted, then published by Meta, or failed (for now or for good).
+    PENDING = "pending"
+    PUBLISHED = "published"
+    FAILED_WAITING_FOR_RETRY = "failed_waiting_for_retry"
+    FAILED = "failed"
+    # Inbound.
+    RECEIVED = "received"
+
+
 # Outbound messages still owed to Meta.
-UNDELIVERED = ("pending", "failed_waiting_for_retry")
+UNDELIVERED = (MessageStatus.PENDING, MessageStatus.FAILED_WAITING_FOR_RETRY)
 
 
 class Message(SerialId, Timestamps, Base):
     __tablename__ = "messages"
     __table_args__ = (
-        CheckConstraint(f"direction IN {DIRECTIONS}", name="direction"),
-        CheckConstraint(f"status IN {STATUSES}", name="status"),
+        one_of("direction", Direction),
+        one_of("status", MessageStatus),
         # Meta's mid is unique per account: the dedupe key for webhooks and echoes.
         Index("uq_messages_profile_external_id", "profile_id", "external_id", unique=True),
         Index("ix_messages_external_id", "external_id"),
@@ -44,7 +58,7 @@ class Message(SerialId, Timestamps, Base):
             "ix_messages_undelivered",
             "chat_id",
             "id",
-            postgresql_where=f"status IN {UNDELIVERED}",
+            postgresql_where=f"status IN {sql_values(UNDELIVERED)}",
         ),
     )
 

@@ -17,8 +17,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
-from app.core.db import enqueue_after_commit
 from app.core.errors import APIError
+from app.core.jobs import Job, JobName, enqueue_after_commit
 from app.core.settings import Settings
 from app.meta.errors import GraphError
 from app.meta.graph import GraphClient, GraphUnreachable
@@ -64,7 +64,7 @@ def refresh_if_stale(session: AsyncSession, chats: list[Chat], settings: Setting
     now = datetime.now(UTC)
     stale = [chat.id for chat in chats if is_stale(chat, settings, now)]
     if stale:
-        enqueue_after_commit(session, "refresh_participants", stale)
+        enqueue_after_commit(session, Job(JobName.REFRESH_PARTICIPANTS, (stale,)))
 
 
 async def fetch(graph: GraphClient, settings: Settings, profile: Profile, user_id: str) -> dict:

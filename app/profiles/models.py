@@ -1,13 +1,24 @@
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
-from app.core.models import SerialId, Timestamps
+from app.core.models import SerialId, Timestamps, one_of
 
-CONNECTIONS = ("instagram_login", "facebook_login")
-PROFILE_STATUSES = ("active", "expired", "inactive")
+
+class Connection(StrEnum):
+    """How the profile was connected: Instagram Login, or Facebook Login through a Page."""
+
+    INSTAGRAM_LOGIN = "instagram_login"
+    FACEBOOK_LOGIN = "facebook_login"
+
+
+class ProfileStatus(StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    INACTIVE = "inactive"
 
 
 class ProfileGroup(SerialId, Timestamps, Base):
@@ -20,8 +31,8 @@ class Profile(SerialId, Timestamps, Base):
     __tablename__ = "profiles"
     __table_args__ = (
         UniqueConstraint("platform", "platform_id"),
-        CheckConstraint(f"connection IN {CONNECTIONS}", name="connection"),
-        CheckConstraint(f"status IN {PROFILE_STATUSES}", name="status"),
+        one_of("connection", Connection),
+        one_of("status", ProfileStatus),
         CheckConstraint(
             "connection = 'instagram_login' OR page_id IS NOT NULL", name="page_id_for_facebook"
         ),

@@ -1,0 +1,137 @@
+"""The one way to ask a worker for work: a `Job`, named by `JobName`, enqueued after the
+rows it is about are committed.
+
+The database row is the truth and a job only points at it, so a failed enqueue is logged,
+not raised: the caller's work is committed and a sweeper enqueues it again.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import after_commit
+
+log = logging.getLogger(__name__)
+
+
+class JobName(StrEnum):
+    """Every job a worker runs, under the name arq stores it by in Redis: a job queued by one
+    version of dmrelay is run by the next, so a value never changes."""
+
+    DELIVER_CHAT = "deliver_chat"
+    PROCESS_WEBHOOK = "process_webhook"
+    REFRESH_PARTICIPANTS = "refresh_participants"
+    MIRROR_ATTACHMENT = "mirror_attachment"
+    CHECK_STORY_MENTION = "check_story_mention"
+    DELETE_MEDIA = "delete_media"
+    # Periodic (arq cron jobs, stored as "cron:<name>").
+    SWEEP_SENDS = "sweep"
+    SWEEP_WEBHOOK_DELIVERIES = "sweep_inbound"
+    SWEEP_MEDIA_DELETIONS = "sweep_media_deletions"
+    PURGE_IDEMPOTENCY_KEYS = "purge_idempotency_keys"
+
+
+# A job's arguments are plain data (see queue.pack_job): ids, and lists of ids or keys.
+JobArg = int | str | list[int] | list[str]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job to enqueue. `id` keeps it unique in Redis (arq refuses a second job under an id
+    that is queued, running or kept as a result); `defer_until` or `defer_by` delays it."""
+
+    name: JobName
+    args: tuple[JobArg, ...]
+    id: str | None = None
+    defer_until: datetime | None = None
+    defer_by: timedelta | None = None
+
+
+async def enqueue(pool: ArqRedis, job: Job) -> bool:
+    """Enqueue a job whose rows are already committed: False if its id is taken (or Redis
+    failed, which is logged)."""
+    try:
+        queued = await pool.enqueue_job(
+            job.name.value,
+            *job.args,
+            _job_id=job.id,
+            _defer_until=job.defer_until,
+            _defer_by=job.defer_by,
+        )
+    except Exception:
+        log.exception("could not enqueue %s%r; the sweeper will pick it up", job.name, job.args)
+        return False
+    return queued is not None
+
+
+def enqueue_after_commit(session: AsyncSession, job: Job) -> None:
+    """Enqueue `job` once the session's transaction has committed (see db.after_commit)."""
+    after_commit(session, lambda pool: enqueue(pool, job))
+
+
+# arq's enqueue_job for several candidate ids in one round trip (arq itself takes three per
+# id: WATCH, EXISTS, MULTI/EXEC): the job goes under the first id with no job or result.
+# KEYS: the queue, then each id's job key and result key. ARGV: the serialised job, its
+# score, its expiry (ms), then the ids.
+_ENQUEUE_FIRST_FREE = """
+for j = 1, #ARGV - 3 do
+    if redis.call('EXISTS', KEYS[2 * j], KEYS[2 * j + 1]) == 0 then
+        redis.call('PSETEX', KEYS[2 * j], ARGV[3], ARGV[1])
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3 + j])
+        return j
+    end
+end
+return 0
+"""
+
+
+async def enqueue_first_free(
+    pool: ArqRedis, name: JobName, args: tuple[JobArg, ...], job_ids: list[str]
+) -> str | None:
+    """Enqueue a job under the first of `job_ids` that is free, as arq would; the id used,
+    or None if all are taken (or Redis failed: logged, as in `enqueue`)."""
+    keys, argv = _first_free(pool, name, args, job_ids)
+    try:
+        taken = await pool.register_script(_ENQUEUE_FIRST_FREE)(keys, argv)
+    except Exception:
+        log.exception("could not enqueue %s%r; the sweeper will pick it up", name, args)
+        return None
+    return job_ids[taken - 1] if taken else None
+
+
+async def enqueue_each_first_free(
+    pool: ArqRedis, name: JobName, jobs: list[tuple[tuple[JobArg, ...], list[str]]]
+) -> None:
+    """Several jobs (args, candidate ids), each as `enqueue_first_free` would, in one round
+    trip."""
+    script = pool.register_script(_ENQUEUE_FIRST_FREE)
+    try:
+        async with pool.pipeline(transaction=False) as pipe:
+            for args, job_ids in jobs:
+                keys, argv = _first_free(pool, name, args, job_ids)
+                await script(keys, argv, client=pipe)
+            await pipe.execute()
+    except Exception:
+        log.exception(
+            "could not enqueue %d %s jobs; the sweeper will pick them up", len(jobs), name
+        )
+
+
+def _first_free(
+    pool: ArqRedis, name: JobName, args: tuple[JobArg, ...], job_ids: list[str]
+) -> tuple[list[str], list[Any]]:
+    """The KEYS and ARGV of _ENQUEUE_FIRST_FREE for one job."""
+    enqueued_ms = timestamp_ms()
+    job = serialize_job(name.value, args, {}, None, enqueued_ms, serializer=pool.job_serializer)
+    keys = [pool.default_queue_name]
+    for job_id in job_ids:
+        keys += [job_key_prefix + job_id, result_key_prefix + job_id]
+    return keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]
