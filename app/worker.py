@@ -18,7 +18,8 @@ from app.inbound.processing import InboundProcessor
 from app.media import download
 from app.media.service import Mirror
 from app.media.storage import create_store
-from app.messages.delivery import Delivery
+from app.messages.sender import Sender
+from app.messages.sweep import sweep as sweep_sends
 from app.meta.graph import GraphClient, create_session
 from app.participants import service as participants
 
@@ -33,7 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["sessions"] = sessions
     ctx["graph"] = GraphClient(settings, ctx["http"])
     ctx["db"] = await create_driver_pool(settings)
-    ctx["delivery"] = Delivery(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
+    ctx["sender"] = Sender(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
     ctx["media_http"] = download.create_client()
     ctx["mirror"] = Mirror(
@@ -53,11 +54,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def deliver_chat(ctx: dict[str, Any], chat_id: int) -> None:
-    await ctx["delivery"].deliver_chat(chat_id)
+    await ctx["sender"].send_chat(chat_id)
 
 
 async def sweep(ctx: dict[str, Any]) -> None:
-    await ctx["delivery"].sweep()
+    sender: Sender = ctx["sender"]
+    await sweep_sends(sender.engine, sender.redis, sender.settings)
 
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> None:

@@ -153,7 +153,7 @@ async def test_unknown_outcome_without_an_echo_is_sent_again(account, clean, cap
     assert published.external_id == records[1]["message_id"]
     # And says so, naming the message and why (the fault suite reads this line).
     serial = ids.decode(ids.Kind.MESSAGE, message.id)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "app.messages.delivery"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "app.messages.sender"]
     assert any(
         w.startswith(f"message {serial}: Meta may have it (TimeoutError)") for w in warnings
     ), warnings
@@ -262,7 +262,7 @@ async def test_a_chat_has_at_most_two_delivery_jobs_queued(clean):
     pool = arq_pool(clean.settings, default_queue_name="test:queue")
     try:
         ids = ["deliver:test", "deliver:test:next"]
-        taken = [await enqueue_first_free(pool, JobName.DELIVER_CHAT, (0,), ids) for _ in range(3)]
+        taken = [await enqueue_first_free(pool, JobName.SEND_CHAT, (0,), ids) for _ in range(3)]
         assert taken == ["deliver:test", "deliver:test:next", None]
         job = await Job(
             "deliver:test:next", pool, _queue_name="test:queue", _deserializer=pool.job_deserializer

@@ -1,4 +1,4 @@
-"""Delivery when a chat's lease runs out mid-attempt: the worker that takes the chat over
+"""Sending when a chat's lease runs out mid-attempt: the worker that takes the chat over
 never sends a message again while the first attempt may still reach Meta, the first worker
 stops once it knows, and every status change is checked against the state it expects."""
 
@@ -11,7 +11,7 @@ from sqlalchemy import text
 from app.core import ids
 from app.core.db import create_driver_pool, create_engine
 from app.core.queue import arq_pool
-from app.messages.delivery import Delivery
+from app.messages.sender import Sender
 from app.messages.throttle import ProfileThrottle
 from app.meta.graph import GraphClient, create_session
 from tests.conftest import Stack, wait_for
@@ -23,8 +23,8 @@ LATENCY_MS = 2500
 
 
 @pytest.fixture
-async def workers(clean: Stack) -> AsyncIterator[list[Delivery]]:
-    """Two delivery workers of the test's own (the harness's worker takes no jobs
+async def workers(clean: Stack) -> AsyncIterator[list[Sender]]:
+    """Two senders of the test's own (the harness's worker takes no jobs
     meanwhile), with a Graph timeout longer than the sandbox's latency."""
     settings = clean.settings.model_copy(
         update={"graph_timeout_seconds": 10.0, "rate_audio_video": 0.5}
@@ -35,10 +35,10 @@ async def workers(clean: Stack) -> AsyncIterator[list[Delivery]]:
     for _ in range(2):
         http = create_session(settings.graph_timeout_seconds)
         db = await create_driver_pool(settings, size=4)
-        made.append((http, db, Delivery(db, engine, GraphClient(settings, http), settings, redis)))
+        made.append((http, db, Sender(db, engine, GraphClient(settings, http), settings, redis)))
     clean.worker.allow_pick_jobs = False
     try:
-        yield [delivery for _, _, delivery in made]
+        yield [sender for _, _, sender in made]
     finally:
         clean.worker.allow_pick_jobs = True
         for http, db, _ in made:
@@ -66,7 +66,7 @@ async def lease_runs_out(stack: Stack, chat_id: int) -> None:
     """As if the worker holding the chat had stalled past its lease."""
     await run_sql(
         stack,
-        "UPDATE chats SET delivery_lease_until = now() - interval '1 second' WHERE id = :id",
+        "UPDATE chats SET send_lease_until = now() - interval '1 second' WHERE id = :id",
         id=chat_id,
     )
 
@@ -76,15 +76,15 @@ def serial(public_id: str) -> int:
 
 
 async def take_over(
-    clean: Stack, first: Delivery, second: Delivery, chat_id: int, message_id: int
+    clean: Stack, first: Sender, second: Sender, chat_id: int, message_id: int
 ) -> None:
     """The first worker's lease on the chat runs out once it has claimed the message; the
     second takes the chat over. Then the harness's worker finishes the chat from the jobs
     queued meanwhile, with the sandbox's faults cleared."""
-    sending = asyncio.create_task(first.deliver_chat(chat_id))
+    sending = asyncio.create_task(first.send_chat(chat_id))
     await wait_for(lambda: claimed(clean, message_id))
     await lease_runs_out(clean, chat_id)
-    await second.deliver_chat(chat_id)
+    await second.send_chat(chat_id)
     await sending
     await faults(clean)
     clean.worker.allow_pick_jobs = True
@@ -141,7 +141,7 @@ async def test_an_echo_that_published_a_message_mid_attempt_stands(account, work
         recipients={CUSTOMERS[0]: {"code": 2, "message": "transient"}},
     )
     message = await account.client.messages.send(chat.id, body="echoed first")
-    sending = asyncio.create_task(worker.deliver_chat(ids.decode(ids.Kind.CHAT, chat.id)))
+    sending = asyncio.create_task(worker.send_chat(ids.decode(ids.Kind.CHAT, chat.id)))
     await wait_for(lambda: claimed(clean, serial(message.id)))
     # The harness's worker applies the echo (the chat's lease keeps it from sending).
     clean.worker.allow_pick_jobs = True

@@ -14,8 +14,8 @@ async def in_flight(clean, chat_id: int) -> None:
     async with clean.sessionmaker() as session, session.begin():
         await session.execute(
             text(
-                "UPDATE chats SET delivery_lease_until = now() + interval '1 minute', "
-                "delivery_lease_owner = 1 WHERE id = :id"
+                "UPDATE chats SET send_lease_until = now() + interval '1 minute', "
+                "send_lease_owner = 1 WHERE id = :id"
             ),
             {"id": chat_id},
         )
@@ -64,3 +64,41 @@ async def test_an_echo_that_one_message_could_be_pairs_with_it(account, clean):
 
     assert (await wait_for(published)).external_id == mid
     assert (await account.client.messages.list(chat.id)).total == 1
+
+
+async def test_an_echo_publishes_a_retried_message_as_the_send_answer_would(account, clean):
+    """Published by its echo, a message keeps nothing of the attempt that failed before:
+    as when the send's answer publishes it (SQL publish_send, both ways)."""
+    chat = await account.client.chats.create(account.profile_id, CUSTOMERS[0])
+    clean.worker.allow_pick_jobs = False
+    try:
+        message = await account.client.messages.send(chat.id, body="second try")
+        # Its first attempt failed and is to be retried; the second is under way.
+        async with clean.sessionmaker() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE messages SET status = 'failed_waiting_for_retry', attempts = 2, "
+                    "error_message = 'Meta had a temporary error. Retrying (attempt 1 of 8).', "
+                    """error_details = '{"platform_error_code": "2"}', """
+                    "next_attempt_at = now() - interval '1 second'"
+                )
+            )
+        await in_flight(clean, ids.decode(ids.Kind.CHAT, chat.id))
+    finally:
+        clean.worker.allow_pick_jobs = True
+
+    [mid] = await emit(clean, event("echo", sender=CUSTOMERS[0], text="second try"))
+
+    async def published():
+        current = await account.client.messages.get(message.id)
+        return current if current.status == "published" else None
+
+    current = await wait_for(published)
+    assert (current.external_id, current.error_message, current.error_details) == (mid, None, None)
+    assert current.external_posted_at is not None
+    async with clean.sessionmaker() as session:
+        left = await session.execute(
+            text("SELECT claimed_until, next_attempt_at FROM messages WHERE id = :id"),
+            {"id": ids.decode(ids.Kind.MESSAGE, message.id)},
+        )
+        assert tuple(left.one()) == (None, None)

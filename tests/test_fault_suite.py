@@ -28,7 +28,7 @@ from postproxy import PostProxy, PostProxyError
 
 from app.core import ids
 from app.messages import models as messages
-from app.messages.delivery import UNFINISHED_ATTEMPT
+from app.messages.sender import UNFINISHED_ATTEMPT
 from tests.faults import Postgres, Processes, Redis, free_port, missing_prerequisites, tail
 
 WORKERS = 3
@@ -325,7 +325,7 @@ def answered_late(record: dict) -> bool:
     return waited >= GRAPH_TIMEOUT_SECONDS
 
 
-# What a worker logs before it sends a message again (Delivery._echo_arrived).
+# What a worker logs before it sends a message again (Sender._echo_arrived).
 RESEND_LOG = re.compile(r"message (\d+): Meta may have it \((.*?)\) and no echo came")
 
 

@@ -15,7 +15,7 @@ from arq.utils import timestamp_ms
 
 from app.core import queue
 from app.core.jobs import Job, JobName, enqueue
-from app.messages.delivery import request_delivery
+from app.messages.sender import request_send
 from app.worker import WorkerSettings
 from tests.conftest import wait_for
 
@@ -66,7 +66,7 @@ async def test_every_job_kind_is_enqueued_as_plain_data_and_read_back(clean):
     try:
         for function, args in JOB_ARGS.items():
             assert await enqueue(pool, Job(JobName(function), args, f"test:{function}"))
-        await request_delivery(pool, 11)  # the express lane's enqueue (one Lua script)
+        await request_send(pool, 11)  # the express lane's enqueue (one Lua script)
         for job_id, (function, args) in expected.items():
             stored = await pool.get(job_key_prefix + job_id)
             # Plain msgpack, which anything can read and nothing runs code to read.

@@ -141,7 +141,7 @@ async def test_redis_clients_connect_with_a_password_and_tls(
     pool = queue.arq_pool(local, default_queue_name="test:auth")
     try:
         assert await pool.ping()
-        assert await enqueue(pool, Job(JobName.DELIVER_CHAT, (1,), "auth-test"))
+        assert await enqueue(pool, Job(JobName.SEND_CHAT, (1,), "auth-test"))
     finally:
         await pool.aclose()
 

@@ -43,7 +43,7 @@ async def test_a_graph_error_quoting_the_token_is_stored_and_logged_without_it(c
         assert failed.error_details.platform_error_code == "190"
         assert failed.error_details.platform_error_message.startswith("Malformed access token")
         assert TOKEN not in failed.error_details.platform_error_message
-        assert "app.messages.delivery" in {r.name for r in caplog.records}  # it was logged
+        assert "app.messages.sender" in {r.name for r in caplog.records}  # it was logged
         assert TOKEN not in _logged(caplog)
     finally:
         await account.client.close()

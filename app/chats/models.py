@@ -44,6 +44,6 @@ class Chat(SerialId, Timestamps, Base):
     # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
     message_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # One worker at a time sends a chat's messages, in order; it holds this lease meanwhile.
-    delivery_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    send_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A random token of the worker that took the lease: only it renews or releases it.
-    delivery_lease_owner: Mapped[int | None] = mapped_column(BigInteger)
+    send_lease_owner: Mapped[int | None] = mapped_column(BigInteger)

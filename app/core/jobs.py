@@ -26,7 +26,7 @@ class JobName(StrEnum):
     """Every job a worker runs, under the name arq stores it by in Redis: a job queued by one
     version of dmrelay is run by the next, so a value never changes."""
 
-    DELIVER_CHAT = "deliver_chat"
+    SEND_CHAT = "deliver_chat"
     PROCESS_WEBHOOK = "process_webhook"
     REFRESH_PARTICIPANTS = "refresh_participants"
     MIRROR_ATTACHMENT = "mirror_attachment"

@@ -29,7 +29,8 @@ from app.inbound import erasure
 from app.inbound.content import message_columns
 from app.inbound.parsing import Event
 from app.media import service as media
-from app.messages.models import UNDELIVERED, Message
+from app.messages import repository as messages
+from app.messages.models import UNDELIVERED, Direction, Message, MessageStatus
 from app.profiles.models import Profile
 
 # Message columns a stored message is not read back for: they hold what its row carried (or
@@ -152,30 +153,27 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
        only such row: content (text, or an attachment's type alone, as echoes carry Meta's
        copy of the file) can be shared, and a wrong pairing would mark a message published
        that Meta never got. With two, the echo is stored on its own, and the send's answer
-       merges it into its message (publish_deliveries, migration 0007).
+       merges it into its message (SQL publish_sends, migration 0008).
     3. Else it was sent from the Instagram app or another inbox: store it as published.
     Never a second row for one mid, whatever the arrival order.
     """
-    session = context.session
+    session, mid = context.session, event.mid
+    assert mid is not None  # parsing refuses an echo without one
     ours = await session.scalar(
         select(Message)
-        .where(Message.profile_id == context.profile_id, Message.external_id == event.mid)
+        .where(Message.profile_id == context.profile_id, Message.external_id == mid)
         .with_for_update()
     )
     if ours is None:
         ours = await _claimed_match(context, event)
-        if ours is not None:
-            ours.external_id = event.mid
     if ours is not None:
         if ours.status in UNDELIVERED:
-            ours.status = "published"
-            ours.external_posted_at = event.occurred_at
-            ours.claimed_until = None
+            # As the send's answer publishes it: Meta's id, and no retry or error left.
+            await messages.publish_echoed(session, ours, mid, event.occurred_at)
         _touch_chat(context.chat, outbound_at=event.occurred_at)
         return Outcome.APPLIED
-    [message] = await _insert_messages(
-        session, [(context, event, {"direction": "outbound", "status": "published"})]
-    )
+    published = {"direction": Direction.OUTBOUND, "status": MessageStatus.PUBLISHED}
+    [message] = await _insert_messages(session, [(context, event, published)])
     if message is None:
         return Outcome.IGNORED
     _touch_chat(context.chat, outbound_at=event.occurred_at)
@@ -184,24 +182,16 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
 
 
 async def _claimed_match(context: Context, event: Event) -> Message | None:
+    """The chat's message being sent right now with the echo's content, if only one has it."""
     echo = event.item["message"]
-    conditions = [
-        Message.chat_id == context.chat.id,
-        Message.direction == "outbound",
-        Message.external_id.is_(None),
-        Message.status.in_(UNDELIVERED),
-        Message.claimed_until > func.now(),
-    ]
     attachments = echo.get("attachments")
     if isinstance(attachments, list) and attachments and isinstance(attachments[0], dict):
-        conditions.append(Message.attachment["type"].astext == str(attachments[0].get("type")))
+        body, attachment_type = None, str(attachments[0].get("type"))
     else:
-        conditions.append(Message.body == echo.get("text"))
-    candidates = (
-        await context.session.scalars(
-            select(Message).where(*conditions).order_by(Message.id).limit(2).with_for_update()
-        )
-    ).all()
+        body, attachment_type = echo.get("text"), None
+    candidates = await messages.claimed_candidates(
+        context.session, context.chat.id, body, attachment_type
+    )
     return candidates[0] if len(candidates) == 1 else None
 
 

@@ -10,8 +10,8 @@ from app.core.db import acquire
 from app.core.errors import APIError
 from app.core.express import Answer, ExpressRequest, Route
 from app.messages import service
-from app.messages.delivery import request_delivery
 from app.messages.schemas import MessageOut, MessageSend
+from app.messages.sender import request_send
 
 
 async def send(request: ExpressRequest) -> Answer | None:
@@ -36,7 +36,7 @@ async def send(request: ExpressRequest) -> Answer | None:
             message = await service.send(connection, scope, request.match[1], fields)
     except APIError:
         return None  # refused: FastAPI's route explains why, as it always does
-    await request_delivery(request.state.arq_pool, message.chat_id)
+    await request_send(request.state.arq_pool, message.chat_id)
     return Answer(202, MessageOut.of(message).model_dump_json().encode())
 
 

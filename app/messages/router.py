@@ -1,4 +1,4 @@
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
@@ -9,12 +9,9 @@ from app.core.deps import Session
 from app.core.idempotency import Idempotency
 from app.core.pagination import Page, Pagination
 from app.messages import service
-from app.messages.schemas import MessageOut, MessageSend
+from app.messages.schemas import DirectionName, MessageOut, MessageSend, StatusName
 
 router = APIRouter(tags=["messages"])
-
-Direction = Literal["inbound", "outbound"]
-Status = Literal["pending", "published", "failed_waiting_for_retry", "failed", "received"]
 
 
 @router.get("/chats/{chat_id}/messages", response_model=Page[MessageOut])
@@ -23,8 +20,8 @@ async def list_messages(
     scope: CurrentScope,
     session: Session,
     page: Pagination,
-    direction: Annotated[Direction | None, Query()] = None,
-    status: Annotated[Status | None, Query()] = None,
+    direction: Annotated[DirectionName | None, Query()] = None,
+    status: Annotated[StatusName | None, Query()] = None,
 ) -> Page[MessageOut]:
     chat, _ = await find_chat(session, scope, chat_id)
     messages, total = await service.list_messages(session, chat, page, direction, status)
@@ -44,11 +41,11 @@ async def send_message(
     session: Session,
     idempotency: Idempotency,
 ) -> Response:
-    """Accept a message for delivery: it is `pending` until a worker hands it to Meta."""
+    """Accept a message to send: it is `pending` until a worker hands it to Meta."""
     # With an Idempotency-Key, the session's transaction is open (the key was looked up), so
     # the insert and the stored response commit together.
     message = await service.send(await driver_connection(session), scope, chat_id, fields)
-    service.queue_delivery(session, message.chat_id)
+    service.queue_send(session, message.chat_id)
     return await idempotency.remember(session, 202, MessageOut.of(message))
 
 

@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -17,6 +17,11 @@ from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
 from app.core.schemas import Text
 from app.messages.models import Message
+
+# Direction and MessageStatus values, as the API's schema lists them (tests/test_messages.py
+# checks that they match).
+DirectionName = Literal["inbound", "outbound"]
+StatusName = Literal["pending", "published", "failed_waiting_for_retry", "failed", "received"]
 
 MAX_TEXT_CHARACTERS = 1000
 # Meta documents both "less than 1000 characters" and "UTF-8, 1000 bytes or less";
@@ -155,9 +160,9 @@ class MessageOut(BaseModel):
     id: str
     chat_id: str
     external_id: str | None
-    direction: Literal["inbound", "outbound"]
+    direction: DirectionName
     body: str | None
-    status: Literal["pending", "published", "failed_waiting_for_retry", "failed", "received"]
+    status: StatusName
     tag: str | None
     error_message: str | None
     error_details: ErrorDetails | None
@@ -208,9 +213,9 @@ class MessageOut(BaseModel):
             id=public_id,
             chat_id=ids.encode(ids.Kind.CHAT, message.chat_id),
             external_id=message.external_id,
-            direction=message.direction,
+            direction=cast(DirectionName, message.direction),
             body=message.body,
-            status=message.status,
+            status=cast(StatusName, message.status),
             tag=message.tag,
             error_message=message.error_message,
             error_details=ErrorDetails(**message.error_details) if message.error_details else None,
