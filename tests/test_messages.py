@@ -1,6 +1,7 @@
 """Sending: validation, the 24-hour window, delivery through the worker to the sandbox."""
 
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import httpx
 import pytest
@@ -8,7 +9,8 @@ from postproxy import NotFoundError, ValidationError
 from sqlalchemy import func, select, update
 
 from app.chats.models import Chat
-from app.messages.models import Message
+from app.messages.models import Direction, Message, MessageStatus
+from app.messages.schemas import DirectionName, StatusName
 from tests.conftest import wait_for
 
 CUSTOMER = "1602510301006188"
@@ -237,3 +239,8 @@ async def test_the_express_lane_answers_as_the_route_does(account, clean, case):
         stored = await session.scalar(select(func.count()).select_from(Message))
     assert stored == (2 if case == "accepted" else 0)
     assert answers[0][0] == {"accepted": 202, "unknown chat": 404}.get(case, 422)
+
+
+def test_the_api_names_exactly_the_enums_values():
+    assert set(get_args(DirectionName)) == {direction.value for direction in Direction}
+    assert set(get_args(StatusName)) == {status.value for status in MessageStatus}

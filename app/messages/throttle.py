@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
@@ -120,6 +121,24 @@ return 0
 """
 
 
+class Booking(NamedTuple):
+    """A booked slot's entry in its profile's log of sends, to mark it answered by."""
+
+    log_key: str
+    entry: bytes
+
+
+class _SlotRequest(NamedTuple):
+    """One send's question to _RESERVE_SLOTS: its profile's keys and its limit."""
+
+    pause_key: str
+    rate_key: str
+    log_key: str
+    interval_ms: float
+    # How many logged sends may share the second before its slot.
+    most_in_second: int
+
+
 @dataclass(frozen=True)
 class Slot:
     """The answer to "may this profile send now?"."""
@@ -128,9 +147,8 @@ class Slot:
     paused_for: float
     # Seconds until the send's slot, or until it should ask again.
     wait: float
-    # If the slot is the send's (after `wait`, it goes without asking again): its log key and
-    # entry, to mark it answered by.
-    booking: tuple[str, bytes] | None
+    # If the slot is the send's (after `wait`, it goes without asking again).
+    booking: Booking | None
 
     @property
     def booked(self) -> bool:
@@ -153,14 +171,14 @@ class ProfileThrottle:
         self._push_on = redis.register_script(_PUSH_ON)
         self._unanswered = min(UNANSWERED_SECONDS, settings.graph_timeout_seconds + 1)
         # Sends booked and not answered yet, kept logged ahead of now by one task.
-        self._in_flight: set[tuple[str, bytes]] = set()
+        self._in_flight: set[Booking] = set()
         self._keeper: asyncio.Task[None] | None = None
         # The sends of concurrent chats ask in one round trip.
         self._requests = Batcher(self._reserve_all)
         # Sends answered since the last round trip, which marks them so in their logs. If
         # that call fails they stay unanswered there until their time runs out: they hold
         # their places longer, never shorter, so losing them is safe.
-        self._answered: list[tuple[str, bytes]] = []
+        self._answered: list[Booking] = []
 
     def _limit(self, connection: str, attachment_type: str | None) -> tuple[str, float]:
         """The limit a send counts against: its name and its rate per second."""
@@ -213,8 +231,8 @@ class ProfileThrottle:
                 return
             try:
                 await self._push_on(
-                    keys=[log_key for log_key, _ in bookings],
-                    args=[self._unanswered * 1000] + [entry for _, entry in bookings],
+                    keys=[booking.log_key for booking in bookings],
+                    args=[self._unanswered * 1000] + [booking.entry for booking in bookings],
                 )
             except Exception:  # noqa: BLE001 - Redis away: no slot is booked meanwhile either
                 log.warning("could not keep %d unanswered sends logged", len(bookings))
@@ -222,7 +240,7 @@ class ProfileThrottle:
     async def reserve(self, profile_id: int, connection: str, attachment_type: str | None) -> Slot:
         name, rate = self._limit(connection, attachment_type)
         return await self._requests.submit(
-            (
+            _SlotRequest(
                 _pause_key(profile_id),
                 f"dmrelay:rate:{profile_id}:{name}",
                 f"dmrelay:sent:{profile_id}:{name}",
@@ -232,23 +250,27 @@ class ProfileThrottle:
             )
         )
 
-    async def _reserve_all(self, requests: list[tuple[str, str, str, float, int]]) -> list[Slot]:
+    async def _reserve_all(self, requests: list[_SlotRequest]) -> list[Slot]:
         answered, self._answered = self._answered, []
         answers = await self._reserve_slots(
-            keys=[key for request in requests for key in request[:3]]
-            + [log_key for log_key, _ in answered],
+            keys=[
+                key
+                for request in requests
+                for key in (request.pause_key, request.rate_key, request.log_key)
+            ]
+            + [booking.log_key for booking in answered],
             # An unanswered send is logged this far ahead of its slot, then pushed on.
             args=[len(requests), self._unanswered * 1000]
-            + [arg for request in requests for arg in request[3:]]
-            + [entry for _, entry in answered],
+            + [arg for request in requests for arg in (request.interval_ms, request.most_in_second)]
+            + [booking.entry for booking in answered],
         )
         slots = []
-        for (_, _, log_key, _, _), (paused, ms, *entry) in zip(requests, answers, strict=True):
+        for request, (paused, ms, *entry) in zip(requests, answers, strict=True):
             seconds = float(ms) / 1000.0
             if paused:
                 slots.append(Slot(paused_for=seconds, wait=0.0, booking=None))
             else:
-                booking = (log_key, entry[0]) if entry else None
+                booking = Booking(request.log_key, entry[0]) if entry else None
                 slots.append(Slot(paused_for=0.0, wait=seconds, booking=booking))
         return slots
 
