@@ -8,10 +8,21 @@ from tests.conftest import wait_for
 from tests.inbound import emit, event
 from tests.test_delivery import CUSTOMERS
 
+# As after a failed first attempt, the second under way.
+RETRIED = (
+    "UPDATE messages SET status = 'failed_waiting_for_retry', attempts = 2, "
+    "error_message = 'Meta had a temporary error. Retrying (attempt 1 of 8).', "
+    """error_details = '{"platform_error_code": "2"}', """
+    "next_attempt_at = now() - interval '1 second'"
+)
 
-async def in_flight(clean, chat_id: int) -> None:
-    """Both messages as if being sent right now, by a worker holding the chat."""
+
+async def in_flight(clean, chat_id: int, retried: bool = False) -> None:
+    """The chat's messages as if being sent right now, by a worker holding the chat
+    (`retried`: on their second attempt)."""
     async with clean.sessionmaker() as session, session.begin():
+        if retried:
+            await session.execute(text(RETRIED))
         await session.execute(
             text(
                 "UPDATE chats SET send_lease_until = now() + interval '1 minute', "
@@ -22,6 +33,16 @@ async def in_flight(clean, chat_id: int) -> None:
         await session.execute(
             text("UPDATE messages SET claimed_until = now() + interval '1 minute'")
         )
+
+
+async def published(client, message_id: str):
+    """The message, once it is published."""
+
+    async def done():
+        current = await client.messages.get(message_id)
+        return current if current.status == "published" else None
+
+    return await wait_for(done)
 
 
 async def test_an_echo_that_two_messages_could_be_pairs_with_neither(account, clean):
@@ -58,11 +79,7 @@ async def test_an_echo_that_one_message_could_be_pairs_with_it(account, clean):
 
     [mid] = await emit(clean, event("echo", sender=CUSTOMERS[0], type="image"))
 
-    async def published():
-        current = await account.client.messages.get(only.id)
-        return current if current.status == "published" else None
-
-    assert (await wait_for(published)).external_id == mid
+    assert (await published(account.client, only.id)).external_id == mid
     assert (await account.client.messages.list(chat.id)).total == 1
 
 
@@ -73,27 +90,13 @@ async def test_an_echo_publishes_a_retried_message_as_the_send_answer_would(acco
     clean.worker.allow_pick_jobs = False
     try:
         message = await account.client.messages.send(chat.id, body="second try")
-        # Its first attempt failed and is to be retried; the second is under way.
-        async with clean.sessionmaker() as session, session.begin():
-            await session.execute(
-                text(
-                    "UPDATE messages SET status = 'failed_waiting_for_retry', attempts = 2, "
-                    "error_message = 'Meta had a temporary error. Retrying (attempt 1 of 8).', "
-                    """error_details = '{"platform_error_code": "2"}', """
-                    "next_attempt_at = now() - interval '1 second'"
-                )
-            )
-        await in_flight(clean, ids.decode(ids.Kind.CHAT, chat.id))
+        await in_flight(clean, ids.decode(ids.Kind.CHAT, chat.id), retried=True)
     finally:
         clean.worker.allow_pick_jobs = True
 
     [mid] = await emit(clean, event("echo", sender=CUSTOMERS[0], text="second try"))
 
-    async def published():
-        current = await account.client.messages.get(message.id)
-        return current if current.status == "published" else None
-
-    current = await wait_for(published)
+    current = await published(account.client, message.id)
     assert (current.external_id, current.error_message, current.error_details) == (mid, None, None)
     assert current.external_posted_at is not None
     async with clean.sessionmaker() as session:

@@ -405,18 +405,19 @@ async def find(session: AsyncSession, scope: Scope, serial_or_mid: int | str) ->
 
 async def page_of_chat(
     session: AsyncSession,
-    chat: Chat,
+    chat_id: int,
     page: PageParams,
-    direction: str | None,
-    status: str | None,
+    *,
+    direction: str | None = None,
+    status: str | None = None,
+    total: int | None = None,
 ) -> tuple[list[Message], int]:
-    """A page of the chat's messages, newest first, and how many there are."""
-    conditions = [Message.chat_id == chat.id]
+    """A page of the chat's messages, newest first (of this direction and status, if given),
+    and how many there are: `total` if known, else counted."""
+    conditions = [Message.chat_id == chat_id]
     if direction is not None:
         conditions.append(Message.direction == direction)
     if status is not None:
         conditions.append(Message.status == status)
-    filtered = direction is not None or status is not None
     order = [Message.sort_at.desc(), Message.id.desc()]
-    kept_total = None if filtered else chat.message_count
-    return await fetch_page(session, Message, conditions, order, page, kept_total)
+    return await fetch_page(session, Message, conditions, order, page, total)

@@ -104,7 +104,12 @@ async def list_messages(
     direction: str | None,
     status: str | None,
 ) -> tuple[list[Message], int]:
-    return await repository.page_of_chat(session, chat, page, direction, status)
+    filtered = direction is not None or status is not None
+    # Unfiltered, the total is the count the chat keeps.
+    total = None if filtered else chat.message_count
+    return await repository.page_of_chat(
+        session, chat.id, page, direction=direction, status=status, total=total
+    )
 
 
 async def get_message(session: AsyncSession, scope: Scope, message_id: str) -> Message:

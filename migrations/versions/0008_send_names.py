@@ -38,74 +38,57 @@ PUBLISH_SEND = f"""
     $$
 """
 
-PUBLISH_SENDS = f"""
-    CREATE FUNCTION publish_sends(
-        message_ids bigint[], chat_ids bigint[], profile_ids bigint[], mids text[],
-        posted_ats timestamptz[], attempt_numbers integer[]
-    ) RETURNS SETOF send_head
-    LANGUAGE plpgsql AS $$
-    BEGIN
-        FOR i IN 1 .. coalesce(array_length(message_ids, 1), 0) LOOP
-            UPDATE chats
-            SET last_outbound_at = greatest(last_outbound_at, posted_ats[i]),
-                last_message_at = greatest(last_message_at, posted_ats[i])
-            WHERE id = chat_ids[i];
-            -- Only the attempt that holds the message publishes it: one a later attempt
-            -- took over, or an echo published meanwhile, is left as it is.
-            PERFORM 1 FROM messages m
-            WHERE m.id = message_ids[i] AND m.status IN {UNDELIVERED}
-                AND m.attempts = attempt_numbers[i]
-            FOR UPDATE;
-            CONTINUE WHEN NOT FOUND;
-            -- An echo that arrived first and matched no in-flight message was stored
-            -- on its own; it is this message, so that copy goes (mids are unique per
-            -- profile).
-            DELETE FROM messages m
-            WHERE m.profile_id = profile_ids[i] AND m.external_id = mids[i]
-                AND m.id <> message_ids[i] AND m.direction = 'outbound';
-            PERFORM publish_send(message_ids[i], mids[i], posted_ats[i]);
-        END LOOP;
-        RETURN QUERY SELECT h.* FROM unnest(chat_ids) AS c(id), LATERAL send_head(c.id) h;
-    END
-    $$
-"""
 
+def _publish_many(name: str, head: str, publish: str) -> str:
+    """Migration 0007's publish_deliveries, under `name`, answering with `head`'s rows and
+    marking each message published by `publish`."""
+    return f"""
+        CREATE FUNCTION {name}(
+            message_ids bigint[], chat_ids bigint[], profile_ids bigint[], mids text[],
+            posted_ats timestamptz[], attempt_numbers integer[]
+        ) RETURNS SETOF {head}
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            FOR i IN 1 .. coalesce(array_length(message_ids, 1), 0) LOOP
+                UPDATE chats
+                SET last_outbound_at = greatest(last_outbound_at, posted_ats[i]),
+                    last_message_at = greatest(last_message_at, posted_ats[i])
+                WHERE id = chat_ids[i];
+                -- Only the attempt that holds the message publishes it: one a later attempt
+                -- took over, or an echo published meanwhile, is left as it is.
+                PERFORM 1 FROM messages m
+                WHERE m.id = message_ids[i] AND m.status IN {UNDELIVERED}
+                    AND m.attempts = attempt_numbers[i]
+                FOR UPDATE;
+                CONTINUE WHEN NOT FOUND;
+                -- An echo that arrived first and matched no in-flight message was stored
+                -- on its own; it is this message, so that copy goes (mids are unique per
+                -- profile).
+                DELETE FROM messages m
+                WHERE m.profile_id = profile_ids[i] AND m.external_id = mids[i]
+                    AND m.id <> message_ids[i] AND m.direction = 'outbound';
+                {publish}
+            END LOOP;
+            RETURN QUERY SELECT h.* FROM unnest(chat_ids) AS c(id), LATERAL {head}(c.id) h;
+        END
+        $$
+    """
+
+
+PUBLISH_SENDS = _publish_many(
+    "publish_sends", "send_head", "PERFORM publish_send(message_ids[i], mids[i], posted_ats[i]);"
+)
 # Migration 0007's, restored by the downgrade.
-PUBLISH_DELIVERIES = f"""
-    CREATE FUNCTION publish_deliveries(
-        message_ids bigint[], chat_ids bigint[], profile_ids bigint[], mids text[],
-        posted_ats timestamptz[], attempt_numbers integer[]
-    ) RETURNS SETOF delivery_head
-    LANGUAGE plpgsql AS $$
-    BEGIN
-        FOR i IN 1 .. coalesce(array_length(message_ids, 1), 0) LOOP
-            UPDATE chats
-            SET last_outbound_at = greatest(last_outbound_at, posted_ats[i]),
-                last_message_at = greatest(last_message_at, posted_ats[i])
-            WHERE id = chat_ids[i];
-            -- Only the attempt that holds the message publishes it: one a later attempt
-            -- took over, or an echo published meanwhile, is left as it is.
-            PERFORM 1 FROM messages m WHERE m.id = message_ids[i] AND m.status IN {UNDELIVERED}
-                AND m.attempts = attempt_numbers[i]
-            FOR UPDATE;
-            CONTINUE WHEN NOT FOUND;
-            -- An echo that arrived first and matched no in-flight message was stored
-            -- on its own; it is this message, so that copy goes (mids are unique per
-            -- profile).
-            DELETE FROM messages m
-            WHERE m.profile_id = profile_ids[i] AND m.external_id = mids[i]
-                AND m.id <> message_ids[i] AND m.direction = 'outbound';
-            UPDATE messages m
-            SET status = 'published', external_id = mids[i],
-                external_posted_at = coalesce(m.external_posted_at, posted_ats[i]),
-                claimed_until = NULL, next_attempt_at = NULL,
-                error_message = NULL, error_details = NULL
-            WHERE m.id = message_ids[i];
-        END LOOP;
-        RETURN QUERY SELECT h.* FROM unnest(chat_ids) AS c(id), LATERAL delivery_head(c.id) h;
-    END
-    $$
-"""
+PUBLISH_DELIVERIES = _publish_many(
+    "publish_deliveries",
+    "delivery_head",
+    """UPDATE messages m
+                SET status = 'published', external_id = mids[i],
+                    external_posted_at = coalesce(m.external_posted_at, posted_ats[i]),
+                    claimed_until = NULL, next_attempt_at = NULL,
+                    error_message = NULL, error_details = NULL
+                WHERE m.id = message_ids[i];""",
+)
 
 
 def upgrade() -> None:
