@@ -14,7 +14,7 @@ from app.core import idempotency
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import create_arq_pool, pack_job, redis_settings, unpack_job
 from app.core.settings import get_settings
-from app.inbound.processing import InboundProcessor
+from app.inbound.pipeline import InboundPipeline
 from app.media import download
 from app.media.service import Mirror
 from app.media.storage import create_store
@@ -34,7 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["graph"] = GraphClient(settings, ctx["http"])
     ctx["db"] = await create_driver_pool(settings)
     ctx["delivery"] = Delivery(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
-    ctx["inbound"] = InboundProcessor(sessions, settings, ctx["redis"])
+    ctx["inbound"] = InboundPipeline(sessions, settings, ctx["redis"])
     ctx["media_http"] = download.create_client()
     ctx["mirror"] = Mirror(
         sessions,
@@ -66,7 +66,7 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> None:
 
 
 async def process_webhook(ctx: dict[str, Any], delivery_id: int) -> None:
-    await ctx["inbound"].process_delivery(delivery_id)
+    await ctx["inbound"].process_webhook_delivery(delivery_id)
 
 
 async def sweep_inbound(ctx: dict[str, Any]) -> None:
@@ -74,7 +74,7 @@ async def sweep_inbound(ctx: dict[str, Any]) -> None:
 
 
 async def refresh_participants(ctx: dict[str, Any], chat_ids: list[int]) -> None:
-    inbound: InboundProcessor = ctx["inbound"]
+    inbound: InboundPipeline = ctx["inbound"]
     await participants.refresh(
         inbound.sessionmaker, ctx["graph"], inbound.settings, ctx["redis"], chat_ids
     )
@@ -185,7 +185,7 @@ class WorkerSettings:
     job_deserializer = unpack_job
     # arq polls for due jobs every 0.5 s by default: too slow for a chat.
     poll_delay = 0.01
-    # Room for a full inbound batch being applied and the next one filling up (processing.py).
+    # Room for a full inbound batch being applied and the next one filling up (inbound/pipeline.py).
     max_jobs = 200
     # On SIGTERM, stop taking jobs and let in-flight sends finish.
     job_completion_wait = 30

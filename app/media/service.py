@@ -24,7 +24,7 @@ from app.core.settings import Settings
 from app.media.download import DownloadError, Resolver, download, resolve, status_of
 from app.media.models import MediaDeletion
 from app.media.storage import MediaStore
-from app.messages.models import Message
+from app.messages.models import Message, MessageRow
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ async def delete_after_commit(session: AsyncSession, keys: list[str]) -> None:
     enqueue_after_commit(session, Job(JobName.DELETE_MEDIA, (keys,)))
 
 
-def mirror_after_commit(session: AsyncSession, message: Message, settings: Settings) -> None:
+def mirror_after_commit(
+    session: AsyncSession, message: Message | MessageRow, settings: Settings
+) -> None:
     """Queue the work a newly stored message's attachments need."""
     for index, attachment in enumerate(message.attachments or []):
         if attachment["status"] == "pending":

@@ -16,7 +16,7 @@ from app.core import ids
 from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
 from app.core.schemas import Text
-from app.messages.models import Message
+from app.messages.models import Message, MessageRow
 
 MAX_TEXT_CHARACTERS = 1000
 # Meta documents both "less than 1000 characters" and "UTF-8, 1000 bytes or less";
@@ -176,7 +176,7 @@ class MessageOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, message: Message) -> "MessageOut":
+    def of(cls, message: Message | MessageRow) -> "MessageOut":
         public_id = ids.encode(ids.Kind.MESSAGE, message.id)
         # Webhook content has `attachments`; an outbound send has its one `attachment`.
         stored = message.attachments
