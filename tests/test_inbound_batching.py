@@ -6,12 +6,14 @@ import asyncio
 import json
 import random
 import string
+from dataclasses import fields
 
 from sqlalchemy import text
 
 from app.core.db import create_engine, create_sessionmaker
 from app.inbound import service
 from app.inbound.pipeline import InboundPipeline
+from app.messages.models import Message, MessageRow
 from tests.conftest import IG_ACCOUNT_ID, WAIT_SECONDS, wait_for
 from tests.inbound import T0, customer_events, post_payload, scalar, settled
 
@@ -275,3 +277,8 @@ async def test_the_sweep_takes_up_lost_deliveries_and_events(account, clean):
         return await scalar(clean, "SELECT bool_and(participant_synced_at IS NOT NULL) FROM chats")
 
     await wait_for(profiles_read)
+
+
+def test_a_stored_message_row_has_every_message_column():
+    """A message stored many at once is read back as a MessageRow, built from its columns."""
+    assert {f.name for f in fields(MessageRow)} == set(Message.__table__.c.keys())

@@ -91,7 +91,7 @@ class WebhookDelivery(SerialId, Base):
     status: Mapped[str] = mapped_column(
         Text, nullable=False, server_default=WebhookDeliveryStatus.RECEIVED.value
     )
-    # What could not be understood, item by item; the rest of the delivery is still applied.
+    # What could not be understood, item by item; the rest of it is still applied.
     problems: Mapped[list[str] | None] = mapped_column(JSONB)
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
@@ -124,6 +124,7 @@ class InboundEvent(SerialId, Base):
         ),
     )
 
+    # The webhook delivery it came in.
     delivery_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("webhook_deliveries.id", ondelete="SET NULL")
     )

@@ -2,7 +2,8 @@
 parse → classify → apply → emit.
 
 1. Parse (split.py, parsing.py): the webhook deliveries whose jobs come in together are
-   claimed and parsed as one batch, one batch at a time (the batcher, process_webhook_delivery).
+   claimed and parsed as one batch, one batch at a time (process_webhook_delivery), and split
+   in one transaction: a few statements for the lot rather than a dozen per event.
 2. Classify (split.py): the chats that hear only new messages and have nothing open are
    applied by the split itself; the others' events are staged in `inbound_events`.
 3. Apply (apply.py, with the appliers of service.py): each chat's open events, oldest first,

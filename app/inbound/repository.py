@@ -151,7 +151,7 @@ async def stage_events(
     """Store events, by the id of their webhook delivery, each once however often Meta sends
     it; those stored now, by id."""
     table = INBOUND_EVENTS
-    rows = [_row(delivery_id, event) for delivery_id, listed in events.items() for event in listed]
+    rows = [_row(id, event) for id, listed in events.items() for event in listed]
     new = sql.rows_table(rows, {n: table.c[n].type for n in EVENT_COLUMNS})
     inserted = await session.execute(
         insert(table)
@@ -163,9 +163,9 @@ async def stage_events(
     return {id: by_key[account, key] for id, account, key in inserted}
 
 
-def _row(delivery_id: int, event: Event) -> dict[str, Any]:
+def _row(webhook_delivery_id: int, event: Event) -> dict[str, Any]:
     return {
-        "delivery_id": delivery_id,
+        "delivery_id": webhook_delivery_id,
         "account_id": event.account_id,
         "participant_id": event.participant_id,
         "kind": event.kind,
