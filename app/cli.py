@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from app.core.settings import get_settings
 
 if TYPE_CHECKING:
-    from app.api_keys.service import KeyInfo
+    from app.api_keys.schemas import KeyInfo
 
 # Where `profiles add` takes the access token from when --access-token is not given.
 ACCESS_TOKEN_ENV = "DMRELAY_ACCESS_TOKEN"
