@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+from arq import cron
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -22,6 +23,7 @@ from app.api_keys.auth import CurrentScope
 from app.core.db import Base
 from app.core.deps import Session
 from app.core.errors import APIError
+from app.core.jobs import JobName
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -144,3 +146,19 @@ async def _idempotency(
 
 
 Idempotency = Annotated[IdempotentRequest, Depends(_idempotency, scope="function")]
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> None:
+    async with ctx["sessions"].begin() as session:
+        await purge_expired(session)
+
+
+# Idempotency-Key responses are replayed for 24 h, then forgotten: every ten minutes.
+CRON_JOBS = [
+    cron(
+        purge_idempotency_keys,
+        name=f"cron:{JobName.PURGE_IDEMPOTENCY_KEYS.value}",
+        minute=set(range(0, 60, 10)),
+        second=0,
+    ),
+]

@@ -135,3 +135,8 @@ def _first_free(
     for job_id in job_ids:
         keys += [job_key_prefix + job_id, result_key_prefix + job_id]
     return keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]
+
+
+def every(seconds: int) -> set[int]:
+    """The seconds of each minute a periodic job runs at, `seconds` apart (arq's cron)."""
+    return set(range(0, 60, seconds))
