@@ -8,13 +8,13 @@ still being processed.
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from arq import cron
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, delete, func, text
+from sqlalchemy import BigInteger, CursorResult, DateTime, Index, Integer, Text, delete, func, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -48,12 +48,25 @@ class IdempotencyRecord(Base):
     )
 
 
+async def _find(session: AsyncSession, api_key_id: int, key: str) -> IdempotencyRecord | None:
+    return await session.get(IdempotencyRecord, (api_key_id, key))
+
+
+async def _store(session: AsyncSession, api_key_id: int, key: str, values: dict[str, Any]) -> None:
+    await session.execute(
+        insert(IdempotencyRecord)
+        .values(api_key_id=api_key_id, key=key, **values)
+        # Only an expired record can be in the way: a live one was replayed.
+        .on_conflict_do_update(index_elements=["api_key_id", "key"], set_=values)
+    )
+
+
 async def purge_expired(session: AsyncSession) -> int:
     """Forget responses older than the retention window; returns how many."""
     result = await session.execute(
         delete(IdempotencyRecord).where(IdempotencyRecord.created_at < func.now() - RETENTION)
     )
-    return result.rowcount
+    return cast(CursorResult[Any], result).rowcount
 
 
 class Replay(Exception):
@@ -86,12 +99,7 @@ class IdempotentRequest:
                 "response": body.model_dump(mode="json"),
                 "created_at": func.now(),
             }
-            await session.execute(
-                insert(IdempotencyRecord)
-                .values(api_key_id=self.api_key_id, key=self.key, **values)
-                # Only an expired record can be in the way: a live one was replayed.
-                .on_conflict_do_update(index_elements=["api_key_id", "key"], set_=values)
-            )
+            await _store(session, self.api_key_id, self.key, values)
         return Response(body.model_dump_json(), status_code, media_type="application/json")
 
 
@@ -117,7 +125,7 @@ async def _idempotency(
             [{"field": HEADER, "message": f"length {len(key)}"}],
         )
     request_hash = await _request_hash(request)
-    record = await session.get(IdempotencyRecord, (scope.api_key_id, key))
+    record = await _find(session, scope.api_key_id, key)
     if (
         record is not None
         and record.created_at > datetime.now(record.created_at.tzinfo) - RETENTION
