@@ -17,21 +17,20 @@ from app.profiles.repository import visible
 
 async def list_page(
     session: AsyncSession,
-    profile: Profile,
+    profile_id: int,
     page: PageParams,
-    before: datetime | None,
-    after: datetime | None,
+    active_after: datetime | None,
+    active_before: datetime | None,
+    kept_total: int | None,
 ) -> tuple[list[Chat], int]:
     """A page of the profile's chats, newest activity first, and the total they are a page
-    of (the profile's kept count when nothing filters)."""
-    conditions = [Chat.profile_id == profile.id]
-    if before is not None:
-        conditions.append(Chat.last_message_at < before)
-    if after is not None:
-        conditions.append(Chat.last_message_at > after)
-    filtered = before is not None or after is not None
+    of (`kept_total` if given, else counted)."""
+    conditions = [Chat.profile_id == profile_id]
+    if active_before is not None:
+        conditions.append(Chat.last_message_at < active_before)
+    if active_after is not None:
+        conditions.append(Chat.last_message_at > active_after)
     order = [Chat.last_message_at.desc().nulls_last(), Chat.id.desc()]
-    kept_total = None if filtered else profile.chat_count
     return await fetch_page(session, Chat, conditions, order, page, kept_total)
 
 

@@ -19,7 +19,12 @@ async def list_chats(
     before: datetime | None,
     after: datetime | None,
 ) -> tuple[list[Chat], int]:
-    return await repository.list_page(session, profile, page, before, after)
+    # Unfiltered, the total is the profile's kept count: no count(*) over its chats.
+    filtered = before is not None or after is not None
+    kept_total = None if filtered else profile.chat_count
+    return await repository.list_page(
+        session, profile.id, page, active_after=after, active_before=before, kept_total=kept_total
+    )
 
 
 async def find_or_create(
