@@ -11,13 +11,18 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from arq import cron, func
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
+from arq.cron import CronJob
 from arq.jobs import serialize_job
+from arq.typing import WorkerCoroutine
 from arq.utils import timestamp_ms
+from arq.worker import Function
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit
+from app.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +142,20 @@ def _first_free(
     return keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]
 
 
-def every(seconds: int) -> set[int]:
-    """The seconds of each minute a periodic job runs at, `seconds` apart (arq's cron)."""
-    return set(range(0, 60, seconds))
+def task(coroutine: WorkerCoroutine, name: JobName, max_tries: int = 1) -> Function:
+    """A job function as a worker registers it (each capability's tasks.py). keep_result=0:
+    a finished job frees its id at once, for the next job of the same id."""
+    return func(coroutine, name=name.value, keep_result=0, max_tries=max_tries)
+
+
+def periodic(coroutine: WorkerCoroutine, name: JobName, **when: Any) -> CronJob:
+    """A cron job (arq's `cron`, with `when` its schedule), stored as "cron:<name>"."""
+    return cron(coroutine, name=f"cron:{name.value}", **when)
+
+
+def sweep(coroutine: WorkerCoroutine, name: JobName, run_at_startup: bool = False) -> CronJob:
+    """A sweep: a cron job every SWEEP_INTERVAL_SECONDS that finds work whose job was lost."""
+    seconds = get_settings().sweep_interval_seconds
+    return periodic(
+        coroutine, name, second=set(range(0, 60, seconds)), run_at_startup=run_at_startup
+    )

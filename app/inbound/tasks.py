@@ -3,12 +3,10 @@ deliveries and events whose job was lost."""
 
 from typing import Any
 
-from arq import cron, func
 from arq.cron import CronJob
 from arq.worker import Function
 
-from app.core.jobs import JobName, every
-from app.core.settings import get_settings
+from app.core.jobs import JobName, sweep, task
 from app.inbound.processing import InboundProcessor
 
 
@@ -26,13 +24,8 @@ async def sweep_inbound(ctx: dict[str, Any]) -> None:
 
 
 FUNCTIONS: list[Function] = [
-    func(process_webhook, name=JobName.PROCESS_WEBHOOK.value, keep_result=0, max_tries=1),
+    task(process_webhook, JobName.PROCESS_WEBHOOK),
 ]
 CRON_JOBS: list[CronJob] = [
-    cron(
-        sweep_inbound,
-        name=f"cron:{JobName.SWEEP_WEBHOOK_DELIVERIES.value}",
-        second=every(get_settings().sweep_interval_seconds),
-        run_at_startup=True,
-    ),
+    sweep(sweep_inbound, JobName.SWEEP_WEBHOOK_DELIVERIES, run_at_startup=True),
 ]
