@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from arq import cron, func
 from arq.connections import ArqRedis
@@ -159,3 +159,14 @@ def sweep(coroutine: WorkerCoroutine, name: JobName, run_at_startup: bool = Fals
     return periodic(
         coroutine, name, second=set(range(0, 60, seconds)), run_at_startup=run_at_startup
     )
+
+
+Resource = TypeVar("Resource")
+
+
+def resource(ctx: dict[str, Any], key: str, kind: type[Resource]) -> Resource:
+    """What the worker's start-up (app/worker.py) keeps in a job's `ctx` under `key`, typed."""
+    value = ctx[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"ctx[{key!r}] is a {type(value).__name__}, not a {kind.__name__}")
+    return value

@@ -6,21 +6,16 @@ from typing import Any
 from arq.cron import CronJob
 from arq.worker import Function
 
-from app.core.jobs import JobName, sweep, task
+from app.core.jobs import JobName, resource, sweep, task
 from app.inbound.processing import InboundProcessor
 
 
-def _processor(ctx: dict[str, Any]) -> InboundProcessor:
-    processor: InboundProcessor = ctx["inbound"]
-    return processor
-
-
 async def process_webhook(ctx: dict[str, Any], delivery_id: int) -> None:
-    await _processor(ctx).process_delivery(delivery_id)
+    await resource(ctx, "inbound", InboundProcessor).process_delivery(delivery_id)
 
 
 async def sweep_inbound(ctx: dict[str, Any]) -> None:
-    await _processor(ctx).sweep()
+    await resource(ctx, "inbound", InboundProcessor).sweep()
 
 
 FUNCTIONS: list[Function] = [

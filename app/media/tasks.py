@@ -6,29 +6,24 @@ from typing import Any
 from arq.cron import CronJob
 from arq.worker import Function
 
-from app.core.jobs import JobName, sweep, task
+from app.core.jobs import JobName, resource, sweep, task
 from app.media.service import Mirror
 
 
-def _mirror(ctx: dict[str, Any]) -> Mirror:
-    mirror: Mirror = ctx["mirror"]
-    return mirror
-
-
 async def mirror_attachment(ctx: dict[str, Any], message_id: int, index: int) -> None:
-    await _mirror(ctx).mirror(message_id, index, ctx["job_try"])
+    await resource(ctx, "mirror", Mirror).mirror(message_id, index, ctx["job_try"])
 
 
 async def check_story_mention(ctx: dict[str, Any], message_id: int, index: int, check: int) -> None:
-    await _mirror(ctx).check_story_mention(message_id, index, check)
+    await resource(ctx, "mirror", Mirror).check_story_mention(message_id, index, check)
 
 
 async def delete_media(ctx: dict[str, Any], keys: list[str]) -> None:
-    await _mirror(ctx).delete(keys)
+    await resource(ctx, "mirror", Mirror).delete(keys)
 
 
 async def sweep_media_deletions(ctx: dict[str, Any]) -> None:
-    await _mirror(ctx).sweep_deletions()
+    await resource(ctx, "mirror", Mirror).sweep_deletions()
 
 
 FUNCTIONS: list[Function] = [

@@ -6,21 +6,16 @@ from typing import Any
 from arq.cron import CronJob
 from arq.worker import Function
 
-from app.core.jobs import JobName, sweep, task
+from app.core.jobs import JobName, resource, sweep, task
 from app.messages.delivery import Delivery
 
 
-def _delivery(ctx: dict[str, Any]) -> Delivery:
-    delivery: Delivery = ctx["delivery"]
-    return delivery
-
-
 async def deliver_chat(ctx: dict[str, Any], chat_id: int) -> None:
-    await _delivery(ctx).deliver_chat(chat_id)
+    await resource(ctx, "delivery", Delivery).deliver_chat(chat_id)
 
 
 async def sweep_sends(ctx: dict[str, Any]) -> None:
-    await _delivery(ctx).sweep()
+    await resource(ctx, "delivery", Delivery).sweep()
 
 
 FUNCTIONS: list[Function] = [
