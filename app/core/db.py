@@ -117,7 +117,9 @@ BEFORE_COMMIT = "before_commit"
 AFTER_COMMIT = "after_commit"
 
 
-def before_commit(session: AsyncSession, action: Callable[[AsyncSession], Awaitable[Any]]) -> None:
+def before_commit(
+    session: AsyncSession, action: Callable[[AsyncSession], Awaitable[object]]
+) -> None:
     """Run `action` (given the session) just before the session's transaction commits: once,
     however often it is asked for."""
     actions = session.info.setdefault(BEFORE_COMMIT, [])
@@ -125,7 +127,7 @@ def before_commit(session: AsyncSession, action: Callable[[AsyncSession], Awaita
         actions.append(action)
 
 
-AfterCommit = Callable[[ArqRedis], Awaitable[Any]]
+AfterCommit = Callable[[ArqRedis], Awaitable[object]]
 
 
 def after_commit(session: AsyncSession, action: AfterCommit) -> None:

@@ -105,7 +105,7 @@ def _json_type(value: object) -> str:
     return "null" if value is None else "not an object"
 
 
-def _field_name(loc: Iterable[Any]) -> str:
+def _field_name(loc: Iterable[object]) -> str:
     # FastAPI puts where the value was ("body", "query", "path", "header") first.
     return ".".join(str(part) for part in list(loc)[1:])
 

@@ -4,7 +4,7 @@ the webhook client."""
 import asyncio
 import logging
 import random
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
 import httpx
 from fastapi import Depends, Request
@@ -33,7 +33,7 @@ class SentRecord(TypedDict):
     # As the send gave them, when it did.
     messaging_type: NotRequired[str | None]
     tag: NotRequired[str | None]
-    reply_to: NotRequired[Any]
+    reply_to: NotRequired[object]
 
 
 class Sandbox:
