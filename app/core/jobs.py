@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from arq import cron, func
@@ -113,7 +114,7 @@ async def enqueue_first_free(
 
 
 async def enqueue_each_first_free(
-    pool: ArqRedis, name: JobName, jobs: list[tuple[tuple[JobArg, ...], list[str]]]
+    pool: ArqRedis, name: JobName, jobs: Sequence[tuple[tuple[JobArg, ...], list[str]]]
 ) -> None:
     """Several jobs (args, candidate ids), each as `enqueue_first_free` would, in one round
     trip."""
