@@ -6,10 +6,10 @@ not raised: the caller's work is committed and a sweeper enqueues it again.
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from arq import cron, func
