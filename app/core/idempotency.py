@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
-from arq import cron
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -23,7 +22,7 @@ from app.api_keys.auth import CurrentScope
 from app.core.db import Base
 from app.core.deps import Session
 from app.core.errors import APIError
-from app.core.jobs import JobName
+from app.core.jobs import JobName, periodic
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -162,11 +161,12 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> None:
 
 
 # Idempotency-Key responses are replayed for 24 h, then forgotten: every ten minutes.
+EVERY_TEN = set(range(0, 60, 10))
 CRON_JOBS = [
-    cron(
+    periodic(
         purge_idempotency_keys,
-        name=f"cron:{JobName.PURGE_IDEMPOTENCY_KEYS.value}",
-        minute=set(range(0, 60, 10)),
+        JobName.PURGE_IDEMPOTENCY_KEYS,
+        minute=EVERY_TEN,
         second=0,
     ),
 ]

@@ -3,45 +3,34 @@
 
 from typing import Any
 
-from arq import cron, func
 from arq.cron import CronJob
 from arq.worker import Function
 
-from app.core.jobs import JobName, every
-from app.core.settings import get_settings
+from app.core.jobs import JobName, resource, sweep, task
 from app.media.service import Mirror
 
 
-def _mirror(ctx: dict[str, Any]) -> Mirror:
-    mirror: Mirror = ctx["mirror"]
-    return mirror
-
-
 async def mirror_attachment(ctx: dict[str, Any], message_id: int, index: int) -> None:
-    await _mirror(ctx).mirror(message_id, index, ctx["job_try"])
+    await resource(ctx, "mirror", Mirror).mirror(message_id, index, ctx["job_try"])
 
 
 async def check_story_mention(ctx: dict[str, Any], message_id: int, index: int, check: int) -> None:
-    await _mirror(ctx).check_story_mention(message_id, index, check)
+    await resource(ctx, "mirror", Mirror).check_story_mention(message_id, index, check)
 
 
 async def delete_media(ctx: dict[str, Any], keys: list[str]) -> None:
-    await _mirror(ctx).delete(keys)
+    await resource(ctx, "mirror", Mirror).delete(keys)
 
 
 async def sweep_media_deletions(ctx: dict[str, Any]) -> None:
-    await _mirror(ctx).sweep_deletions()
+    await resource(ctx, "mirror", Mirror).sweep_deletions()
 
 
 FUNCTIONS: list[Function] = [
-    func(mirror_attachment, name=JobName.MIRROR_ATTACHMENT.value, keep_result=0, max_tries=3),
-    func(check_story_mention, name=JobName.CHECK_STORY_MENTION.value, keep_result=0, max_tries=1),
-    func(delete_media, name=JobName.DELETE_MEDIA.value, keep_result=0, max_tries=3),
+    task(mirror_attachment, JobName.MIRROR_ATTACHMENT, max_tries=3),
+    task(check_story_mention, JobName.CHECK_STORY_MENTION),
+    task(delete_media, JobName.DELETE_MEDIA, max_tries=3),
 ]
 CRON_JOBS: list[CronJob] = [
-    cron(
-        sweep_media_deletions,
-        name=f"cron:{JobName.SWEEP_MEDIA_DELETIONS.value}",
-        second=every(get_settings().sweep_interval_seconds),
-    ),
+    sweep(sweep_media_deletions, JobName.SWEEP_MEDIA_DELETIONS),
 ]

@@ -2,11 +2,10 @@
 
 from typing import Any
 
-from arq import func
 from arq.cron import CronJob
 from arq.worker import Function
 
-from app.core.jobs import JobName
+from app.core.jobs import JobName, task
 from app.participants import service
 
 
@@ -15,6 +14,6 @@ async def refresh_participants(ctx: dict[str, Any], chat_ids: list[int]) -> None
 
 
 FUNCTIONS: list[Function] = [
-    func(refresh_participants, name=JobName.REFRESH_PARTICIPANTS.value, keep_result=0, max_tries=1),
+    task(refresh_participants, JobName.REFRESH_PARTICIPANTS),
 ]
 CRON_JOBS: list[CronJob] = []
