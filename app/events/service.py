@@ -8,13 +8,13 @@ rest of applying an inbound message)."""
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
 from app.core import ids
 from app.core.db import before_commit
-from app.events.models import CustomerEvent, CustomerEventType
+from app.events import repository
+from app.events.models import CustomerEventType
 from app.messages.models import Message, MessageRow
 from app.messages.schemas import MessageOut
 
@@ -60,7 +60,7 @@ async def write_recorded(session: AsyncSession) -> None:
     """Store the events recorded in this session and not written yet, in recording order."""
     recorded = session.info.pop(_RECORDED, None)
     if recorded:
-        await session.execute(insert(CustomerEvent.__table__), recorded)
+        await repository.insert_all(session, recorded)
 
 
 def discard_recorded(session: AsyncSession) -> None:

@@ -18,7 +18,7 @@ from app.messages.delivery import request_delivery
 from app.messages.models import Message
 from app.messages.schemas import MessageSend
 from app.profiles.models import Profile
-from app.profiles.service import visible
+from app.profiles.repository import visible
 
 
 def check_window(last_inbound_at: datetime | None, tag: str | None, now: datetime) -> None:
