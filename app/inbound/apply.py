@@ -40,11 +40,11 @@ WAITING_LIMIT = timedelta(days=7)
 class ApplyMode(Enum):
     """How much one transaction applies."""
 
-    # Several chats. The send worker locks a chat's row, then its message's, for several
-    # chats at once: a transaction applying several chats must not wait for a chat's row
-    # while it holds another, nor lock messages. So only chats whose events are all new
-    # messages are applied, and of those only the ones whose row is free at once; the
-    # others are left to be applied alone.
+    # Several chats. The worker sending messages locks a chat's row, then its message's,
+    # for several chats at once: a transaction applying several chats must not wait for a
+    # chat's row while it holds another, nor lock messages. So only chats whose events are
+    # all new messages are applied, and of those only the ones whose row is free at once;
+    # the others are left to be applied alone.
     TOGETHER = "together"
     # One chat.
     ALONE = "alone"

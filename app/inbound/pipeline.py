@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import session_scope
-from app.core.jobs import JobArg, JobName, enqueue_each_first_free
+from app.core.jobs import JobName, enqueue_each_first_free
 from app.core.settings import Settings
 from app.inbound import repository
 from app.inbound.apply import ApplyMode, Known, apply_open_events
@@ -196,7 +196,7 @@ class InboundPipeline:
             lost = await repository.lost_webhook_deliveries(session, SWEEP_GRACE, SWEEP_BATCH)
             chats = await repository.chats_with_pending_events(session, SWEEP_GRACE, SWEEP_BATCH)
         if lost:
-            jobs: list[tuple[tuple[JobArg, ...], list[str]]] = [
+            jobs = [
                 ((webhook_delivery_id,), [webhook_delivery_job_id(webhook_delivery_id)])
                 for webhook_delivery_id in lost
             ]

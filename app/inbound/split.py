@@ -36,7 +36,7 @@ class SplitMode(Enum):
 class Split:
     """What a split leaves to the apply step."""
 
-    chats: set[ChatKey]  # whose events it staged
+    chats: set[ChatKey]  # those it did not apply itself
     known: Known
     # What could not be understood, by webhook delivery id.
     problems: Mapping[int, list[str]]
