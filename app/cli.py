@@ -6,19 +6,36 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from app.core.settings import get_settings
 
 if TYPE_CHECKING:
-    from app.api_keys.service import KeyInfo
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.api_keys.schemas import KeyInfo
+
+Result = TypeVar("Result")
+
+
+class KeyRecord(TypedDict):
+    """An API key as `keys list --json` and `keys revoke --json` print it."""
+
+    id: str
+    name: str
+    profile_group_id: str | None
+    profile_group: str | None
+    created_at: str
+    revoked_at: str | None
+
 
 # Where `profiles add` takes the access token from when --access-token is not given.
 ACCESS_TOKEN_ENV = "DMRELAY_ACCESS_TOKEN"
 
 
-def _print(as_json: bool, record: Any, human: str) -> None:
+def _print(as_json: bool, record: object, human: str) -> None:
     print(json.dumps(record) if as_json else human)
 
 
@@ -68,7 +85,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     up(api_port=args.port, sandbox_port=args.sandbox_port, sandbox=args.sandbox)
 
 
-async def _with_session(work):
+async def _with_session(work: "Callable[[AsyncSession], Awaitable[Result]]") -> Result:
     from app.core.db import create_engine, create_sessionmaker
 
     engine = create_engine(get_settings(), pool_size=1)
@@ -84,7 +101,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     from app.core import ids
     from app.profiles.service import ensure_group
 
-    async def work(session):
+    async def work(session: "AsyncSession") -> dict[str, str | None]:
         group = await ensure_group(session, args.profile_group) if args.profile_group else None
         key, token = await keys.create(session, args.name, group.id if group else None)
         return {
@@ -99,7 +116,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     _print(args.json, record, f"API key {record['id']} ({scope}); shown once:\n{record['token']}")
 
 
-def _key_record(key: "KeyInfo") -> dict[str, Any]:
+def _key_record(key: "KeyInfo") -> KeyRecord:
     from app.core import ids
 
     return {
@@ -151,7 +168,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
     if serial is None:
         sys.exit(f"no API key has the id {args.id!r} (see `dmrelay keys list`)")
 
-    async def revoke() -> tuple[dict[str, Any] | None, str | None]:
+    async def revoke() -> tuple[KeyRecord | None, str | None]:
         key = await _with_session(lambda session: keys.revoke(session, serial))
         if key is None:
             return None, None
@@ -205,13 +222,14 @@ def _access_token(given: str | None) -> str:
 
 def cmd_profiles_add(args: argparse.Namespace) -> None:
     from app.profiles import service as profiles
+    from app.profiles.models import Connection
     from app.profiles.schemas import ProfileOut
 
-    if args.connection == "facebook_login" and not args.page_id:
+    if args.connection == Connection.FACEBOOK_LOGIN and not args.page_id:
         sys.exit("--page-id is required with --connection facebook_login")
     access_token = _access_token(args.access_token)
 
-    async def work(session):
+    async def work(session: "AsyncSession") -> dict[str, Any]:
         group = await profiles.ensure_group(session, args.profile_group)
         profile = await profiles.add_profile(
             session,
@@ -288,7 +306,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--username")
     add.add_argument("--name")
-    add.add_argument("--connection", choices=list(Connection), default="instagram_login")
+    add.add_argument("--connection", choices=list(Connection), default=Connection.INSTAGRAM_LOGIN)
     add.add_argument("--page-id", help="the Facebook Page id (facebook_login only)")
     add.add_argument("--profile-group", default=DEFAULT_GROUP)
     add.add_argument(

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -34,7 +35,8 @@ SANDBOX_CUSTOMER_ID = "1602510301006188"
 
 def _dev_secrets() -> dict[str, str]:
     if DEV_SECRETS.exists():
-        return json.loads(DEV_SECRETS.read_text())
+        values: dict[str, str] = json.loads(DEV_SECRETS.read_text())
+        return values
     values = {
         "SECRET_KEY": secrets.token_urlsafe(32),
         "META_APP_SECRET": secrets.token_hex(16),
@@ -87,11 +89,12 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"{' '.join(process.args)} exited with {process.returncode}")
+            command = cast(list[str], process.args)  # as `start` gave it
+            sys.exit(f"{' '.join(command)} exited with {process.returncode}")
         try:
             httpx.get(url, timeout=1.0)
             return
@@ -104,17 +107,17 @@ def up(api_port: int, sandbox_port: int, sandbox: bool = False) -> None:
     env, use_sandbox = _environment(get_settings(), api_port, sandbox_port, sandbox)
     print(_run(["migrate"], env).stdout.strip())
 
-    processes: list[subprocess.Popen] = []
+    processes: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> subprocess.Popen:
+    def start(*args: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env)
         processes.append(process)
         return process
 
     try:
         if use_sandbox:
-            sandbox = start("sandbox", "--port", str(sandbox_port))
-            _wait_until_up(f"http://127.0.0.1:{sandbox_port}/_sandbox/sent", sandbox)
+            sandbox_process = start("sandbox", "--port", str(sandbox_port))
+            _wait_until_up(f"http://127.0.0.1:{sandbox_port}/_sandbox/sent", sandbox_process)
             profile = json.loads(
                 _run(
                     [
@@ -165,7 +168,8 @@ def demo_chat(api_url: str, token: str, profile_id: str) -> str:
         timeout=10.0,
     )
     response.raise_for_status()
-    return response.json()["id"]
+    chat_id: str = response.json()["id"]
+    return chat_id
 
 
 def export_line(variables: dict[str, str]) -> str:

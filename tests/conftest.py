@@ -122,12 +122,12 @@ class Stack:
 async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
     from app.main import create_app
     from app.sandbox.app import create_app as create_sandbox
-    from app.worker import ResilientWorker, worker_options
+    from app.worker import create_worker
 
     sandbox, sandbox_task = await _serve(create_sandbox(settings), SANDBOX_PORT)
     app = create_app(settings)
     api, api_task = await _serve(app, API_PORT)
-    worker = ResilientWorker(**worker_options(), handle_signals=False)
+    worker = create_worker(handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     engine = create_engine(settings, pool_size=2)
     yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker, app)

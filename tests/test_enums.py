@@ -10,7 +10,7 @@ import pytest
 
 from app.core.db import Base
 from app.core.models import one_of
-from app.inbound.models import InboundEventStatus, WebhookDeliveryStatus
+from app.inbound.models import EventKind, InboundEventStatus, WebhookDeliveryStatus
 from app.messages.models import Direction, MessageStatus
 from app.profiles.models import Connection, ProfileStatus
 
@@ -19,6 +19,7 @@ CONSTRAINED = [
     ("messages", "status", MessageStatus),
     ("webhook_deliveries", "status", WebhookDeliveryStatus),
     ("inbound_events", "status", InboundEventStatus),
+    ("inbound_events", "kind", EventKind),
     ("profiles", "status", ProfileStatus),
     ("profiles", "connection", Connection),
 ]

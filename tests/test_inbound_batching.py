@@ -6,12 +6,14 @@ import asyncio
 import json
 import random
 import string
+from dataclasses import fields
 
 from sqlalchemy import text
 
 from app.core.db import create_engine, create_sessionmaker
 from app.inbound import service
-from app.inbound.processing import InboundProcessor
+from app.inbound.pipeline import InboundPipeline
+from app.messages.models import Message, MessageRow
 from tests.conftest import IG_ACCOUNT_ID, WAIT_SECONDS, wait_for
 from tests.inbound import T0, customer_events, post_payload, scalar, settled
 
@@ -65,7 +67,7 @@ async def stored_mids(stack) -> list[str]:
         return list(await session.scalars(text("SELECT external_id FROM messages ORDER BY id")))
 
 
-def processor(stack) -> InboundProcessor:
+def processor(stack) -> InboundPipeline:
     return stack.worker.ctx["inbound"]
 
 
@@ -185,13 +187,13 @@ async def test_two_workers_on_the_same_chats_lose_and_repeat_nothing(account, cl
     engines = [create_engine(clean.settings, pool_size=5) for _ in range(2)]
     try:
         workers = [
-            InboundProcessor(create_sessionmaker(e), clean.settings, clean.worker.pool)
+            InboundPipeline(create_sessionmaker(e), clean.settings, clean.worker.pool)
             for e in engines
         ]
         for _ in range(3):
             ids = [await store_delivery(clean, first), await store_delivery(clean, second)]
             await asyncio.gather(
-                *(w.process_deliveries([i]) for w, i in zip(workers, ids, strict=True))
+                *(w.process_webhook_deliveries([i]) for w, i in zip(workers, ids, strict=True))
             )
     finally:
         for engine in engines:
@@ -223,7 +225,7 @@ async def test_a_chat_whose_row_is_held_is_applied_once_it_is_free(account, clea
         await holder.execute(
             text("SELECT 1 FROM chats WHERE participant_external_id = '641' FOR UPDATE")
         )
-        task = asyncio.create_task(processor(clean).process_deliveries([delivery]))
+        task = asyncio.create_task(processor(clean).process_webhook_deliveries([delivery]))
 
         async def other_chat_applied():
             return "aWdf_g2" in await stored_mids(clean)
@@ -240,7 +242,7 @@ async def test_a_delivery_that_cannot_be_split_does_not_hold_up_the_others(accou
     mid = "".join(random.choices(string.ascii_letters, k=4000))
     bad = await store_delivery(clean, payload(message("651", mid, T0)))
     good = await store_delivery(clean, payload(message("652", "aWdf_h1", T0)))
-    await processor(clean).process_deliveries([bad, good])
+    await processor(clean).process_webhook_deliveries([bad, good])
 
     assert await stored_mids(clean) == ["aWdf_h1"]
     # Kept, saying why, and not taken up again: no retry would store it.
@@ -275,3 +277,8 @@ async def test_the_sweep_takes_up_lost_deliveries_and_events(account, clean):
         return await scalar(clean, "SELECT bool_and(participant_synced_at IS NOT NULL) FROM chats")
 
     await wait_for(profiles_read)
+
+
+def test_a_stored_message_row_has_every_message_column():
+    """A message stored many at once is read back as a MessageRow, built from its columns."""
+    assert {f.name for f in fields(MessageRow)} == set(Message.__table__.c.keys())

@@ -84,10 +84,15 @@ async def test_a_worker_told_to_stop_stops_even_if_its_cancellation_is_lost(stac
     """arq stops a worker by cancelling its main task; on Python 3.11 redis-py can swallow
     that cancellation (asyncio.wait_for returning a send that finished as it was cancelled).
     The worker stops all the same, at its next poll, instead of polling on for ever."""
-    from app.worker import ResilientWorker, worker_options
+    from app.worker import create_worker
 
-    options = {**worker_options(), "cron_jobs": None, "on_startup": None, "on_shutdown": None}
-    worker = ResilientWorker(**options, queue_name="dmrelay:test:stop", handle_signals=False)
+    worker = create_worker(
+        cron_jobs=None,
+        on_startup=None,
+        on_shutdown=None,
+        queue_name="dmrelay:test:stop",
+        handle_signals=False,
+    )
     main = asyncio.create_task(worker.async_run())
     try:
 

@@ -3,15 +3,13 @@ import hashlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 from redis.asyncio import Redis
-from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api_keys import repository
 from app.api_keys.models import ApiKey
-from app.profiles.models import ProfileGroup
+from app.api_keys.schemas import KeyInfo, Principal
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +28,6 @@ WATCH_SECONDS = 0.2
 _UNSEEN = object()
 
 
-@dataclass(frozen=True)
-class Principal:
-    api_key_id: int
-    # None: an account-wide key, which sees every profile group.
-    profile_group_id: int | None
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """An API key as an operator sees it: never its token, which is not stored."""
-
-    id: int
-    name: str
-    profile_group_id: int | None
-    profile_group: str | None
-    created_at: datetime
-    revoked_at: datetime | None
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -61,41 +40,18 @@ async def create(
     session: AsyncSession, name: str, profile_group_id: int | None
 ) -> tuple[ApiKey, str]:
     token = new_token()
-    key = ApiKey(name=name, token_hash=hash_token(token), profile_group_id=profile_group_id)
-    session.add(key)
-    await session.flush()
+    key = await repository.create(session, name, hash_token(token), profile_group_id)
     return key, token
 
 
-def _infos() -> Select:
-    return select(
-        ApiKey.id,
-        ApiKey.name,
-        ApiKey.profile_group_id,
-        ProfileGroup.name.label("profile_group"),
-        ApiKey.created_at,
-        ApiKey.revoked_at,
-    ).outerjoin(ProfileGroup, ProfileGroup.id == ApiKey.profile_group_id)
-
-
 async def list_keys(session: AsyncSession) -> list[KeyInfo]:
-    rows = await session.execute(_infos().order_by(ApiKey.id))
-    return [KeyInfo(**row._mapping) for row in rows]
+    return await repository.list_infos(session)
 
 
 async def revoke(session: AsyncSession, key_id: int) -> KeyInfo | None:
     """Mark the key revoked (a revoked key keeps its first revocation time); None if there
     is no such key. Once committed, `signal_revocation` tells the API processes."""
-    revoked = await session.scalar(
-        update(ApiKey)
-        .where(ApiKey.id == key_id)
-        .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
-        .returning(ApiKey.id)
-    )
-    if revoked is None:
-        return None
-    row = (await session.execute(_infos().where(ApiKey.id == key_id))).one()
-    return KeyInfo(**row._mapping)
+    return await repository.revoke(session, key_id)
 
 
 async def signal_revocation(redis: Redis) -> None:
@@ -132,17 +88,10 @@ class PrincipalCache:
             return principal
         token_hash = hash_token(token)
         generation = self._generation
-        row = (
-            await session.execute(
-                select(ApiKey.id, ApiKey.profile_group_id).where(
-                    ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None)
-                )
-            )
-        ).first()
-        if row is None:
+        principal = await repository.find_unrevoked(session, token_hash)
+        if principal is None:
             self._entries.pop(token_hash, None)
             return None
-        principal = Principal(api_key_id=row.id, profile_group_id=row.profile_group_id)
         if generation == self._generation:
             self._entries[token_hash] = (time.monotonic() + CACHE_SECONDS, principal)
         return principal

@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
+from typing import Literal, NotRequired, TypedDict
 
 import asyncpg
 import sqlalchemy.exc
@@ -100,7 +100,15 @@ _PROBES: dict[Dependency, Callable[[State], Awaitable[None]]] = {
 }
 
 
-async def readiness(state: State, timeout: float) -> tuple[bool, dict[str, Any]]:
+class Readiness(TypedDict):
+    """GET /readyz's body."""
+
+    error: NotRequired[str]
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, Literal["ok", "unavailable"]]  # per Dependency
+
+
+async def readiness(state: State, timeout: float) -> tuple[bool, Readiness]:
     """Whether the API can serve, and GET /readyz's body: each dependency asked at once,
     each given `timeout` seconds."""
 
@@ -114,7 +122,7 @@ async def readiness(state: State, timeout: float) -> tuple[bool, dict[str, Any]]
         return True
 
     results = await asyncio.gather(*(check(dependency) for dependency in Dependency))
-    checks = {
+    checks: dict[str, Literal["ok", "unavailable"]] = {
         str(dependency): "ok" if up else "unavailable"
         for dependency, up in zip(Dependency, results, strict=True)
     }

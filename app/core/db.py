@@ -1,5 +1,5 @@
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 import asyncpg
 from arq.connections import ArqRedis
@@ -34,10 +34,16 @@ class Base(DeclarativeBase):
 _DRIVER_GRACE_SECONDS = 2.0
 
 
-def connect_options(settings: Settings) -> dict[str, Any]:
+class ConnectOptions(TypedDict):
+    timeout: float
+    command_timeout: NotRequired[float]
+    server_settings: NotRequired[dict[str, str]]
+
+
+def connect_options(settings: Settings) -> ConnectOptions:
     """The timeouts every PostgreSQL connection gets (asyncpg.connect's keyword arguments)."""
     statement_timeout = settings.database_statement_timeout_seconds
-    options: dict[str, Any] = {"timeout": settings.database_connect_timeout_seconds}
+    options: ConnectOptions = {"timeout": settings.database_connect_timeout_seconds}
     if statement_timeout > 0:
         options["command_timeout"] = statement_timeout + _DRIVER_GRACE_SECONDS
         # Counts the time spent waiting for locks too.
@@ -103,14 +109,17 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     run a statement of its own (SQLAlchemy begins lazily); before that, it commits alone."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    return raw.driver_connection
+    # SQLAlchemy types it Any | None (None once closed); with asyncpg, asyncpg's connection.
+    return cast(asyncpg.Connection, raw.driver_connection)
 
 
 BEFORE_COMMIT = "before_commit"
 AFTER_COMMIT = "after_commit"
 
 
-def before_commit(session: AsyncSession, action: Callable[[AsyncSession], Awaitable[Any]]) -> None:
+def before_commit(
+    session: AsyncSession, action: Callable[[AsyncSession], Awaitable[object]]
+) -> None:
     """Run `action` (given the session) just before the session's transaction commits: once,
     however often it is asked for."""
     actions = session.info.setdefault(BEFORE_COMMIT, [])
@@ -118,7 +127,7 @@ def before_commit(session: AsyncSession, action: Callable[[AsyncSession], Awaita
         actions.append(action)
 
 
-AfterCommit = Callable[[ArqRedis], Awaitable[Any]]
+AfterCommit = Callable[[ArqRedis], Awaitable[object]]
 
 
 def after_commit(session: AsyncSession, action: AfterCommit) -> None:

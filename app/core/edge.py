@@ -13,7 +13,6 @@ sees it. Pure ASGI, so both lanes share it and nothing is read or parsed first.
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
@@ -112,7 +111,7 @@ class _Capped:
                 raise
 
 
-def _target_refusal(scope: Scope) -> tuple[int, str, list[dict[str, Any]] | None] | None:
+def _target_refusal(scope: Scope) -> tuple[int, str, list[dict[str, str]] | None] | None:
     # A path that cannot be stored can name nothing stored: not found, as any unknown id.
     if problem := text_problem(scope["path"]):
         return 404, f"Not found: the request path {problem}", None
@@ -143,7 +142,7 @@ async def _answer(
     send: Send,
     status: int,
     message: str,
-    errors: list[dict[str, Any]] | None = None,
+    errors: list[dict[str, str]] | None = None,
 ) -> None:
     """A JSON error, as app/core/errors.py gives them."""
     await error_response(status, message, errors)(scope, receive, send)

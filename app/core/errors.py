@@ -45,7 +45,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 class APIError(Exception):
     def __init__(
-        self, status_code: int, message: str, errors: list[dict[str, Any]] | None = None
+        self, status_code: int, message: str, errors: list[dict[str, str]] | None = None
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -77,7 +77,7 @@ class FieldError(ValueError):
 def error_response(
     status_code: int,
     message: str,
-    errors: list[dict[str, Any]] | None = None,
+    errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     content = {"error": message, "errors": errors or []}
@@ -93,7 +93,7 @@ def error_body(message: str) -> bytes:
 _NOT_AN_OBJECT = {"model_attributes_type", "model_type", "dict_type"}
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):
@@ -105,7 +105,7 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else "not an object"
 
 
-def _field_name(loc: Iterable[Any]) -> str:
+def _field_name(loc: Iterable[object]) -> str:
     # FastAPI puts where the value was ("body", "query", "path", "header") first.
     return ".".join(str(part) for part in list(loc)[1:])
 
@@ -147,7 +147,7 @@ def _body_problem(error: dict[str, Any]) -> tuple[int, str] | None:
     return None
 
 
-def _not_json(error: dict[str, Any], document: Any) -> str:
+def _not_json(error: dict[str, Any], document: object) -> str:
     position = error["loc"][-1]
     reason = (error.get("ctx") or {}).get("error", "invalid syntax")
     if isinstance(document, str) and isinstance(position, int):

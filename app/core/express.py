@@ -53,10 +53,11 @@ class ExpressLane:
         self.answered = answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route, match = self._route(scope)
-        if route is None:
+        found = self._route(scope)
+        if found is None:
             await self.app(scope, receive, send)
             return
+        route, match = found
         body = await _read_body(receive)
         request = ExpressRequest(match, dict(scope["headers"]), body, scope["app"].state)
         answer = await route.handler(request)
@@ -72,7 +73,7 @@ class ExpressLane:
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
 
-    def _route(self, scope: Scope) -> tuple[Route | None, re.Match[str] | None]:
+    def _route(self, scope: Scope) -> tuple[Route, re.Match[str]] | None:
         # A query string (say ?profile_group_id=) is the FastAPI route's to read.
         if scope["type"] == "http" and not scope["query_string"]:
             for route in self.routes:
@@ -80,7 +81,7 @@ class ExpressLane:
                     match := route.path.fullmatch(scope["path"])
                 ):
                     return route, match
-        return None, None
+        return None
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -8,12 +8,12 @@ still being processed.
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, delete, func, text
+from sqlalchemy import BigInteger, CursorResult, DateTime, Index, Integer, Text, delete, func, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,6 +22,7 @@ from app.api_keys.auth import CurrentScope
 from app.core.db import Base
 from app.core.deps import Session
 from app.core.errors import APIError
+from app.core.jobs import JobName, periodic
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -46,12 +47,25 @@ class IdempotencyRecord(Base):
     )
 
 
+async def _find(session: AsyncSession, api_key_id: int, key: str) -> IdempotencyRecord | None:
+    return await session.get(IdempotencyRecord, (api_key_id, key))
+
+
+async def _store(session: AsyncSession, api_key_id: int, key: str, values: dict[str, Any]) -> None:
+    await session.execute(
+        insert(IdempotencyRecord)
+        .values(api_key_id=api_key_id, key=key, **values)
+        # Only an expired record can be in the way: a live one was replayed.
+        .on_conflict_do_update(index_elements=["api_key_id", "key"], set_=values)
+    )
+
+
 async def purge_expired(session: AsyncSession) -> int:
     """Forget responses older than the retention window; returns how many."""
     result = await session.execute(
         delete(IdempotencyRecord).where(IdempotencyRecord.created_at < func.now() - RETENTION)
     )
-    return result.rowcount
+    return cast(CursorResult[Any], result).rowcount
 
 
 class Replay(Exception):
@@ -84,12 +98,7 @@ class IdempotentRequest:
                 "response": body.model_dump(mode="json"),
                 "created_at": func.now(),
             }
-            await session.execute(
-                insert(IdempotencyRecord)
-                .values(api_key_id=self.api_key_id, key=self.key, **values)
-                # Only an expired record can be in the way: a live one was replayed.
-                .on_conflict_do_update(index_elements=["api_key_id", "key"], set_=values)
-            )
+            await _store(session, self.api_key_id, self.key, values)
         return Response(body.model_dump_json(), status_code, media_type="application/json")
 
 
@@ -115,7 +124,7 @@ async def _idempotency(
             [{"field": HEADER, "message": f"length {len(key)}"}],
         )
     request_hash = await _request_hash(request)
-    record = await session.get(IdempotencyRecord, (scope.api_key_id, key))
+    record = await _find(session, scope.api_key_id, key)
     if (
         record is not None
         and record.created_at > datetime.now(record.created_at.tzinfo) - RETENTION
@@ -144,3 +153,20 @@ async def _idempotency(
 
 
 Idempotency = Annotated[IdempotentRequest, Depends(_idempotency, scope="function")]
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> None:
+    async with ctx["sessions"].begin() as session:
+        await purge_expired(session)
+
+
+# Idempotency-Key responses are replayed for 24 h, then forgotten: every ten minutes.
+EVERY_TEN = set(range(0, 60, 10))
+CRON_JOBS = [
+    periodic(
+        purge_idempotency_keys,
+        JobName.PURGE_IDEMPOTENCY_KEYS,
+        minute=EVERY_TEN,
+        second=0,
+    ),
+]

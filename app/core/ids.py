@@ -15,19 +15,7 @@ ALPHABET = "k3G7QAe51FCsPW92uEOyq4Bg6Sp8YzVTmnU0liwDvXNrhMtfHxRacjLbdKIJoZ"
 MIN_LENGTH = 10
 
 
-class CachedShuffleSqids(Sqids):
-    """Sqids, with its alphabet shuffle remembered. sqids shuffles the alphabet afresh several
-    times per id, in Python; the shuffle depends on nothing but the alphabet given, and an
-    encoding only ever meets a few hundred of them, so the answers are kept. Without this,
-    encoding new messages' ids is a large part of the cost of applying inbound messages."""
-
-    # Overrides sqids' private `__shuffle` (name-mangled), which encode and decode call.
-    @lru_cache(maxsize=4096)  # noqa: B019 - one instance, kept for the process's life
-    def _Sqids__shuffle(self, alphabet: str) -> str:
-        return super()._Sqids__shuffle(alphabet)
-
-
-_sqids = CachedShuffleSqids(alphabet=ALPHABET, min_length=MIN_LENGTH)
+_sqids = Sqids(alphabet=ALPHABET, min_length=MIN_LENGTH)
 
 
 class Kind(IntEnum):

@@ -6,18 +6,24 @@ not raised: the caller's work is committed and a sweeper enqueues it again.
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
+from arq import cron, func
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
+from arq.cron import CronJob
 from arq.jobs import serialize_job
+from arq.typing import WorkerCoroutine
 from arq.utils import timestamp_ms
+from arq.worker import Function
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit
+from app.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +114,7 @@ async def enqueue_first_free(
 
 
 async def enqueue_each_first_free(
-    pool: ArqRedis, name: JobName, jobs: list[tuple[tuple[JobArg, ...], list[str]]]
+    pool: ArqRedis, name: JobName, jobs: Sequence[tuple[tuple[JobArg, ...], list[str]]]
 ) -> None:
     """Several jobs (args, candidate ids), each as `enqueue_first_free` would, in one round
     trip."""
@@ -135,3 +141,33 @@ def _first_free(
     for job_id in job_ids:
         keys += [job_key_prefix + job_id, result_key_prefix + job_id]
     return keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]
+
+
+def task(coroutine: WorkerCoroutine, name: JobName, max_tries: int = 1) -> Function:
+    """A job function as a worker registers it (each capability's tasks.py). keep_result=0:
+    a finished job frees its id at once, for the next job of the same id."""
+    return func(coroutine, name=name.value, keep_result=0, max_tries=max_tries)
+
+
+def periodic(coroutine: WorkerCoroutine, name: JobName, **when: Any) -> CronJob:
+    """A cron job (arq's `cron`, with `when` its schedule), stored as "cron:<name>"."""
+    return cron(coroutine, name=f"cron:{name.value}", **when)
+
+
+def sweep(coroutine: WorkerCoroutine, name: JobName, run_at_startup: bool = False) -> CronJob:
+    """A sweep: a cron job every SWEEP_INTERVAL_SECONDS that finds work whose job was lost."""
+    seconds = get_settings().sweep_interval_seconds
+    return periodic(
+        coroutine, name, second=set(range(0, 60, seconds)), run_at_startup=run_at_startup
+    )
+
+
+Resource = TypeVar("Resource")
+
+
+def resource(ctx: dict[str, Any], key: str, kind: type[Resource]) -> Resource:
+    """What the worker's start-up (app/worker.py) keeps in a job's `ctx` under `key`, typed."""
+    value = ctx[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"ctx[{key!r}] is a {type(value).__name__}, not a {kind.__name__}")
+    return value

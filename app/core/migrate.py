@@ -22,17 +22,16 @@ def alembic_config(settings: Settings) -> Config:
 
 async def create_database_if_missing(database_url: str) -> bool:
     url = make_url(database_url)
+    name = url.database
+    if name is None:
+        raise ValueError("DATABASE_URL names no database to create or upgrade")
     admin = url.set(drivername="postgresql", database="postgres")
     connection = await asyncpg.connect(admin.render_as_string(hide_password=False))
     try:
-        exists = await connection.fetchval(
-            "SELECT 1 FROM pg_database WHERE datname = $1", url.database
-        )
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
             # Identifiers cannot be bound as parameters; quote it as PostgreSQL does.
-            await connection.execute(
-                f'CREATE DATABASE "{url.database.replace(chr(34), chr(34) * 2)}"'
-            )
+            await connection.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
         return not exists
     finally:
         await connection.close()

@@ -1,3 +1,4 @@
+from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -5,7 +6,10 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import Base
+
 T = TypeVar("T")
+M = TypeVar("M", bound=Base)
 
 MAX_PER_PAGE = 100
 # The row offset (page × per_page) must fit PostgreSQL's bigint. A page past the last row
@@ -41,12 +45,12 @@ class Page(BaseModel, Generic[T]):
 
 async def fetch_page(
     session: AsyncSession,
-    model: Any,
-    conditions: list[ColumnElement[bool]],
-    order_by: list[Any],
+    model: type[M],
+    conditions: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
     page: PageParams,
     unfiltered_total: int | None,
-) -> tuple[list[Any], int]:
+) -> tuple[list[M], int]:
     """One page of `model` rows and the total they are a page of. `unfiltered_total` is a
     kept count to use instead of counting (None: the conditions filter, so count)."""
     total = unfiltered_total

@@ -2,7 +2,7 @@ from typing import Any
 
 import msgpack
 from arq.connections import ArqRedis, RedisSettings
-from redis.asyncio import ConnectionPool
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import SSLConnection, parse_url
 
 from app.core.settings import Settings
@@ -11,7 +11,8 @@ from app.core.settings import Settings
 def pack_job(job: dict[str, Any]) -> bytes:
     """arq's job (and result) serializer: msgpack, plain data only. arq's default, pickle,
     would let anyone who can write to Redis run code in the worker."""
-    return msgpack.packb(job, use_bin_type=True, default=_describe_exception)
+    packed: bytes = msgpack.packb(job, use_bin_type=True, default=_describe_exception)
+    return packed
 
 
 def _describe_exception(value: Any) -> str:
@@ -33,61 +34,43 @@ def redis_settings(settings: Settings) -> RedisSettings:
     connection (arq's own `from_dsn` neither decodes a percent-encoded password nor reads
     the ssl_* options of a rediss:// URL)."""
     options = parse_url(settings.redis_url)
+
+    def option(name: str, default: Any = None) -> Any:
+        return options.get(name, default)
+
     return RedisSettings(
-        host=options.get("host", "localhost"),
-        port=options.get("port", 6379),
-        unix_socket_path=options.get("path"),
-        database=options.get("db", 0),
-        username=options.get("username"),
-        password=options.get("password"),
-        ssl=options.get("connection_class") is SSLConnection,
-        ssl_keyfile=options.get("ssl_keyfile"),
-        ssl_certfile=options.get("ssl_certfile"),
-        ssl_cert_reqs=options.get("ssl_cert_reqs", "required"),
-        ssl_ca_certs=options.get("ssl_ca_certs"),
-        ssl_check_hostname=options.get("ssl_check_hostname", False),
-        conn_timeout=options.get("socket_connect_timeout", settings.redis_connect_timeout_seconds),
+        host=option("host", "localhost"),
+        port=option("port", 6379),
+        unix_socket_path=option("path"),
+        database=option("db", 0),
+        username=option("username"),
+        password=option("password"),
+        ssl=option("connection_class") is SSLConnection,
+        ssl_keyfile=option("ssl_keyfile"),
+        ssl_certfile=option("ssl_certfile"),
+        ssl_cert_reqs=option("ssl_cert_reqs", "required"),
+        ssl_ca_certs=option("ssl_ca_certs"),
+        ssl_check_hostname=option("ssl_check_hostname", False),
+        conn_timeout=option("socket_connect_timeout", settings.redis_connect_timeout_seconds),
     )
 
 
-class ConcurrentConnectionPool(ConnectionPool):
-    """A connection pool that lets concurrent commands go out concurrently.
-
-    redis-py 5 (arq pins redis < 6) checks a connection out while holding the pool's lock,
-    across an await on the socket: commands then leave one per event-loop turn, and in a
-    busy worker each Redis call queues behind all the others. The lock need only guard the pool's
-    bookkeeping; the check runs on a connection this caller alone now holds.
-    """
-
-    async def get_connection(self, command_name=None, *keys, **options):  # noqa: ANN001, ANN201
-        async with self._lock:
-            connection = self.get_available_connection()
-        try:
-            await self.ensure_connection(connection)
-        except BaseException:
-            await self.release(connection)
-            raise
-        return connection
+MAX_CONNECTIONS = 1000
 
 
 def arq_pool(settings: Settings, **kwargs: Any) -> ArqRedis:
     """The Redis client every dmrelay process uses; it connects on first use, so the API
     starts while Redis is down (GET /readyz says so). Options in REDIS_URL's query string
     (say ?socket_timeout=) win over the settings."""
-    pool = ConcurrentConnectionPool.from_url(
+    pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        # redis-py's ConnectionPool checks a connection out while holding the pool's lock,
+        # across an await on the socket: in a busy worker each command would queue behind
+        # all the others. This pool checks outside its lock. The bound is far above what a
+        # process uses (a worker runs at most 200 jobs); past it a command waits.
+        max_connections=MAX_CONNECTIONS,
+        timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_connect_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
     )
     return ArqRedis(pool, job_serializer=pack_job, job_deserializer=unpack_job, **kwargs)
-
-
-async def create_arq_pool(settings: Settings) -> ArqRedis:
-    """`arq_pool`, once Redis has answered."""
-    pool = arq_pool(settings)
-    try:
-        await pool.ping()
-    except BaseException:
-        await pool.aclose()
-        raise
-    return pool

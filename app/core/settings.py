@@ -123,7 +123,12 @@ class Settings(BaseSettings):
     def graph_base_url(self, connection: str) -> str:
         if self.meta_graph_url:
             return self.meta_graph_url.rstrip("/")
-        return INSTAGRAM_GRAPH_URL if connection == "instagram_login" else FACEBOOK_GRAPH_URL
+        # Imported here: the profiles' models import this module (through app.core.db).
+        from app.profiles.models import Connection
+
+        if connection == Connection.INSTAGRAM_LOGIN:
+            return INSTAGRAM_GRAPH_URL
+        return FACEBOOK_GRAPH_URL
 
 
 @lru_cache

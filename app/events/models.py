@@ -1,4 +1,5 @@
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Text, func
@@ -7,6 +8,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
 from app.core.models import SerialId
+
+
+class CustomerEventType(StrEnum):
+    """What a customer event says happened, in Postproxy's names."""
+
+    MESSAGE_RECEIVED = "message.received"
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_READ = "message.read"
+    MESSAGE_EDITED = "message.edited"
+    MESSAGE_DELETED = "message.deleted"
+    REACTION_RECEIVED = "reaction.received"
+    REFERRAL_RECEIVED = "referral.received"
 
 
 class CustomerEvent(SerialId, Base):

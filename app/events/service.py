@@ -6,28 +6,17 @@ earlier by `write_recorded` (an ORM object apiece, flushed one by one, would cos
 rest of applying an inbound message)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
 from app.core import ids
 from app.core.db import before_commit
-from app.events.models import CustomerEvent
-from app.messages.models import Message
+from app.events import repository
+from app.events.models import CustomerEventType
+from app.messages.models import Message, MessageRow
 from app.messages.schemas import MessageOut
-
-EventType = Literal[
-    "message.received",
-    "message.sent",
-    "message.read",
-    "message.edited",
-    "message.deleted",
-    "reaction.received",
-    "referral.received",
-]
-
 
 # Where a session keeps the events recorded and not written yet (its `info`).
 _RECORDED = "customer_events"
@@ -36,7 +25,7 @@ _RECORDED = "customer_events"
 def record(
     session: AsyncSession,
     profile_id: int,
-    type: EventType,
+    type: CustomerEventType,
     data: dict[str, Any],
     occurred_at: datetime | None,
     message_id: int | None = None,
@@ -56,8 +45,8 @@ def record(
 def record_message(
     session: AsyncSession,
     profile_id: int,
-    type: EventType,
-    message: Message,
+    type: CustomerEventType,
+    message: Message | MessageRow,
     occurred_at: datetime | None,
     extra: dict[str, Any] | None = None,
 ) -> None:
@@ -71,7 +60,7 @@ async def write_recorded(session: AsyncSession) -> None:
     """Store the events recorded in this session and not written yet, in recording order."""
     recorded = session.info.pop(_RECORDED, None)
     if recorded:
-        await session.execute(insert(CustomerEvent.__table__), recorded)
+        await repository.insert_all(session, recorded)
 
 
 def discard_recorded(session: AsyncSession) -> None:
@@ -79,7 +68,7 @@ def discard_recorded(session: AsyncSession) -> None:
     session.info.pop(_RECORDED, None)
 
 
-def message_data(message: Message) -> dict[str, Any]:
+def message_data(message: Message | MessageRow) -> dict[str, Any]:
     return {"message": MessageOut.of(message).model_dump(mode="json")}
 
 

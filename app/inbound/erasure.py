@@ -3,11 +3,15 @@
 Meta's terms require deleting the stored content of an unsent message. Besides the message
 row, its text and media are copied into: the customer events recorded about it (linked by
 `message_id`), stored Idempotency-Key responses (an outbound message the business unsent), the
-raw payloads of inbound events and deliveries, and the media store (its deletion is recorded
-with the erasure, so a lost job cannot leave the copy behind). Raw payloads are dropped
-once applied (processing.py), so only those kept for diagnosis (failed events, unparseable
-deliveries) are looked through here; a redelivery of the message after its unsend is ignored
-(its mid is stored), so nothing comes back.
+raw payloads of inbound events and webhook deliveries, and the media store (its deletion is
+recorded with the erasure, so a lost job cannot leave the copy behind). Raw payloads are
+dropped once used (repository.claim_webhook_deliveries, store_outcomes), so only those kept
+for diagnosis (failed events, unparseable webhook deliveries) are looked through here; a
+redelivery of the message after its unsend is ignored (its mid is stored), so nothing comes
+back.
+
+Its statements are here rather than in repository.py: they rewrite copies in other
+capabilities' tables as much as in inbound's, for this rule alone.
 """
 
 import json
@@ -17,7 +21,13 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.events import service as events
-from app.inbound.models import InboundEvent, WebhookDelivery
+from app.inbound.models import (
+    EventKind,
+    InboundEvent,
+    InboundEventStatus,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+)
 from app.media import service as media
 from app.messages.models import Message
 from app.messages.schemas import MessageOut
@@ -44,7 +54,7 @@ ERASED_FIELDS = (
     "reactions",
 )
 # Inbound event kinds whose payload holds the content of the message named by its mid.
-CONTENT_KINDS = ("message", "echo", "postback", "edit")
+CONTENT_KINDS = (EventKind.MESSAGE, EventKind.ECHO, EventKind.POSTBACK, EventKind.EDIT)
 # Webhook item keys under which Meta puts a message's content (or an edit's), with its mid.
 CONTENT_KEYS = ("message", "message_edit", "postback")
 
@@ -92,26 +102,29 @@ async def _erase_raw_payloads(session: AsyncSession, account_id: str, mid: str) 
         .where(
             InboundEvent.account_id == account_id,
             InboundEvent.mid == mid,
-            InboundEvent.status == "failed",
+            InboundEvent.status == InboundEventStatus.FAILED,
             InboundEvent.kind.in_(CONTENT_KINDS),
         )
         .values(payload=None)
     )
     kept = await session.execute(
         select(WebhookDelivery.id, WebhookDelivery.body).where(
-            WebhookDelivery.status == "unparseable", func.strpos(WebhookDelivery.body, mid) > 0
+            WebhookDelivery.status == WebhookDeliveryStatus.UNPARSEABLE,
+            func.strpos(WebhookDelivery.body, mid) > 0,
         )
     )
-    for delivery_id, body in kept.all():
+    for webhook_delivery_id, body in kept.all():
+        if body is None:  # none is: strpos would be NULL
+            continue
         await session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id)
+            .where(WebhookDelivery.id == webhook_delivery_id)
             .values(body=redact_body(body, mid))
         )
 
 
 def redact_body(body: str, mid: str) -> str | None:
-    """A kept delivery's body with the content of this mid's message (and its edits) left
+    """A kept webhook delivery's body with the content of this mid's message (and its edits) left
     out; None if it is not JSON, and so cannot be redacted item by item."""
     try:
         payload = json.loads(body)

@@ -1,31 +1,42 @@
-"""Meta's webhook payloads, split into one typed event per thing that happened.
+"""The pipeline's first step: the body of a webhook delivery, parsed into one typed event per
+thing that happened.
 
 Shapes: `entry[].messaging[]`, `entry[].standby[]` (a conversation another app owns) and the
 dashboard test shape `entry[].changes[{field, value}]`. Anything that cannot be understood
-becomes a problem, reported with the delivery; it never stops the rest of the batch.
+becomes a problem, reported with the webhook delivery; it never stops the rest of the batch.
 """
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+from app.inbound.models import EventKind
 
 # The item key that names each kind of `messaging` event (a `message` may instead be an echo
 # or an unsend; see _kind_of).
 ITEM_KINDS = {
-    "message": "message",
-    "reaction": "reaction",
-    "read": "read",
-    "message_edit": "edit",
-    "postback": "postback",
-    "referral": "referral",
+    "message": EventKind.MESSAGE,
+    "reaction": EventKind.REACTION,
+    "read": EventKind.READ,
+    "message_edit": EventKind.EDIT,
+    "postback": EventKind.POSTBACK,
+    "referral": EventKind.REFERRAL,
 }
 # Below this a webhook time is in seconds (the dashboard's test events), above in milliseconds.
 SECONDS_LIMIT = 100_000_000_000
 
 
+class ChatKey(NamedTuple):
+    """A chat, as webhooks name it."""
+
+    account_id: str  # the business (IG_ID)
+    participant_id: str  # the customer (IGSID)
+
+
 @dataclass(frozen=True)
 class Event:
-    kind: str  # message, echo, delete, reaction, read, edit, postback, referral
+    kind: EventKind
     account_id: str  # the business (IG_ID)
     participant_id: str  # the customer (IGSID)
     occurred_at: datetime
@@ -35,11 +46,42 @@ class Event:
     dedupe_key: str
     item: dict[str, Any]
 
+    @property
+    def chat(self) -> ChatKey:
+        return ChatKey(self.account_id, self.participant_id)
+
 
 @dataclass
 class Parsed:
     events: list[Event] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+
+def parse_body(body: str) -> Parsed:
+    """A webhook delivery's body, as stored."""
+    try:
+        payload = json.loads(body)
+        if "\\u0000" in body:  # the only way JSON carries U+0000; rare, so the walk is too
+            payload = _without_nul(payload)
+    except ValueError:
+        return Parsed(problems=["the body is not JSON"])
+    except RecursionError:
+        # No Meta payload nests deeper than a few levels; reading one that does would fail
+        # the same way at every try, and the webhook delivery would never leave `received`.
+        return Parsed(problems=["the body's JSON is nested too deeply to read"])
+    return parse_payload(payload)
+
+
+def _without_nul(value: Any) -> Any:
+    """U+0000 as U+FFFD, the replacement character: PostgreSQL's text and jsonb cannot hold
+    it, and a webhook delivery that carried one could never be stored."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
 
 
 def meta_time(value: Any) -> datetime | None:
@@ -76,7 +118,7 @@ def parse_payload(payload: Any) -> Parsed:
     return parsed
 
 
-def _list(value: Any) -> list:
+def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
@@ -103,12 +145,12 @@ def _event(entry_id: str, item: Any) -> Event:
     kind = _kind_of(item)
     account_id = entry_id
     if entry_id in ("", "0"):  # the dashboard's test events: the business is a party
-        account_id = sender if kind == "echo" else recipient
-    participant_id = recipient if kind == "echo" or sender == account_id else sender
+        account_id = sender if kind is EventKind.ECHO else recipient
+    participant_id = recipient if kind is EventKind.ECHO or sender == account_id else sender
     mid = item[_item_key(item)].get("mid")
     if mid is not None and not isinstance(mid, str):
         raise ValueError("mid is not a string")
-    if kind != "referral" and not mid:
+    if kind is not EventKind.REFERRAL and not mid:
         raise ValueError(f"a {kind} event needs a mid")
     return Event(
         kind=kind,
@@ -129,25 +171,29 @@ def _item_key(item: dict[str, Any]) -> str:
     raise ValueError(f"no event this service understands (expected one of {known})")
 
 
-def _kind_of(item: dict[str, Any]) -> str:
+def _kind_of(item: dict[str, Any]) -> EventKind:
     key = _item_key(item)
     if key == "message":
         if item["message"].get("is_deleted"):
-            return "delete"
+            return EventKind.DELETE
         if item["message"].get("is_echo"):
-            return "echo"
+            return EventKind.ECHO
     return ITEM_KINDS[key]
 
 
-def _dedupe_key(kind: str, mid: str | None, participant_id: str, item: dict[str, Any]) -> str:
+# Kinds that happen once per mid.
+_ONCE_PER_MID = frozenset({EventKind.MESSAGE, EventKind.ECHO, EventKind.DELETE, EventKind.POSTBACK})
+
+
+def _dedupe_key(kind: EventKind, mid: str | None, participant_id: str, item: dict[str, Any]) -> str:
     timestamp = item["timestamp"]
-    if kind in ("message", "echo", "delete", "postback"):
+    if kind in _ONCE_PER_MID:
         return f"{kind}:{mid}"
-    if kind == "edit":
+    if kind is EventKind.EDIT:
         return f"edit:{mid}:{item['message_edit'].get('num_edit', timestamp)}"
-    if kind == "reaction":
+    if kind is EventKind.REACTION:
         action = item["reaction"].get("action")
         return f"reaction:{mid}:{participant_id}:{action}:{timestamp}"
-    if kind == "read":
+    if kind is EventKind.READ:
         return f"read:{mid}:{timestamp}"
     return f"referral:{participant_id}:{timestamp}"

@@ -1,8 +1,8 @@
 """Receiving Meta's webhook POSTs: verify, store, acknowledge.
 
 Meta wants the 200 within seconds and retries otherwise, so the ack only stores the
-delivery as received (one INSERT, committed on its own) and enqueues the worker that
-applies its events.
+webhook delivery as received (one INSERT, committed on its own) and enqueues the job that
+takes it through the pipeline (pipeline.py).
 """
 
 import logging
@@ -10,17 +10,18 @@ import re
 
 import asyncpg
 from arq.connections import ArqRedis
+from asyncpg.pool import PoolConnectionProxy
 
 from app.core.db import acquire
 from app.core.express import Answer, ExpressRequest, Route
 from app.core.jobs import JobName, enqueue_first_free
 from app.core.settings import Settings
-from app.inbound.processing import delivery_job_id
+from app.inbound import repository
+from app.inbound.pipeline import webhook_delivery_job_id
 from app.inbound.signature import SIGNATURE_HEADER, signature_is_valid
 
 log = logging.getLogger(__name__)
 
-_STORE = "INSERT INTO webhook_deliveries (body) VALUES ($1) RETURNING id"
 RECEIVED = b'{"received":true}'
 
 
@@ -34,13 +35,15 @@ def is_signed(settings: Settings, body: bytes, signature: str | None) -> bool:
     return signature_is_valid(secrets, body, signature)
 
 
-async def store(connection: asyncpg.Connection, redis: ArqRedis, body: bytes) -> None:
-    """Keep a verified delivery, then have a worker apply it."""
+async def store(
+    connection: asyncpg.Connection | PoolConnectionProxy, redis: ArqRedis, body: bytes
+) -> None:
+    """Keep a verified webhook delivery, then have a worker apply it."""
     # Kept even if it is not JSON (the worker reports it); PostgreSQL text cannot hold NUL.
     text = body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-    delivery_id = await connection.fetchval(_STORE, text)
-    job_ids = [delivery_job_id(delivery_id)]
-    await enqueue_first_free(redis, JobName.PROCESS_WEBHOOK, (delivery_id,), job_ids)
+    webhook_delivery_id = await repository.store_webhook_delivery(connection, text)
+    job_ids = [webhook_delivery_job_id(webhook_delivery_id)]
+    await enqueue_first_free(redis, JobName.PROCESS_WEBHOOK, (webhook_delivery_id,), job_ids)
 
 
 async def receive(request: ExpressRequest) -> Answer | None:

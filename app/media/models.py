@@ -1,9 +1,22 @@
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import DateTime, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
+
+
+class AttachmentStatus(StrEnum):
+    """An attachment's status, kept in its message's `attachments` (JSON) and shown by the
+    API."""
+
+    # Meta's URL (`source_url`) is to be copied.
+    PENDING = "pending"
+    # `url` serves it: dmrelay's copy, or Meta's link where nothing is copied.
+    PROCESSED = "processed"
+    # No copy and no usable link (`error` says why, or `expired`).
+    FAILED = "failed"
 
 
 class MediaDeletion(Base):

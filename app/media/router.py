@@ -1,4 +1,3 @@
-import errno
 import mimetypes
 import os
 from collections.abc import AsyncIterator
@@ -17,7 +16,6 @@ router = APIRouter(tags=["media"])
 # Customers' files are not ours to trust: never let a browser run them on dmrelay's origin.
 SAFE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 CHUNK_BYTES = 64 * 1024
-NO_SUCH_FILE = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 @router.get("/media/{key:path}", include_in_schema=False)
@@ -26,21 +24,13 @@ async def serve_media(key: str, request: Request) -> StreamingResponse:
     settings = request.app.state.settings
     if settings.media_store != "local":
         raise NotFound("Media")
-    path = LocalStore(Path(settings.media_dir), settings.media_base_url).path_of(key)
-    if path is None:
-        raise NotFound("Media")
     # Opened before answering: an open file outlives its deletion (an unsend erases the
     # copy), so a request that races one is served whole, or is a 404, never cut short.
-    try:
-        file = path.open("rb")
-    except OSError as error:
-        # A key naming no file, in any way a client can: missing, a directory, under a
-        # file, too long for the filesystem. Anything else is the server's trouble.
-        if error.errno in NO_SUCH_FILE:
-            raise NotFound("Media") from error
-        raise
+    file = LocalStore(Path(settings.media_dir), settings.media_base_url).open(key)
+    if file is None:
+        raise NotFound("Media")
     size = os.fstat(file.fileno()).st_size
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     headers = {**SAFE_HEADERS, "Content-Length": str(size)}
     return StreamingResponse(_chunks(file), media_type=media_type, headers=headers)
 

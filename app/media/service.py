@@ -15,16 +15,15 @@ from typing import Any
 import httpx
 from arq import Retry
 from arq.connections import ArqRedis
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.jobs import Job, JobName, enqueue, enqueue_after_commit
 from app.core.settings import Settings
+from app.media import repository
 from app.media.download import DownloadError, Resolver, download, resolve, status_of
-from app.media.models import MediaDeletion
+from app.media.models import AttachmentStatus
 from app.media.storage import MediaStore
-from app.messages.models import Message
+from app.messages.models import Message, MessageRow
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +48,16 @@ def stored_keys(attachments: list[dict[str, Any]] | None) -> list[str]:
 async def delete_after_commit(session: AsyncSession, keys: list[str]) -> None:
     """Delete stored media once the session's transaction (which records the deletion)
     commits; until it is gone, the sweep enqueues it again."""
-    await session.execute(
-        insert(MediaDeletion).values([{"key": key} for key in keys]).on_conflict_do_nothing()
-    )
+    await repository.record_deletions(session, keys)
     enqueue_after_commit(session, Job(JobName.DELETE_MEDIA, (keys,)))
 
 
-def mirror_after_commit(session: AsyncSession, message: Message, settings: Settings) -> None:
+def mirror_after_commit(
+    session: AsyncSession, message: Message | MessageRow, settings: Settings
+) -> None:
     """Queue the work a newly stored message's attachments need."""
     for index, attachment in enumerate(message.attachments or []):
-        if attachment["status"] == "pending":
+        if attachment["status"] == AttachmentStatus.PENDING:
             job = Job(
                 JobName.MIRROR_ATTACHMENT, (message.id, index), f"mirror:{message.id}:{index}"
             )
@@ -96,7 +95,7 @@ class Mirror:
 
     async def mirror(self, message_id: int, index: int, job_try: int) -> None:
         attachment = await self._attachment(message_id, index)
-        if attachment is None or attachment["status"] != "pending":
+        if attachment is None or attachment["status"] != AttachmentStatus.PENDING:
             return
         try:
             data, content_type = await download(
@@ -106,13 +105,13 @@ class Mirror:
             if error.transient and job_try < MAX_DOWNLOAD_TRIES:
                 raise Retry(defer=timedelta(seconds=5 * job_try)) from error
             log.warning("mirroring attachment %s/%s failed: %s", message_id, index, error)
-            await self._update(message_id, index, {"status": "failed", "error": str(error)})
+            await self._failed(message_id, index, error)
             return
         content_type = content_type.split(";")[0].strip()
         extension = mimetypes.guess_extension(content_type) or ""
         key = f"{message_id}/{index}-{secrets.token_urlsafe(16)}{extension}"
         url = await self.store.put(key, data, content_type)
-        changes = {"status": "processed", "url": url, "storage_key": key}
+        changes = {"status": AttachmentStatus.PROCESSED, "url": url, "storage_key": key}
         if not await self._update(message_id, index, changes):
             await self.store.delete([key])  # unsent meanwhile: the copy must not outlive it
 
@@ -125,32 +124,24 @@ class Mirror:
         except DownloadError as error:
             if not error.transient:  # a link dmrelay must not follow: never look again
                 log.warning("story mention %s/%s not checked: %s", message_id, index, error)
-                await self._update(message_id, index, {"status": "failed", "error": str(error)})
+                await self._failed(message_id, index, error)
                 return
             status = None  # unreachable for now: look again later
         if status in EXPIRED_STATUSES:
-            await self._update(
-                message_id, index, {"status": "failed", "url": None, "expired": True}
-            )
+            expired = {"status": AttachmentStatus.FAILED, "url": None, "expired": True}
+            await self._update(message_id, index, expired)
         elif check < MAX_STORY_CHECKS:
             await enqueue(self.redis, story_check_job(message_id, index, check + 1, self.settings))
 
     async def delete(self, keys: list[str]) -> None:
         await self.store.delete(keys)
         async with self.sessionmaker() as session, session.begin():
-            await session.execute(delete(MediaDeletion).where(MediaDeletion.key.in_(keys)))
+            await repository.forget_deletions(session, keys)
 
     async def sweep_deletions(self) -> None:
         """Enqueue again the deletions whose job is gone (Redis lost it, or it failed)."""
         async with self.sessionmaker() as session:
-            keys = list(
-                await session.scalars(
-                    select(MediaDeletion.key)
-                    .where(MediaDeletion.created_at < func.now() - DELETION_GRACE)
-                    .order_by(MediaDeletion.created_at)
-                    .limit(DELETION_BATCH)
-                )
-            )
+            keys = await repository.deletions_older_than(session, DELETION_GRACE, DELETION_BATCH)
         if keys:
             # One job per batch, named by its first key, so that a batch still queued (or
             # being deleted) is not doubled.
@@ -158,18 +149,21 @@ class Mirror:
 
     async def _attachment(self, message_id: int, index: int) -> dict[str, Any] | None:
         async with self.sessionmaker() as session:
-            message = await session.get(Message, message_id)
+            message = await repository.get_message(session, message_id)
         if message is None or message.external_deleted_at is not None:
             return None
         attachments = message.attachments or []
         return attachments[index] if index < len(attachments) else None
 
+    async def _failed(self, message_id: int, index: int, error: DownloadError) -> None:
+        await self._update(
+            message_id, index, {"status": AttachmentStatus.FAILED, "error": str(error)}
+        )
+
     async def _update(self, message_id: int, index: int, changes: dict[str, Any]) -> bool:
         """Apply changes to one attachment; False if the message was unsent meanwhile."""
         async with self.sessionmaker() as session, session.begin():
-            message = await session.scalar(
-                select(Message).where(Message.id == message_id).with_for_update()
-            )
+            message = await repository.lock_message(session, message_id)
             if message is None or message.external_deleted_at is not None:
                 return False
             attachments = list(message.attachments or [])

@@ -5,12 +5,13 @@ Meta's own CDN links.
 """
 
 import asyncio
+import errno
 import os
 import re
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from app.core.settings import Settings
 
@@ -18,6 +19,9 @@ from app.core.settings import Settings
 # system takes (at most 255 bytes). Anything else names no stored file, and is not looked up:
 # the file system would refuse a longer name with an error rather than "no such file".
 KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,254})*")
+# A key naming no file, in any way a client can: missing, a directory, under a file, too long
+# for the filesystem. Any other error opening one is the server's trouble.
+NO_SUCH_FILE = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 class MediaStore(Protocol):
@@ -41,6 +45,18 @@ class LocalStore:
             return None
         path = (self.directory / key).resolve()
         return path if path.is_relative_to(self.directory) and path != self.directory else None
+
+    def open(self, key: str) -> BinaryIO | None:
+        """The stored file for a key, open for reading, or None if there is none."""
+        path = self.path_of(key)
+        if path is None:
+            return None
+        try:
+            return path.open("rb")
+        except OSError as error:
+            if error.errno in NO_SUCH_FILE:
+                return None
+            raise
 
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         await asyncio.to_thread(self._write, key, data)

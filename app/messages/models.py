@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -105,3 +106,40 @@ class Message(SerialId, Timestamps, Base):
         DateTime(timezone=True),
         Computed("COALESCE(external_posted_at, created_at)", persisted=True),
     )
+
+
+@dataclass
+class MessageRow:
+    """A stored message as a Core statement returns it (INSERT … RETURNING), for paths that
+    store many at once: Message's columns, without the ORM's cost per object (several times
+    that of building this). Not tracked by a session: a change to it is not written."""
+
+    id: int
+    chat_id: int
+    profile_id: int
+    direction: str
+    status: str
+    body: str | None
+    tag: str | None
+    attachment: dict[str, Any] | None
+    reply_to_external_id: str | None
+    external_id: str | None
+    error_message: str | None
+    error_details: dict[str, Any] | None
+    platform_data: dict[str, Any] | None
+    attempts: int
+    claimed_until: datetime | None
+    next_attempt_at: datetime | None
+    external_posted_at: datetime | None
+    external_read_at: datetime | None
+    external_edited_at: datetime | None
+    external_deleted_at: datetime | None
+    attachments: list[dict[str, Any]] | None
+    reactions: dict[str, Any] | None
+    tapped_action: dict[str, Any] | None
+    story_reply: dict[str, Any] | None
+    referral: dict[str, Any] | None
+    is_unsupported: bool
+    sort_at: datetime
+    created_at: datetime
+    updated_at: datetime

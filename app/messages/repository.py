@@ -25,7 +25,7 @@ from app.core.models import sql_values
 from app.core.pagination import PageParams, fetch_page
 from app.messages.models import UNDELIVERED, Direction, Message, MessageStatus
 from app.profiles.models import Profile, ProfileStatus
-from app.profiles.service import visible
+from app.profiles.repository import visible
 
 # An asyncpg connection: a pool's, or the one under a session (app/core/db.py).
 Driver = asyncpg.Connection | PoolConnectionProxy

@@ -16,7 +16,7 @@ from app.core import ids
 from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
 from app.core.schemas import Text
-from app.messages.models import Message
+from app.messages.models import Message, MessageRow
 
 # Direction and MessageStatus values, as the API's schema lists them (tests/test_messages.py
 # checks that they match).
@@ -181,7 +181,7 @@ class MessageOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, message: Message) -> "MessageOut":
+    def of(cls, message: Message | MessageRow) -> "MessageOut":
         public_id = ids.encode(ids.Kind.MESSAGE, message.id)
         # Webhook content has `attachments`; an outbound send has its one `attachment`.
         stored = message.attachments

@@ -23,7 +23,7 @@ SWEEP_GRACE = timedelta(seconds=5)
 SWEEP_BATCH = 500
 
 
-async def sweep(engine: AsyncEngine, redis: ArqRedis, settings: Settings) -> int:
+async def requeue_stranded_chats(engine: AsyncEngine, redis: ArqRedis, settings: Settings) -> int:
     """Re-enqueue chats whose due messages have no live job and no worker. Returns how many."""
     chat_ids = await repository.stranded_chats(engine, SWEEP_GRACE, SWEEP_BATCH)
     bucket = int(time.time() // settings.sweep_interval_seconds)

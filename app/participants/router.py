@@ -19,7 +19,7 @@ async def participant_status(
     request: Request,
     scope: CurrentScope,
     session: Session,
-) -> Any:
+) -> dict[str, Any]:
     """Whether an Instagram participant is verified and follows the account (and vice
     versa); cached for a short while."""
     profile = await get_profile(session, scope, profile_id)

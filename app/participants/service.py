@@ -6,15 +6,14 @@ again only once a newer inbound message has arrived, so there is no retry storm.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import bindparam, cast, func, select, update
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.chats.models import Chat
 from app.core.errors import APIError
@@ -22,6 +21,7 @@ from app.core.jobs import Job, JobName, enqueue_after_commit
 from app.core.settings import Settings
 from app.meta.errors import GraphError
 from app.meta.graph import GraphClient, GraphUnreachable
+from app.participants import repository
 from app.profiles.models import Profile
 from app.profiles.service import graph_account
 
@@ -67,30 +67,24 @@ def refresh_if_stale(session: AsyncSession, chats: list[Chat], settings: Setting
         enqueue_after_commit(session, Job(JobName.REFRESH_PARTICIPANTS, (stale,)))
 
 
-async def fetch(graph: GraphClient, settings: Settings, profile: Profile, user_id: str) -> dict:
+async def fetch(
+    graph: GraphClient, settings: Settings, profile: Profile, user_id: str
+) -> dict[str, Any]:
     """The participant's profile from Meta; raises GraphError or GraphUnreachable."""
     return await graph.get_user_profile(graph_account(profile, settings), user_id)
 
 
-def store(chat: Chat, fetched: dict[str, Any], now: datetime) -> None:
-    for column, value in _stored(fetched, now).items():
-        setattr(chat, column, value)
-    chat.metadata_ = {**(chat.metadata_ or {}), **_metadata(fetched)}
-
-
 def _stored(fetched: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The chat's participant columns from a fetched profile, metadata aside."""
+    """The chat's participant columns from a fetched profile; `metadata` is merged into the
+    chat's own."""
     return {
         "participant_name": fetched.get("name"),
         "participant_username": fetched.get("username"),
         "participant_avatar_url": fetched.get("profile_pic"),
         "participant_synced_at": now,
         "participant_sync_error": None,
+        "metadata": {field: fetched.get(field) for field in METADATA_FIELDS},
     }
-
-
-def _metadata(fetched: dict[str, Any]) -> dict[str, Any]:
-    return {field: fetched.get(field) for field in METADATA_FIELDS}
 
 
 def failure_of(error: Exception) -> str:
@@ -100,7 +94,9 @@ def failure_of(error: Exception) -> str:
 
 
 @asynccontextmanager
-async def _autocommit(sessionmaker: Any) -> AsyncIterator[AsyncSession]:
+async def _autocommit(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
     """A session for one statement, which needs no transaction around it (nor its BEGIN and
     COMMIT round trips)."""
     async with sessionmaker() as session:
@@ -109,39 +105,40 @@ async def _autocommit(sessionmaker: Any) -> AsyncIterator[AsyncSession]:
 
 
 async def refresh(
-    sessionmaker: Any, graph: GraphClient, settings: Settings, redis: Redis, chat_ids: list[int]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    graph: GraphClient,
+    settings: Settings,
+    redis: Redis,
+    chat_ids: list[int],
 ) -> None:
     """The worker job: fetch the stale ones among these chats' participants outside any
     transaction (those another job is fetching left to it), then store the outcomes."""
     async with _autocommit(sessionmaker) as session:
-        rows = (
-            await session.execute(
-                select(Chat, Profile)
-                .join(Profile, Profile.id == Chat.profile_id)
-                .where(Chat.id.in_(chat_ids))
-            )
-        ).all()
+        rows = await repository.chats_with_profiles(session, chat_ids)
     now = datetime.now(UTC)
-    claimed = await _claim(redis, [row for row in rows if is_stale(row.Chat, settings, now)])
+    claimed = await _claim(redis, [row for row in rows if is_stale(row[0], settings, now)])
     if not claimed:
         return
     try:
         await _fetch_and_store(sessionmaker, graph, settings, claimed)
     finally:
-        await redis.delete(*(_claim_key(row.Chat.id) for row in claimed))
+        await redis.delete(*(_claim_key(chat.id) for chat, _ in claimed))
 
 
-async def _claim(redis: Redis, rows: list[Any]) -> list[Any]:
+async def _claim(redis: Redis, rows: Sequence[Row[Chat, Profile]]) -> list[Row[Chat, Profile]]:
     """Those of these (chat, profile) rows no other job is fetching, now claimed by this one."""
     async with redis.pipeline(transaction=False) as pipe:
-        for row in rows:
-            pipe.set(_claim_key(row.Chat.id), 1, nx=True, ex=CLAIM_SECONDS)
+        for chat, _ in rows:
+            pipe.set(_claim_key(chat.id), 1, nx=True, ex=CLAIM_SECONDS)
         won = await pipe.execute()
     return [row for row, claimed in zip(rows, won, strict=True) if claimed]
 
 
 async def _fetch_and_store(
-    sessionmaker: Any, graph: GraphClient, settings: Settings, rows: list[Any]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    graph: GraphClient,
+    settings: Settings,
+    rows: list[Row[Chat, Profile]],
 ) -> None:
     at_once = asyncio.Semaphore(FETCHES_AT_ONCE)
 
@@ -152,53 +149,37 @@ async def _fetch_and_store(
             except (GraphError, GraphUnreachable) as error:
                 return chat.id, failure_of(error)
 
-    outcomes = await asyncio.gather(*(outcome(row.Chat, row.Profile) for row in rows))
+    outcomes = await asyncio.gather(*(outcome(chat, profile) for chat, profile in rows))
     await _store_outcomes(sessionmaker, outcomes, datetime.now(UTC))
 
 
 async def _store_outcomes(
-    sessionmaker: Any, outcomes: list[tuple[int, dict[str, Any] | str]], now: datetime
+    sessionmaker: async_sessionmaker[AsyncSession],
+    outcomes: list[tuple[int, dict[str, Any] | str]],
+    now: datetime,
 ) -> None:
-    """Fetched profiles and failures, by one statement each (merging the metadata in the
-    UPDATE itself: no locked read of the rows first). Each statement (one transaction) locks
-    its chats in id order, as every transaction that locks several chats does: it never
+    """Fetched profiles and failures, by one statement each. Each statement (one transaction)
+    locks its chats in id order, as every transaction that locks several chats does: it never
     deadlocks with them, and while it waits for a chat, it holds none after it."""
     outcomes = sorted(outcomes, key=lambda outcome: outcome[0])
     fetched = [
-        (chat_id, {**_stored(answer, now), "metadata": _metadata(answer)})
-        for chat_id, answer in outcomes
-        if isinstance(answer, dict)
+        (chat_id, _stored(answer, now)) for chat_id, answer in outcomes if isinstance(answer, dict)
     ]
     failed = [
         (chat_id, {"participant_synced_at": now, "participant_sync_error": answer})
         for chat_id, answer in outcomes
         if isinstance(answer, str)
     ]
-    table = Chat.__table__
     async with _autocommit(sessionmaker) as session:
         for rows in filter(None, (fetched, failed)):
-            # Parameters are named apart from the columns they set, as SQLAlchemy requires.
-            values = {name: bindparam(f"new_{name}") for name in rows[0][1]}
-            if "metadata" in values:
-                values["metadata"] = func.coalesce(table.c.metadata, cast({}, JSONB)).op("||")(
-                    bindparam("new_metadata", type_=JSONB)
-                )
-            parameters = [
-                {"chat_id": chat_id, **{f"new_{name}": v for name, v in columns.items()}}
-                for chat_id, columns in rows
-            ]
-            await session.execute(
-                update(table).where(table.c.id == bindparam("chat_id")).values(values), parameters
-            )
+            await repository.store(session, rows)
 
 
 async def status(
     session: AsyncSession, graph: GraphClient, settings: Settings, profile: Profile, user_id: str
 ) -> dict[str, Any]:
     """The participant's status for the API, from the chat when fresh, else from Meta."""
-    chat = await session.scalar(
-        select(Chat).where(Chat.profile_id == profile.id, Chat.participant_external_id == user_id)
-    )
+    chat = await repository.chat_with(session, profile.id, user_id)
     now = datetime.now(UTC)
     fresh = timedelta(seconds=settings.participant_status_cache_seconds)
     if (
@@ -221,7 +202,7 @@ async def status(
     except GraphUnreachable as error:
         raise APIError(502, "dmrelay could not reach Meta's Graph API") from error
     if chat is not None:
-        store(chat, fetched, now)
+        await repository.store(session, [(chat.id, _stored(fetched, now))])
     return _status_of(fetched, now)
 
 

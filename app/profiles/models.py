@@ -34,7 +34,8 @@ class Profile(SerialId, Timestamps, Base):
         one_of("connection", Connection),
         one_of("status", ProfileStatus),
         CheckConstraint(
-            "connection = 'instagram_login' OR page_id IS NOT NULL", name="page_id_for_facebook"
+            f"connection = '{Connection.INSTAGRAM_LOGIN.value}' OR page_id IS NOT NULL",
+            name="page_id_for_facebook",
         ),
     )
 
@@ -49,7 +50,9 @@ class Profile(SerialId, Timestamps, Base):
     connection: Mapped[str] = mapped_column(Text, nullable=False)
     page_id: Mapped[str | None] = mapped_column(Text)
     access_token_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    status: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default=ProfileStatus.ACTIVE.value
+    )
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
     chat_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

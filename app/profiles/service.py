@@ -1,7 +1,5 @@
 from functools import lru_cache
 
-from sqlalchemy import Select, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
@@ -9,39 +7,27 @@ from app.core import crypto, ids
 from app.core.errors import APIError, NotFound
 from app.core.settings import Settings
 from app.meta.graph import Account
-from app.profiles.models import Profile, ProfileGroup
+from app.profiles import repository
+from app.profiles.models import Connection, Profile, ProfileGroup, ProfileStatus
 
 DEFAULT_GROUP = "default"
-
-
-def visible(statement: Select, scope: Scope) -> Select:
-    """Confine a query that involves profiles to what the caller's key may see."""
-    if scope.profile_group_id is None:
-        return statement
-    return statement.where(Profile.profile_group_id == scope.profile_group_id)
+PLATFORM = "instagram"
 
 
 async def list_profiles(session: AsyncSession, scope: Scope) -> list[Profile]:
-    return list((await session.scalars(visible(select(Profile), scope).order_by(Profile.id))).all())
+    return await repository.list_visible(session, scope)
 
 
 async def get_profile(session: AsyncSession, scope: Scope, public_id: str) -> Profile:
     serial = ids.decode(ids.Kind.PROFILE, public_id)
-    profile = (
-        await session.scalar(visible(select(Profile).where(Profile.id == serial), scope))
-        if serial is not None
-        else None
-    )
+    profile = await repository.get_visible(session, scope, serial) if serial is not None else None
     if profile is None:
         raise NotFound("Profile")
     return profile
 
 
 async def ensure_group(session: AsyncSession, name: str) -> ProfileGroup:
-    await session.execute(
-        insert(ProfileGroup).values(name=name).on_conflict_do_nothing(index_elements=["name"])
-    )
-    return (await session.scalars(select(ProfileGroup).where(ProfileGroup.name == name))).one()
+    return await repository.ensure_group(session, name)
 
 
 class ProfileInAnotherGroup(APIError):
@@ -62,7 +48,7 @@ async def add_profile(
     *,
     platform_id: str,
     access_token: str,
-    connection: str,
+    connection: Connection,
     group: ProfileGroup,
     username: str | None = None,
     name: str | None = None,
@@ -76,33 +62,18 @@ async def add_profile(
     other keys."""
     values = {
         "profile_group_id": group.id,
-        "platform": "instagram",
+        "platform": PLATFORM,
         "platform_id": platform_id,
         "username": username,
         "name": name,
         "connection": connection,
         "page_id": page_id,
         "access_token_encrypted": crypto.encrypt(settings.secret_key, access_token),
-        "status": "active",
+        "status": ProfileStatus.ACTIVE,
     }
-    statement = (
-        insert(Profile)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=["platform", "platform_id"],
-            set_={k: v for k, v in values.items() if k not in {"platform", "platform_id"}},
-            # In the statement itself, so a concurrent add cannot slip a move past the check.
-            where=None if move else Profile.profile_group_id == group.id,
-        )
-        .returning(Profile)
-    )
-    profile = (await session.scalars(statement)).one_or_none()
+    profile = await repository.upsert(session, values, group.id, move)
     if profile is None:
-        current = await session.scalar(
-            select(ProfileGroup.name)
-            .join(Profile, Profile.profile_group_id == ProfileGroup.id)
-            .where(Profile.platform == "instagram", Profile.platform_id == platform_id)
-        )
+        current = await repository.group_name_of(session, PLATFORM, platform_id)
         raise ProfileInAnotherGroup(platform_id, current or "?", group.name)
     return profile
 

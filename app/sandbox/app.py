@@ -4,6 +4,7 @@ Graph calls (app.sandbox.graph) are taken by GraphCalls before FastAPI routes an
 `/_sandbox/*` (app.sandbox.control) is the unauthenticated control surface.
 """
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -29,7 +30,7 @@ class GraphCalls:
         if scope["type"] != "http" or scope["path"].startswith("/_sandbox"):
             await self.app(scope, receive, send)
             return
-        sandbox = scope["app"].state.sandbox
+        sandbox: Sandbox = scope["app"].state.sandbox
         response = await graph_call(scope["path"].lstrip("/"), Request(scope, receive), sandbox)
         await response(scope, receive, send)
 
@@ -38,13 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sandbox = Sandbox(settings or get_settings())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await sandbox.aclose()
 
     app = FastAPI(title="dmrelay sandbox Graph API", lifespan=lifespan)
     app.state.sandbox = sandbox
-    app.add_exception_handler(ControlError, control_error)
+    app.exception_handler(ControlError)(control_error)
     app.add_middleware(GraphCalls)
     app.include_router(control)
     return app

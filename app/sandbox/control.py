@@ -14,7 +14,7 @@ POST       /media/expire         {"names": [...]}: those answer 404 from now on
 
 import random
 from functools import partial
-from typing import Literal
+from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.sandbox import media
-from app.sandbox.events import AnyEvent, Text, bodies, item_key, opens_profile
+from app.sandbox.events import AnyEvent, Batch, Item, Shape, Text, bodies, item_key, opens_profile
 from app.sandbox.faults import Faults
 from app.sandbox.profiles import ProfileFields
 from app.sandbox.state import Sandbox, SandboxDep
@@ -48,10 +48,10 @@ class Emit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[AnyEvent] = Field(min_length=1)
-    batch: Literal["single", "entries", "messaging"] = "single"
+    batch: Batch = "single"
     duplicate: bool = False  # post every body twice
     shuffle: bool = False  # post the bodies in random order
-    shape: Literal["messaging", "standby", "changes"] = "messaging"
+    shape: Shape = "messaging"
 
 
 class MediaNames(BaseModel):
@@ -66,15 +66,18 @@ def webhook_ready(sandbox: SandboxDep) -> Sandbox:
 
 ReadyDep = Depends(webhook_ready)
 control = APIRouter(prefix="/_sandbox")
+# What the routes answer. FastAPI takes a route's return type as its response model: a plain
+# JSON object keeps the answers and the OpenAPI schema as they are.
+Answer = dict[str, Any]
 
 
 @control.get("/sent")
-async def list_sent(sandbox: SandboxDep) -> dict:
+async def list_sent(sandbox: SandboxDep) -> Answer:
     return {"data": sandbox.sent}
 
 
 @control.delete("/sent")
-async def clear_sent(sandbox: SandboxDep) -> dict:
+async def clear_sent(sandbox: SandboxDep) -> Answer:
     sandbox.sent.clear()
     return {"success": True}
 
@@ -90,10 +93,10 @@ async def set_faults(faults: Faults, sandbox: SandboxDep) -> Faults:
     return faults
 
 
-async def emit_items(sandbox: Sandbox, emit: Emit, base_url: str) -> tuple[list[dict], list[int]]:
+async def emit_items(sandbox: Sandbox, emit: Emit, base_url: str) -> tuple[list[Item], list[int]]:
     """Post the events to dmrelay as asked; returns their items and the HTTP statuses."""
     new_media_url = partial(media.new_url, base_url)
-    pairs = []
+    pairs: list[tuple[str, Item]] = []
     for event in emit.events:
         timestamp = sandbox.timestamp() if event.timestamp is None else event.timestamp
         item = event.item(timestamp, new_media_url)
@@ -115,14 +118,14 @@ async def emit_items(sandbox: Sandbox, emit: Emit, base_url: str) -> tuple[list[
 
 
 @control.post("/emit")
-async def emit(body: Emit, request: Request, sandbox: Sandbox = ReadyDep) -> dict:
+async def emit(body: Emit, request: Request, sandbox: Sandbox = ReadyDep) -> Answer:
     items, statuses = await emit_items(sandbox, body, str(request.base_url))
     mids = [item[item_key(item)].get("mid") for item in items]
     return {"mids": mids, "posts": len(statuses), "statuses": statuses}
 
 
 @control.post("/inbound")
-async def inbound(body: Inbound, request: Request, sandbox: Sandbox = ReadyDep) -> dict:
+async def inbound(body: Inbound, request: Request, sandbox: Sandbox = ReadyDep) -> Answer:
     event = Text(kind="text", **body.model_dump())
     [item], [status] = await emit_items(sandbox, Emit(events=[event]), str(request.base_url))
     if status >= 400:
@@ -133,7 +136,7 @@ async def inbound(body: Inbound, request: Request, sandbox: Sandbox = ReadyDep) 
 @control.post("/profiles")
 async def set_profiles(
     body: dict[str, ProfileFields], request: Request, sandbox: SandboxDep
-) -> dict:
+) -> Answer:
     base_url = str(request.base_url)
     return {
         igsid: sandbox.profiles.override(igsid, fields.model_dump(exclude_unset=True), base_url)
@@ -142,18 +145,18 @@ async def set_profiles(
 
 
 @control.delete("/profiles")
-async def clear_profiles(sandbox: SandboxDep) -> dict:
+async def clear_profiles(sandbox: SandboxDep) -> Answer:
     sandbox.profiles.clear()
     return {"success": True}
 
 
 @control.get("/profile_requests")
-async def profile_requests(sandbox: SandboxDep) -> dict:
+async def profile_requests(sandbox: SandboxDep) -> Answer:
     return {"data": dict(sandbox.profiles.requests)}
 
 
 @control.delete("/profile_requests")
-async def clear_profile_requests(sandbox: SandboxDep) -> dict:
+async def clear_profile_requests(sandbox: SandboxDep) -> Answer:
     sandbox.profiles.requests.clear()
     return {"success": True}
 
@@ -167,6 +170,6 @@ async def get_media(name: str, sandbox: SandboxDep) -> Response:
 
 
 @control.post("/media/expire")
-async def expire_media(body: MediaNames, sandbox: SandboxDep) -> dict:
+async def expire_media(body: MediaNames, sandbox: SandboxDep) -> Answer:
     sandbox.expired_media.update(body.names)
     return {"expired": sorted(sandbox.expired_media)}

@@ -1,7 +1,6 @@
 """Graph API errors, in Meta's shape (meta doc §3)."""
 
 import secrets
-from typing import Any
 
 from fastapi.responses import JSONResponse
 
@@ -36,7 +35,7 @@ class GraphError(Exception):
         return cls(code, message, subcode, is_transient=True)
 
     def response(self) -> JSONResponse:
-        error: dict[str, Any] = {
+        error: dict[str, str | int | bool] = {
             "message": self.message,
             "type": self.error_type,
             "code": self.code,

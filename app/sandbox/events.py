@@ -12,7 +12,7 @@ import secrets
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,6 +30,31 @@ FIELD_BY_KEY = {
     "message_edit": "message_edit",
 }
 MediaUrl = Callable[[str], str]  # attachment type -> a fresh sandbox media URL
+Batch = Literal["single", "entries", "messaging"]
+Shape = Literal["messaging", "standby", "changes"]
+# Meta's JSON objects, varied and nested (meta doc §5.5-5.7): an item's content, an attachment,
+# a sent message. A messaging item is {"sender", "recipient", "timestamp"} plus one key from
+# FIELD_BY_KEY holding its content.
+JSONObject = dict[str, Any]
+Item = JSONObject
+
+
+class Change(TypedDict):
+    field: str
+    value: Item
+
+
+class Entry(TypedDict):
+    id: str
+    time: int
+    messaging: NotRequired[list[Item]]
+    standby: NotRequired[list[Item]]
+    changes: NotRequired[list[Change]]
+
+
+class Body(TypedDict):
+    object: Literal["instagram"]
+    entry: list[Entry]
 
 
 def new_mid() -> str:
@@ -40,7 +65,7 @@ def new_id() -> str:
     return str(10**16 + secrets.randbelow(9 * 10**16))
 
 
-def attachment(kind: str, url: str | None, title: str | None, id_: str | None) -> dict:
+def attachment(kind: str, url: str | None, title: str | None, id_: str | None) -> JSONObject:
     """One webhook attachment; its payload differs per type (meta doc §5.5)."""
     if kind == "ephemeral":  # view-once media comes without a URL
         return {"type": kind}
@@ -48,7 +73,7 @@ def attachment(kind: str, url: str | None, title: str | None, id_: str | None) -
         product = {"id": id_ or new_id(), "retailer_id": "sku-1", "image_url": url,
                    "title": title or "Product", "subtitle": "$10.00"}  # fmt: skip
         return {"type": kind, "payload": {"product": {"elements": [product]}}}
-    payload: dict[str, Any] = {"url": url}
+    payload: JSONObject = {"url": url}
     if kind in ("ig_post", "ig_reel", "reel", "fallback"):
         payload["title"] = title or "A post"
     if kind == "ig_post":
@@ -60,7 +85,7 @@ def attachment(kind: str, url: str | None, title: str | None, id_: str | None) -
     return {"type": kind, "payload": payload}
 
 
-def echo_message(mid: str, sent: dict) -> dict:
+def echo_message(mid: str, sent: JSONObject) -> JSONObject:
     """The echo of a message the business sent; webhooks always carry an `attachments` list."""
     content = dict(sent)
     if "attachment" in content:
@@ -68,16 +93,18 @@ def echo_message(mid: str, sent: dict) -> dict:
     return {"mid": mid, "is_echo": True, **content}
 
 
-def messaging_item(sender: str, recipient: str, timestamp: int, key: str, content: dict) -> dict:
+def messaging_item(
+    sender: str, recipient: str, timestamp: int, key: str, content: JSONObject
+) -> Item:
     return {"sender": {"id": sender}, "recipient": {"id": recipient}, "timestamp": timestamp,
             key: content}  # fmt: skip
 
 
-def item_key(item: dict) -> str:
+def item_key(item: Item) -> str:
     return next(key for key in item if key in FIELD_BY_KEY)
 
 
-def opens_profile(item: dict) -> bool:
+def opens_profile(item: Item) -> bool:
     """A customer's message or postback grants profile access (meta doc §6); echoes do not."""
     key = item_key(item)
     return key == "postback" or (key == "message" and not item[key].get("is_echo"))
@@ -95,10 +122,10 @@ class Event(BaseModel):
     key: ClassVar[str] = "message"
 
     @abstractmethod
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         """What the item carries under its key."""
 
-    def item(self, timestamp: int, media_url: MediaUrl) -> dict:
+    def item(self, timestamp: int, media_url: MediaUrl) -> Item:
         content = self.content(media_url)
         return messaging_item(self.sender_id, self.account_id, timestamp, self.key, content)
 
@@ -111,7 +138,7 @@ class Text(Message):
     kind: Literal["text"]
     text: str
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid, "text": self.text}
 
 
@@ -122,7 +149,7 @@ class Attachment(Message):
     title: str | None = None
     id: str | None = None  # ig_post id, reel_video_id, sticker_id or product id
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         url = self.url or media_url(self.type)
         return {"mid": self.mid, "attachments": [attachment(self.type, url, self.title, self.id)]}
 
@@ -132,7 +159,7 @@ class Reply(Message):
     text: str
     reply_to_mid: str
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid, "text": self.text, "reply_to": {"mid": self.reply_to_mid}}
 
 
@@ -148,7 +175,7 @@ class StoryReply(Message):
     text: str
     story: Story = Story()
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         story = {"url": self.story.url or media_url("story"), "id": self.story.id or new_id()}
         return {"mid": self.mid, "text": self.text, "reply_to": {"story": story}}
 
@@ -158,7 +185,7 @@ class QuickReply(Message):
     text: str
     payload: str
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid, "text": self.text, "quick_reply": {"payload": self.payload}}
 
 
@@ -168,7 +195,7 @@ class Postback(Message):
     title: str
     payload: str
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid, "title": self.title, "payload": self.payload}
 
 
@@ -189,7 +216,7 @@ class Referral(Message):
     def key(self) -> str:  # type: ignore[override]
         return "message" if self.in_message else "referral"
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         referral = self.model_dump(
             include={"ref", "source", "type", "ad_id", "ads_context_data"}, exclude_none=True
         )
@@ -202,7 +229,7 @@ class Referral(Message):
 class Unsupported(Message):
     kind: Literal["unsupported"]
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid, "is_unsupported": True}
 
 
@@ -220,13 +247,13 @@ class EchoEvent(Message):
             raise ValueError("an echo needs text or an attachment type")
         return self
 
-    def content(self, media_url: MediaUrl) -> dict:
-        sent: dict[str, Any] = {} if self.text is None else {"text": self.text}
+    def content(self, media_url: MediaUrl) -> JSONObject:
+        sent: JSONObject = {} if self.text is None else {"text": self.text}
         if self.type is not None:
             sent["attachment"] = attachment(self.type, self.url or media_url(self.type), None, None)
         return echo_message(self.mid, sent)
 
-    def item(self, timestamp: int, media_url: MediaUrl) -> dict:
+    def item(self, timestamp: int, media_url: MediaUrl) -> Item:
         content = self.content(media_url)
         return messaging_item(self.account_id, self.sender_id, timestamp, self.key, content)
 
@@ -239,7 +266,7 @@ class Reaction(Event):
     reaction: str = "love"
     emoji: str = "\u2764\ufe0f"
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         if self.action == "unreact":  # Meta leaves reaction and emoji out
             return {"mid": self.mid, "action": self.action}
         return {"mid": self.mid, "action": self.action, "reaction": self.reaction,
@@ -251,7 +278,7 @@ class Read(Event):
     key: ClassVar[str] = "read"
     mid: str
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid}
 
 
@@ -262,7 +289,7 @@ class Edit(Event):
     text: str
     num_edit: int = 1
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid, "text": self.text, "num_edit": self.num_edit}
 
 
@@ -270,7 +297,7 @@ class Delete(Event):
     kind: Literal["delete"]
     mid: str
 
-    def content(self, media_url: MediaUrl) -> dict:
+    def content(self, media_url: MediaUrl) -> JSONObject:
         return {"mid": self.mid, "is_deleted": True}
 
 
@@ -295,24 +322,28 @@ AnyEvent = Annotated[
 # --- envelopes -----------------------------------------------------------------------------
 
 
-def entry(account_id: str, items: list[dict], shape: str) -> dict:
+def entry(account_id: str, items: list[Item], shape: Shape) -> Entry:
     """One `entry`: items under `messaging`/`standby`, or the dashboard-test `changes` shape."""
-    time = max(item["timestamp"] for item in items)
+    time: int = max(item["timestamp"] for item in items)
     if shape == "changes":  # Meta's test events carry entry id "0" (meta doc §5.4)
-        changes = [{"field": FIELD_BY_KEY[item_key(item)], "value": item} for item in items]
+        changes: list[Change] = [
+            {"field": FIELD_BY_KEY[item_key(item)], "value": item} for item in items
+        ]
         return {"id": "0", "time": time, "changes": changes}
-    return {"id": account_id, "time": time, shape: items}
+    if shape == "standby":
+        return {"id": account_id, "time": time, "standby": items}
+    return {"id": account_id, "time": time, "messaging": items}
 
 
-def body(entries: list[dict]) -> dict:
+def body(entries: list[Entry]) -> Body:
     return {"object": "instagram", "entry": entries}
 
 
-def bodies(items: list[tuple[str, dict]], batch: str, shape: str) -> list[dict]:
+def bodies(items: list[tuple[str, Item]], batch: Batch, shape: Shape) -> list[Body]:
     """Webhook bodies for (account id, item) pairs: one per item ("single"), one entry per
     item ("entries"), or one entry per account holding all its items ("messaging")."""
     if batch == "messaging":
-        by_account: dict[str, list[dict]] = {}
+        by_account: dict[str, list[Item]] = {}
         for account_id, item in items:
             by_account.setdefault(account_id, []).append(item)
         return [body([entry(a, group, shape) for a, group in by_account.items()])]

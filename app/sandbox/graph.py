@@ -12,7 +12,7 @@ import random
 import re
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -21,13 +21,23 @@ from starlette.background import BackgroundTask
 
 from app.sandbox import events
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
+from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
-from app.sandbox.state import Sandbox
+from app.sandbox.ratelimit import Bucket
+from app.sandbox.state import Sandbox, SentRecord
 
 GRAPH_PATH = re.compile(r"(?:v\d+\.\d+/)?(?P<node>[^/]+)(?:/(?P<edge>[^/]+))?/?")
 PARAM_KEY = re.compile(r"[^\[\]]+")  # "message[attachment][type]" -> message, attachment, type
 ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart"}
 SENDER_ACTIONS = {"react", "unreact", "typing_on", "typing_off", "mark_seen"}
+# A call's parameters, query and body merged: JSON values, nested as Graph reads them.
+Params = dict[str, Any]
+
+
+class Me(TypedDict):
+    user_id: str
+    username: str
+    id: str
 
 
 async def graph_call(path: str, request: Request, sandbox: Sandbox) -> Response:
@@ -38,8 +48,7 @@ async def graph_call(path: str, request: Request, sandbox: Sandbox) -> Response:
         if sandbox.faults.latency_ms:
             await asyncio.sleep(sandbox.faults.latency_ms / 1000)
         params = await read_params(request)
-        token = access_token(request, params)
-        check_token(token, sandbox.faults)
+        token = check_token(access_token(request, params), sandbox.faults)
         if edge is None:
             account = me(token)["user_id"]
         if random.random() < sandbox.faults.transient_rate:
@@ -52,7 +61,7 @@ async def graph_call(path: str, request: Request, sandbox: Sandbox) -> Response:
 
 
 async def dispatch(
-    request: Request, sandbox: Sandbox, node: str, edge: str | None, params: dict, token: str
+    request: Request, sandbox: Sandbox, node: str, edge: str | None, params: Params, token: str
 ) -> Response:
     if request.method == "GET" and edge is None and node == "me":
         return JSONResponse(me(token))
@@ -66,7 +75,7 @@ async def dispatch(
     raise unsupported(request.method, node)
 
 
-async def send(request: Request, sandbox: Sandbox, account: str, params: dict) -> Response:
+async def send(request: Request, sandbox: Sandbox, account: str, params: Params) -> Response:
     recipient_id = check_send(params)
     fault = sandbox.faults.recipients.get(recipient_id)
     if fault:
@@ -77,17 +86,21 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: dict) -
         return JSONResponse({"recipient_id": recipient_id})
 
     mid, timed_out = events.new_mid(), sandbox.times_out(recipient_id)
-    record = {
+    record: SentRecord = {
         "message_id": mid,
         "recipient_id": recipient_id,
         "account_id": account,
         "message": params["message"],
         "received_at": datetime.now(UTC).isoformat(),
         "timed_out": timed_out,
-        # When the answer left: a client whose timeout is shorter than the wait gave up.
         "answered_at": None,
     }
-    record.update({k: params[k] for k in ("messaging_type", "tag", "reply_to") if k in params})
+    if "messaging_type" in params:
+        record["messaging_type"] = params["messaging_type"]
+    if "tag" in params:
+        record["tag"] = params["tag"]
+    if "reply_to" in params:
+        record["reply_to"] = params["reply_to"]
     sandbox.sent.append(record)
 
     answer = {"recipient_id": recipient_id, "message_id": mid}
@@ -112,24 +125,25 @@ async def until_disconnected(request: Request) -> None:
         pass
 
 
-def parse_params(pairs: list[tuple[str, str]]) -> dict:
+def parse_params(pairs: list[tuple[str, str]]) -> Params:
     """Form/query pairs as Graph reads them: JSON-string values and bracket keys both nest."""
-    params: dict = {}
-    for key, value in pairs:
+    params: Params = {}
+    for key, text in pairs:
         *parents, leaf = PARAM_KEY.findall(key) or [key]
         node = params
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise GraphError(100, f"(#100) Invalid parameter {key}")
-        if value.startswith(("{", "[")):
+        value: object = text
+        if text.startswith(("{", "[")):
             with suppress(ValueError):
-                value = json.loads(value)
+                value = json.loads(text)
         node[leaf] = value
     return params
 
 
-async def read_params(request: Request) -> dict:
+async def read_params(request: Request) -> Params:
     params = parse_params(parse_qsl(request.scope["query_string"].decode("latin-1")))
     body = await request.body()
     if "json" in request.headers.get("content-type", ""):
@@ -145,15 +159,16 @@ async def read_params(request: Request) -> dict:
     return params
 
 
-def access_token(request: Request, params: dict) -> str | None:
+def access_token(request: Request, params: Params) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() in ("bearer", "oauth") and token.strip():
         return token.strip()
-    token = params.get("access_token")
-    return token if isinstance(token, str) and token else None
+    given = params.get("access_token")
+    return given if isinstance(given, str) and given else None
 
 
-def check_token(token: str | None, faults: Faults) -> None:
+def check_token(token: str | None, faults: Faults) -> str:
+    """The token, if Graph would take it; else Graph's error for it."""
     if token is None:
         raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
     if token in faults.revoked_tokens:
@@ -166,9 +181,10 @@ def check_token(token: str | None, faults: Faults) -> None:
     if token in faults.malformed_tokens:
         # As Meta answers a token it cannot parse: quoting it.
         raise GraphError(190, f"Malformed access token {token}")
+    return token
 
 
-def check_send(params: dict) -> str:
+def check_send(params: Params) -> str:
     """Validate a /messages body in Meta's order; returns the recipient IGSID."""
     recipient = params.get("recipient")
     recipient_id = recipient.get("id") if isinstance(recipient, dict) else None
@@ -199,11 +215,11 @@ def check_send(params: dict) -> str:
     return str(recipient_id)
 
 
-def attachments_of(message: dict) -> list:
+def attachments_of(message: JSONObject) -> list[Any]:
     return [message["attachment"]] if "attachment" in message else message.get("attachments") or []
 
 
-def check_message(message: Any) -> None:
+def check_message(message: object) -> None:
     if not isinstance(message, dict):
         raise GraphError(100, "(#100) Param message must be a JSON object", 2534015)
     attachments = attachments_of(message)
@@ -220,14 +236,14 @@ def check_message(message: Any) -> None:
             )
 
 
-def rate_bucket(params: dict) -> str:
+def rate_bucket(params: Params) -> Bucket:
     """The RateLimit budget a valid send draws on: audio and video have their own (§4.1)."""
     message = params.get("message")
     types = {a["type"] for a in attachments_of(message)} if isinstance(message, dict) else set()
     return "audio_video_per_second" if types & {"audio", "video"} else "per_second"
 
 
-def me(token: str) -> dict:
+def me(token: str) -> Me:
     # Stable fake ids per token, so different tokens look like different accounts.
     digest = int(hashlib.sha256(token.encode()).hexdigest(), 16)
     return {

@@ -2,7 +2,6 @@
 
 import hashlib
 from collections import Counter
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -10,6 +9,8 @@ from app.sandbox import media
 from app.sandbox.errors import GraphError
 
 DEFAULT_FIELDS = ["name"]
+Value = str | int | bool | None
+UserProfile = dict[str, Value]  # field -> value, as the User Profile API answers
 
 
 class ProfileFields(BaseModel):
@@ -29,7 +30,7 @@ class ProfileFields(BaseModel):
 FIELDS = set(ProfileFields.model_fields)
 
 
-def generated(igsid: str, base_url: str) -> dict[str, Any]:
+def generated(igsid: str, base_url: str) -> UserProfile:
     seed = int(hashlib.sha256(igsid.encode()).hexdigest(), 16)
     last4 = igsid[-4:]
     return {
@@ -46,21 +47,21 @@ def generated(igsid: str, base_url: str) -> dict[str, Any]:
 class Profiles:
     def __init__(self) -> None:
         self.consented: set[str] = set()
-        self.overrides: dict[str, dict[str, Any]] = {}
+        self.overrides: dict[str, UserProfile] = {}
         self.requests: Counter[str] = Counter()
 
     def consent(self, igsid: str) -> None:
         self.consented.add(igsid)
 
-    def override(self, igsid: str, fields: dict[str, Any], base_url: str) -> dict[str, Any]:
+    def override(self, igsid: str, fields: UserProfile, base_url: str) -> UserProfile:
         self.overrides[igsid] = {**self.overrides.get(igsid, {}), **fields}
         self.consent(igsid)
         return self.profile(igsid, base_url)
 
-    def profile(self, igsid: str, base_url: str) -> dict[str, Any]:
+    def profile(self, igsid: str, base_url: str) -> UserProfile:
         return {"id": igsid, **generated(igsid, base_url), **self.overrides.get(igsid, {})}
 
-    def read(self, igsid: str, fields: Any, base_url: str) -> dict[str, Any]:
+    def read(self, igsid: str, fields: object, base_url: str) -> UserProfile:
         """A Graph profile read: counted, then answered as Meta does, errors included."""
         self.requests[igsid] += 1
         wanted = [f.strip() for f in str(fields).split(",")] if fields else DEFAULT_FIELDS

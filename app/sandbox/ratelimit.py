@@ -4,12 +4,15 @@ import json
 import math
 import time
 from collections import defaultdict, deque
+from typing import Literal
 
 from app.sandbox.faults import RateLimit
 
 WINDOW = 1.0  # seconds
+# A budget: the name of its RateLimit field.
+Bucket = Literal["per_second", "audio_video_per_second"]
 # Meta's documented budgets per bucket: the scale of the usage headers when no limit is set.
-DOCUMENTED = {"per_second": 100, "audio_video_per_second": 10}
+DOCUMENTED: dict[Bucket, int] = {"per_second": 100, "audio_video_per_second": 10}
 
 
 class RateLimiter:
@@ -17,15 +20,16 @@ class RateLimiter:
 
     def __init__(self, limits: RateLimit):
         self.limits = limits
-        self._calls: defaultdict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._calls: defaultdict[tuple[str, Bucket], deque[float]] = defaultdict(deque)
         self._blocked_until: dict[str, float] = {}
 
-    def take(self, account: str, bucket: str) -> bool:
+    def take(self, account: str, bucket: Bucket) -> bool:
         """Count one call, or refuse it (uncounted) when the account is over its limit."""
         now = time.monotonic()
         if now < self._blocked_until.get(account, 0):
             return False
-        calls, limit = self._recent(account, bucket, now), getattr(self.limits, bucket)
+        calls = self._recent(account, bucket, now)
+        limit: int | None = getattr(self.limits, bucket)
         if limit is not None and len(calls) >= limit:
             if self.limits.regain_access_minutes:
                 self._blocked_until[account] = now + self.limits.regain_access_minutes * 60
@@ -52,11 +56,11 @@ class RateLimiter:
             return 100, math.ceil(blocked_for / 60)
         shares = []
         for bucket, documented in DOCUMENTED.items():
-            budget = getattr(self.limits, bucket) or documented
+            budget: int = getattr(self.limits, bucket) or documented
             shares.append(len(self._recent(account, bucket, now)) * 100 // budget)
         return min(max(shares), 100), 0
 
-    def _recent(self, account: str, bucket: str, now: float) -> deque[float]:
+    def _recent(self, account: str, bucket: Bucket, now: float) -> deque[float]:
         calls = self._calls[account, bucket]
         while calls and calls[0] <= now - WINDOW:
             calls.popleft()

@@ -4,13 +4,14 @@ the webhook client."""
 import asyncio
 import logging
 import random
-from typing import Annotated
+from typing import Annotated, NotRequired, TypedDict
 
 import httpx
 from fastapi import Depends, Request
 
 from app.core.settings import Settings
 from app.sandbox import webhooks
+from app.sandbox.events import Body, JSONObject
 from app.sandbox.faults import Faults
 from app.sandbox.profiles import Profiles
 from app.sandbox.ratelimit import RateLimiter
@@ -18,16 +19,33 @@ from app.sandbox.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 
+class SentRecord(TypedDict):
+    """What `GET /_sandbox/sent` lists for each message the Send API accepted."""
+
+    message_id: str
+    recipient_id: str
+    account_id: str
+    message: JSONObject
+    received_at: str
+    timed_out: bool
+    # When the answer left: a client whose timeout is shorter than the wait gave up.
+    answered_at: str | None
+    # As the send gave them, when it did.
+    messaging_type: NotRequired[str | None]
+    tag: NotRequired[str | None]
+    reply_to: NotRequired[object]
+
+
 class Sandbox:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.sent: list[dict] = []
+        self.sent: list[SentRecord] = []
         self.profiles = Profiles()
         self.expired_media: set[str] = set()
         self.set_faults(Faults())
         self._last_timestamp = 0
         self._client: httpx.AsyncClient | None = None
-        self._deliveries: set[asyncio.Task] = set()
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     def set_faults(self, faults: Faults) -> None:
         """Replace the faults; their counters (rate windows, timeouts left) start afresh."""
@@ -61,11 +79,13 @@ class Sandbox:
             self._client = httpx.AsyncClient(timeout=10)
         return self._client
 
-    async def post_webhook(self, payload: dict) -> httpx.Response:
+    async def post_webhook(self, payload: Body) -> httpx.Response:
         url = self.settings.sandbox_webhook_url
+        if url is None:  # its callers check first (webhook_ready, echo)
+            raise RuntimeError("SANDBOX_WEBHOOK_URL is not set: the sandbox has nowhere to post")
         return await webhooks.post_event(self.client, url, self.settings.meta_app_secret, payload)
 
-    async def echo(self, payload: dict) -> None:
+    async def echo(self, payload: Body) -> None:
         """Deliver a send's echo as the echo fault says: now, later, twice or never."""
         mode, delay_ms = self.faults.echo.mode, self.faults.echo.delay_ms
         if not self.settings.sandbox_webhook_url or mode == "none":
@@ -78,7 +98,7 @@ class Sandbox:
         self._deliveries.add(task)  # keep a reference until done, or the task may be collected
         task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver_echo(self, payload: dict, copies: int = 1, delay: float = 0.0) -> None:
+    async def _deliver_echo(self, payload: Body, copies: int = 1, delay: float = 0.0) -> None:
         await asyncio.sleep(delay)
         for _ in range(copies):
             try:
@@ -97,7 +117,8 @@ class Sandbox:
 
 
 async def get_sandbox(request: Request) -> Sandbox:
-    return request.app.state.sandbox
+    sandbox: Sandbox = request.app.state.sandbox
+    return sandbox
 
 
 SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]

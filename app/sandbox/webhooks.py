@@ -7,6 +7,8 @@ import time
 
 import httpx
 
+from app.sandbox.events import Body
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -17,7 +19,7 @@ def sign(secret: str, body: bytes) -> str:
 
 
 async def post_event(
-    client: httpx.AsyncClient, url: str, secret: str | None, payload: dict
+    client: httpx.AsyncClient, url: str, secret: str | None, payload: Body
 ) -> httpx.Response:
     # Meta signs the escaped-unicode bytes, and those exact bytes are the body it sends.
     body = json.dumps(payload, ensure_ascii=True).encode()

@@ -1,0 +1,79 @@
+"""The arq worker dmrelay runs: arq's, made to outlive Redis outages and to stop when told.
+
+It relies on arq's public surface only (`main`, `start_jobs`, `heart_beat`, `on_stop`, the
+`tasks`, `sem` and `job_counter` attributes, the `redis_pool` argument); tests/test_libraries.py
+fails if that surface changes in an arq release within the pinned range.
+"""
+
+import asyncio
+import logging
+from signal import Signals
+from typing import Any
+
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# A Redis outage is waited out, trying again this often.
+REDIS_RETRY_SECONDS = 1.0
+
+
+class ResilientWorker(Worker):
+    """An arq worker that waits out a Redis outage instead of exiting, even one it starts
+    in, does not ask Redis about the jobs it is running itself, and stops when told to.
+
+    Give it a pool that connects lazily (`redis_pool=queue.arq_pool(settings)`): arq's own
+    would fail at once while Redis is down. `on_startup` runs again after an outage, so it
+    must be idempotent.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stopping = False
+        # arq stops a worker by cancelling its main task once its jobs are done. On Python
+        # 3.11 that cancellation can be lost: redis-py sends each command under
+        # asyncio.wait_for, which returns a send that finished at the moment it was
+        # cancelled. The worker would then poll on, taking no job, and never exit.
+        self.on_stop = self._stop
+
+    def _stop(self, signum: Signals) -> None:
+        self._stopping = True
+
+    async def main(self) -> None:
+        # arq's main loop ends with the first Redis error (at start-up or in any poll):
+        # wait, then enter it again. Jobs under way keep running meanwhile.
+        while True:
+            try:
+                await super().main()
+                return
+            except (RedisError, OSError) as error:
+                # Includes the WatchError redis-py raises for a connection lost mid-WATCH.
+                log.warning(
+                    "Redis is unavailable (%s); trying again in %.0f s", error, REDIS_RETRY_SECONDS
+                )
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+
+    async def heart_beat(self) -> None:
+        if self._stopping:
+            # The cancellation arq asked for, in case it was lost (see __init__).
+            raise asyncio.CancelledError
+        await super().heart_beat()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # Each poll (every 10 ms while a job slot is free) reads up to max_jobs ids from the
+        # queue's head, where running jobs stay until they finish, and arq checks each one in
+        # Redis (three round trips) before it skips one that is running.
+        job_ids = [job_id for job_id in job_ids if not self._running_here(job_id.decode())]
+        try:
+            await super().start_jobs(job_ids)
+        except (RedisError, OSError):
+            # arq had taken a job slot for the job it was starting: give it back, or each
+            # Redis outage would shrink the worker for good.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
+
+    def _running_here(self, job_id: str) -> bool:
+        task = self.tasks.get(job_id)
+        return task is not None and not task.done()

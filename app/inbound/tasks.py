@@ -1,0 +1,26 @@
+"""Inbound's jobs: a webhook delivery taken through the pipeline, and the sweep that picks up
+webhook deliveries and events whose job was lost."""
+
+from typing import Any
+
+from arq.cron import CronJob
+from arq.worker import Function
+
+from app.core.jobs import JobName, resource, sweep, task
+from app.inbound.pipeline import InboundPipeline
+
+
+async def process_webhook(ctx: dict[str, Any], webhook_delivery_id: int) -> None:
+    await resource(ctx, "inbound", InboundPipeline).process_webhook_delivery(webhook_delivery_id)
+
+
+async def sweep_inbound(ctx: dict[str, Any]) -> None:
+    await resource(ctx, "inbound", InboundPipeline).sweep()
+
+
+FUNCTIONS: list[Function] = [
+    task(process_webhook, JobName.PROCESS_WEBHOOK),
+]
+CRON_JOBS: list[CronJob] = [
+    sweep(sweep_inbound, JobName.SWEEP_WEBHOOK_DELIVERIES, run_at_startup=True),
+]
