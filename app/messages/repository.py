@@ -408,9 +408,9 @@ async def page_of_chat(
     chat_id: int,
     page: PageParams,
     *,
-    direction: str | None = None,
-    status: str | None = None,
-    total: int | None = None,
+    direction: str | None,
+    status: str | None,
+    total: int | None,
 ) -> tuple[list[Message], int]:
     """A page of the chat's messages, newest first (of this direction and status, if given),
     and how many there are: `total` if known, else counted."""
