@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         # Neither pool connects before its first use: the API starts while PostgreSQL or
         # Redis is down, and says so on GET /readyz.
         app.state.arq_pool = arq_pool(settings)
-        app.state.express_pool = await create_driver_pool(settings)
+        app.state.driver_pool = await create_driver_pool(settings)
         # Graph reads made while answering a request (participant profiles).
         http = create_session(timeout_seconds=10.0)
         app.state.graph = GraphClient(settings, http)
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
                 await watcher
             await http.close()
             await app.state.arq_pool.aclose()
-            await app.state.express_pool.close()
+            await app.state.driver_pool.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -48,8 +48,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     sessions = create_sessionmaker(ctx["engine"])
     ctx["sessions"] = sessions
     ctx["graph"] = GraphClient(settings, ctx["http"])
-    ctx["db"] = await create_driver_pool(settings)
-    ctx["sender"] = Sender(ctx["db"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
+    ctx["driver_pool"] = await create_driver_pool(settings)
+    ctx["sender"] = Sender(ctx["driver_pool"], ctx["engine"], ctx["graph"], settings, ctx["redis"])
     ctx["inbound"] = InboundPipeline(sessions, settings, ctx["redis"])
     ctx["media_http"] = download.create_client()
     ctx["mirror"] = Mirror(
@@ -66,7 +66,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         return  # stopped before Redis ever answered
     await ctx["http"].close()
     await ctx["media_http"].aclose()
-    await ctx["db"].close()
+    await ctx["driver_pool"].close()
     await ctx["engine"].dispose()
 
 

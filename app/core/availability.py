@@ -86,7 +86,7 @@ def _is_postgresql_outage(error: BaseException) -> bool:
 
 
 async def _ping_postgresql(state: State) -> None:
-    async with state.express_pool.acquire() as connection:
+    async with state.driver_pool.acquire() as connection:
         await connection.fetchval("SELECT 1")
 
 

@@ -3,6 +3,7 @@
 from typing import Any
 
 from app.core.settings import Settings
+from app.media.models import AttachmentStatus
 from app.media.service import should_mirror
 
 # Types that are media: without a URL, their content is lost (view-once media has none).
@@ -21,11 +22,11 @@ def attachment_of(raw: Any, settings: Settings) -> dict[str, Any]:
     attachment: dict[str, Any] = {"type": kind, "url": url}
     if url and should_mirror(kind, settings):
         # Meta's CDN link serves until the copy is made; it expires within days.
-        attachment.update(status="pending", source_url=url)
+        attachment.update(status=AttachmentStatus.PENDING.value, source_url=url)
     elif url or kind not in MEDIA_TYPES:
-        attachment["status"] = "processed"
+        attachment["status"] = AttachmentStatus.PROCESSED.value
     else:
-        attachment["status"] = "failed"
+        attachment["status"] = AttachmentStatus.FAILED.value
     external_id = next((payload[k] for k in EXTERNAL_ID_KEYS if payload.get(k)), None)
     if external_id is not None:
         attachment["external_id"] = str(external_id)

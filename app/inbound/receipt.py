@@ -52,7 +52,7 @@ async def receive(request: ExpressRequest) -> Answer | None:
     if not is_signed(request.state.settings, request.body, signature):
         return None
     async with acquire(
-        request.state.express_pool, request.state.settings.database_pool_timeout_seconds
+        request.state.driver_pool, request.state.settings.database_pool_timeout_seconds
     ) as connection:
         await store(connection, request.state.arq_pool, request.body)
     return Answer(200, RECEIVED)

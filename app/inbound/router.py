@@ -33,7 +33,7 @@ async def receive(request: Request) -> Response:
     if not receipt.is_signed(state.settings, body, request.headers.get(SIGNATURE_HEADER)):
         raise APIError(401, f"Missing or invalid {SIGNATURE_HEADER} signature")
     async with acquire(
-        state.express_pool, state.settings.database_pool_timeout_seconds
+        state.driver_pool, state.settings.database_pool_timeout_seconds
     ) as connection:
         await receipt.store(connection, state.arq_pool, body)
     return Response(receipt.RECEIVED, media_type="application/json")

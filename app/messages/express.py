@@ -31,7 +31,7 @@ async def send(request: ExpressRequest) -> Answer | None:
     scope = Scope(principal.api_key_id, principal.profile_group_id)
     try:
         async with acquire(
-            request.state.express_pool, request.state.settings.database_pool_timeout_seconds
+            request.state.driver_pool, request.state.settings.database_pool_timeout_seconds
         ) as connection:
             message = await service.send(connection, scope, request.match[1], fields)
     except APIError:

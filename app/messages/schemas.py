@@ -16,6 +16,7 @@ from app.core import ids
 from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
 from app.core.schemas import Text
+from app.media.models import AttachmentStatus
 from app.messages.models import Message, MessageRow
 
 # Direction and MessageStatus values, as the API's schema lists them (tests/test_messages.py
@@ -186,7 +187,7 @@ class MessageOut(BaseModel):
         # Webhook content has `attachments`; an outbound send has its one `attachment`.
         stored = message.attachments
         if stored is None and message.attachment:
-            stored = [{**message.attachment, "status": "processed"}]
+            stored = [{**message.attachment, "status": AttachmentStatus.PROCESSED.value}]
         attachments = [
             {
                 "id": f"{public_id}-{index}",

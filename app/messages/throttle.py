@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from app.core.batching import Batcher
 from app.core.settings import Settings
+from app.profiles.models import Connection
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class ProfileThrottle:
         """The limit a send counts against: its name and its rate per second."""
         if attachment_type in AUDIO_VIDEO:
             return "audio_video", self._settings.rate_audio_video
-        if connection == "facebook_login":
+        if connection == Connection.FACEBOOK_LOGIN:
             return "text", self._settings.rate_text_facebook_login
         return "text", self._settings.rate_text_instagram_login
 

@@ -14,6 +14,7 @@ import aiohttp
 
 from app.core.settings import Settings
 from app.meta.errors import GraphError
+from app.profiles.models import Connection
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class Account:
     @property
     def send_path_id(self) -> str:
         # Instagram Login sends as the IG account; Facebook Login as its Page.
-        return self.platform_id if self.connection == "instagram_login" else self.page_id or ""
+        return (
+            self.platform_id
+            if self.connection == Connection.INSTAGRAM_LOGIN
+            else self.page_id or ""
+        )
 
 
 USER_PROFILE_FIELDS = (
