@@ -112,7 +112,7 @@ def markdown(results: dict) -> str:
             # One account may not be sent more than Meta's cap, whatever the worker can do.
             capped = d["profiles"] == 1
             rows.append((
-                "3", f"Deliveries/s, one worker, {d['profiles']} profile(s)",
+                "3", f"Sends/s, one worker, {d['profiles']} profile(s)",
                 f"{_n(d['rate'])}", f"{d['published']}/{d['messages']} published in "
                 f"{_n(d['seconds'], 1)} s",
                 "n/a: Meta caps one account at 100/s (see 4)" if capped else "≥ 1,500",
