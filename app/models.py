@@ -9,6 +9,7 @@ from app.inbound.models import InboundEvent, WebhookDelivery
 from app.media.models import MediaDeletion
 from app.messages.models import Message
 from app.profiles.models import Profile, ProfileGroup
+from app.webhooks.models import CustomerWebhook, Dispatch, DispatchAttempt
 
 metadata = Base.metadata
 
@@ -16,6 +17,9 @@ __all__ = [
     "ApiKey",
     "Chat",
     "CustomerEvent",
+    "CustomerWebhook",
+    "Dispatch",
+    "DispatchAttempt",
     "IdempotencyRecord",
     "InboundEvent",
     "MediaDeletion",

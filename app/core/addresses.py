@@ -1,11 +1,64 @@
 """Which hosts are public, by what their name or address says alone (no DNS lookup: this
 runs while a request waits). Fetching code must still check the addresses a name resolves
-to; this only catches what is visibly local."""
+to; this only catches what is visibly local.
 
+For that, outbound requests (media downloads, customer webhooks) resolve a host once
+(`resolve`, or a `Resolver` injected by tests), check every address, and connect to a checked
+one (`pinned`): so DNS cannot answer differently between the check and the connect."""
+
+import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
+
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# (host, port) -> the addresses it resolves to, as strings.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class Unresolvable(Exception):
+    pass
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The system resolver's addresses for a host, preferred first."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+        )
+    except socket.gaierror as error:
+        raise Unresolvable(f"cannot resolve {host}") from error
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_public_ip(address: str) -> bool:
+    """An address as a resolver gives it (a string) is public; one with an IPv6 zone is not."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    return is_public_address(ip)
+
+
+def pinned(url: httpx.URL, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+    """The URL, headers and httpx extensions that send a request for `url` to `address`: the
+    Host header and TLS (SNI and the certificate check) keep the URL's name."""
+    headers = {"Host": url.netloc.decode("ascii")}
+    extensions: dict[str, str] = {}
+    if url.scheme == "https" and not is_ip(url.host):
+        extensions["sni_hostname"] = url.raw_host.decode("ascii")
+    return url.copy_with(host=address), headers, extensions
+
 
 # Names that never lead to the public internet (RFC 6761, RFC 6762, RFC 8375, and the
 # private-use top-level domain ICANN reserved in 2024), or that by custom name one's own

@@ -10,15 +10,14 @@ followed by hand, each hop checked the same way.
 """
 
 import asyncio
-import ipaddress
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 from urllib.parse import urljoin
 
 import httpx
 
+from app.core.addresses import Resolver, Unresolvable, is_ip, is_public_ip, pinned, resolve
 from app.core.settings import Settings
 
 MAX_REDIRECTS = 3
@@ -26,25 +25,12 @@ CHUNK = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 T = TypeVar("T")
-# (host, port) -> the addresses it resolves to, as strings.
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class DownloadError(Exception):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-async def resolve(host: str, port: int) -> list[str]:
-    """The system resolver's addresses for a host, preferred first."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
-        )
-    except socket.gaierror as error:
-        raise DownloadError(f"cannot resolve {host}", transient=True) from error
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def create_client() -> httpx.AsyncClient:
@@ -129,16 +115,12 @@ async def _get(
     except httpx.InvalidURL as error:
         raise DownloadError(f"not a valid URL: {url!r}") from error
     addresses = await checked_addresses(target, settings, resolver)
-    headers = {"Host": target.netloc.decode("ascii")}
-    extensions: dict[str, str] = {}
-    if target.scheme == "https" and not _is_ip(target.host):
-        extensions["sni_hostname"] = target.raw_host.decode("ascii")
     for address in addresses[:-1]:
         try:
-            return await _send(http, target.copy_with(host=address), headers, extensions)
+            return await _send(http, *pinned(target, address))
         except httpx.ConnectError:
             continue
-    return await _send(http, target.copy_with(host=addresses[-1]), headers, extensions)
+    return await _send(http, *pinned(target, addresses[-1]))
 
 
 async def _send(
@@ -160,32 +142,17 @@ async def checked_addresses(url: httpx.URL, settings: Settings, resolver: Resolv
             f"{url.host} port {port} is not allowed (MEDIA_ALLOWED_PORTS: {allowed})"
         )
     host = url.raw_host.decode("ascii")
-    addresses = [url.host] if _is_ip(url.host) else await resolver(host, port)
+    try:
+        addresses = [url.host] if is_ip(url.host) else await resolver(host, port)
+    except Unresolvable as error:
+        raise DownloadError(str(error), transient=True) from error
     if not addresses:
         raise DownloadError(f"cannot resolve {host}", transient=True)
     if not settings.media_allow_private_hosts:
         for address in addresses:
-            if not _is_public(address):
+            if not is_public_ip(address):
                 raise DownloadError(f"{host} resolves to non-public address {address}")
     return addresses
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_public(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not public
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 reaches 10.0.0.1
-    return ip.is_global and not ip.is_multicast
 
 
 async def _read(response: httpx.Response, limit: int) -> bytes:

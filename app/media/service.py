@@ -17,10 +17,11 @@ from arq import Retry
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.addresses import Resolver, resolve
 from app.core.jobs import Job, JobName, enqueue, enqueue_after_commit
 from app.core.settings import Settings
 from app.media import repository
-from app.media.download import DownloadError, Resolver, download, resolve, status_of
+from app.media.download import DownloadError, download, status_of
 from app.media.models import AttachmentStatus
 from app.media.storage import MediaStore
 from app.messages.models import Message, MessageRow
