@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
 from app.core import errors
+from app.core.addresses import resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
@@ -25,6 +26,7 @@ from app.messages.router import router as messages_router
 from app.meta.graph import GraphClient, create_session
 from app.participants.router import router as participants_router
 from app.profiles.router import router as profiles_router
+from app.webhooks.router import router as webhooks_router
 
 
 def create_app(settings: Settings | None = None, *, express: bool = True) -> FastAPI:
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         responses=errors.RESPONSES,
     )
     app.state.settings = settings
+    # Customer webhook URLs are resolved with it (tests inject their own).
+    app.state.resolver = resolve
     app.state.principals = PrincipalCache()
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
@@ -83,7 +87,13 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     )
     app.add_middleware(RequestIdMiddleware)
 
-    for router in (profiles_router, chats_router, messages_router, participants_router):
+    for router in (
+        profiles_router,
+        chats_router,
+        messages_router,
+        participants_router,
+        webhooks_router,
+    ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)
     app.include_router(media_router)

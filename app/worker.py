@@ -23,6 +23,8 @@ from app.messages import tasks as messages_tasks
 from app.messages.sender import Sender
 from app.meta.graph import GraphClient, create_session
 from app.participants import tasks as participants_tasks
+from app.webhooks import tasks as webhooks_tasks
+from app.webhooks.dispatcher import Dispatcher
 
 FUNCTIONS: list[Function] = [
     *messages_tasks.FUNCTIONS,
@@ -35,6 +37,7 @@ CRON_JOBS: list[CronJob] = [
     *inbound_tasks.CRON_JOBS,
     *media_tasks.CRON_JOBS,
     *idempotency.CRON_JOBS,
+    *webhooks_tasks.CRON_JOBS,
 ]
 
 
@@ -59,11 +62,17 @@ async def startup(ctx: dict[str, Any]) -> None:
         settings,
         ctx["redis"],
     )
+    # Customer webhooks: a long-lived sender of its own, on its own connections.
+    ctx["webhooks_engine"] = create_engine(settings, pool_size=10)
+    ctx["webhooks"] = Dispatcher(ctx["webhooks_engine"], settings)
+    await ctx["webhooks"].start()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     if "engine" not in ctx:
         return  # stopped before Redis ever answered
+    await ctx["webhooks"].stop()
+    await ctx["webhooks_engine"].dispose()
     await ctx["http"].close()
     await ctx["media_http"].aclose()
     await ctx["driver_pool"].close()

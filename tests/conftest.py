@@ -58,6 +58,11 @@ os.environ.update(
     THROTTLE_PAUSE_SECONDS="0.5",
     SWEEP_INTERVAL_SECONDS="1",
     MAX_ATTEMPTS="8",
+    # Customer webhooks: receivers on loopback over http, retries and polls within a test.
+    WEBHOOK_ALLOW_HTTP="true",
+    WEBHOOK_ALLOW_PRIVATE_HOSTS="true",
+    WEBHOOK_RETRY_SCHEDULE_SECONDS="0,0.2,0.4,0.6,0.8",
+    WEBHOOK_POLL_SECONDS="0.2",
 )
 
 from app.core.db import create_engine, create_sessionmaker  # noqa: E402
@@ -66,7 +71,8 @@ from app.core.settings import Settings, get_settings  # noqa: E402
 
 TABLES = (
     "idempotency_keys, customer_events, inbound_events, webhook_deliveries, messages, chats, "
-    "profiles, api_keys, profile_groups, media_deletions"
+    "profiles, api_keys, profile_groups, media_deletions, customer_webhooks, "
+    "customer_webhook_dispatches, customer_webhook_attempts"
 )
 
 

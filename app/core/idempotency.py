@@ -88,14 +88,21 @@ class IdempotentRequest:
         self.key = key
         self.request_hash = request_hash
 
-    async def remember(self, session: AsyncSession, status_code: int, body: BaseModel) -> Response:
+    async def remember(
+        self,
+        session: AsyncSession,
+        status_code: int,
+        body: BaseModel,
+        replayed: BaseModel | None = None,
+    ) -> Response:
         """Store the response with the request's own transaction, then hand it back,
-        serialised (FastAPI would otherwise validate the model again)."""
+        serialised (FastAPI would otherwise validate the model again). `replayed`: what a
+        replay answers instead, when the response holds a secret shown once."""
         if self.key is not None:
             values = {
                 "request_hash": self.request_hash,
                 "status_code": status_code,
-                "response": body.model_dump(mode="json"),
+                "response": (replayed or body).model_dump(mode="json"),
                 "created_at": func.now(),
             }
             await _store(session, self.api_key_id, self.key, values)

@@ -24,6 +24,12 @@ class Kind(IntEnum):
     PROFILE = 3
     CHAT = 4
     MESSAGE = 5
+    WEBHOOK = 6
+    # An attempt to send an event to a customer webhook (the API's "delivery").
+    WEBHOOK_DELIVERY = 7
+    CUSTOMER_EVENT = 8
+    # A dispatch: one event for one endpoint (X-PostProxy-Delivery); a test event's id too.
+    DISPATCH = 9
 
 
 @lru_cache(maxsize=65_536)

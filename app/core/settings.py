@@ -104,9 +104,29 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = None
     s3_public_base_url: str | None = None
 
-    @field_validator("media_allowed_ports", mode="before")
+    # Customer webhooks (app/webhooks). Each failed attempt is retried after the next delay
+    # (WEBHOOK_RETRY_SCHEDULE_SECONDS=0,60,300,1800,7200: at once, then about 1 min, 5 min,
+    # 30 min, 2 h); past the last, the event is given up for that endpoint.
+    webhook_retry_schedule_seconds: Annotated[
+        tuple[Annotated[float, Field(ge=0)], ...], NoDecode
+    ] = (0.0, 60.0, 300.0, 1800.0, 7200.0)
+    # Consecutive failed attempts that disable an endpoint (PATCH enabled=true resumes it).
+    webhook_disable_after_failures: int = Field(default=15, ge=1)
+    webhook_connect_timeout_seconds: float = 10.0
+    # The endpoint must answer within this; 2xx is success.
+    webhook_timeout_seconds: float = 30.0
+    # Only for development and tests: http:// endpoints, and private or loopback addresses.
+    webhook_allow_http: bool = False
+    webhook_allow_private_hosts: bool = False
+    # Events every endpoint is done with are deleted after this (the delivery log stays).
+    webhook_event_retention_seconds: int = 7 * 86_400
+    # How often a worker looks for endpoints with events due that no worker is sending (a
+    # retry's time come, a worker gone); new events are sent at once (PostgreSQL NOTIFY).
+    webhook_poll_seconds: float = 1.0
+
+    @field_validator("media_allowed_ports", "webhook_retry_schedule_seconds", mode="before")
     @classmethod
-    def _split_ports(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

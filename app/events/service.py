@@ -8,7 +8,7 @@ rest of applying an inbound message)."""
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.chats.models import Chat
 from app.core import ids
@@ -17,6 +17,7 @@ from app.events import repository
 from app.events.models import CustomerEventType
 from app.messages.models import Message, MessageRow
 from app.messages.schemas import MessageOut
+from app.profiles.models import Profile
 
 # Where a session keeps the events recorded and not written yet (its `info`).
 _RECORDED = "customer_events"
@@ -56,6 +57,24 @@ def record_message(
     record(session, profile_id, type, data, occurred_at, message_id=message.id)
 
 
+async def write_message_event(
+    connection: AsyncConnection,
+    type: CustomerEventType,
+    message: MessageRow,
+    occurred_at: datetime | None,
+) -> None:
+    """Store an event about a message at once, on a connection whose transaction holds the
+    change it reports (the send loop's outcomes, app/messages/repository.py)."""
+    event = {
+        "profile_id": message.profile_id,
+        "type": type,
+        "data": message_data(message),
+        "occurred_at": occurred_at,
+        "message_id": message.id,
+    }
+    await repository.insert_all(connection, [event])
+
+
 async def write_recorded(session: AsyncSession) -> None:
     """Store the events recorded in this session and not written yet, in recording order."""
     recorded = session.info.pop(_RECORDED, None)
@@ -87,6 +106,34 @@ def chat_data(chat: Chat) -> dict[str, Any]:
         "last_outbound_at": _iso(chat.last_outbound_at),
         "last_message_at": _iso(chat.last_message_at),
     }
+
+
+def profile_data(profile: Profile, origin: str | None = None) -> dict[str, Any]:
+    """A profile as Postproxy's profile.connected / profile.disconnected events carry it
+    (ProfileEventData); `origin` on a disconnection: "user" or "automated"."""
+    return {
+        "id": ids.encode(ids.Kind.PROFILE, profile.id),
+        "name": profile.name or profile.username or profile.platform_id,
+        "platform": profile.platform,
+        "profile_group_id": ids.encode(ids.Kind.PROFILE_GROUP, profile.profile_group_id),
+        "status": profile.status,
+        "uid": profile.platform_id,
+        "platform_id": profile.platform_id,
+        "username": profile.username,
+        "origin": origin,
+    }
+
+
+def record_profile(
+    session: AsyncSession,
+    type: CustomerEventType,
+    profile: Profile,
+    occurred_at: datetime | None = None,
+    origin: str | None = None,
+) -> None:
+    """Note a profile.connected or profile.disconnected event, in the session's transaction
+    (the one that connects or disconnects it)."""
+    record(session, profile.id, type, profile_data(profile, origin), occurred_at)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -27,7 +27,7 @@ from app.inbound.models import EventKind, Outcome
 from app.inbound.parsing import Event
 from app.media import service as media
 from app.messages import repository as messages_repository
-from app.messages.models import UNDELIVERED, Direction, Message, MessageRow, MessageStatus
+from app.messages.models import Direction, Message, MessageRow, MessageStatus
 
 # Kinds stored many at a time (apply_messages): storing one reads nothing first.
 BULK_KINDS = frozenset({EventKind.MESSAGE, EventKind.POSTBACK})
@@ -109,9 +109,9 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
     if ours is None:
         ours = await _claimed_match(context, event)
     if ours is not None:
-        if ours.status in UNDELIVERED:
-            # As the send's answer publishes it: Meta's id, and no retry or error left.
-            await messages_repository.publish_echoed(session, ours, mid, event.occurred_at)
+        # Published as the send's answer would (Meta's id, no retry or error left), if not
+        # yet; and message.delivered.
+        await messages_repository.confirm_echoed(session, ours, mid, event.occurred_at)
         _touch_chat(context.chat, outbound_at=event.occurred_at)
         return Outcome.APPLIED
     published: NewMessage = {"direction": Direction.OUTBOUND, "status": MessageStatus.PUBLISHED}

@@ -23,7 +23,9 @@ from app.api_keys.auth import Scope
 from app.chats.models import Chat
 from app.core.models import sql_values
 from app.core.pagination import PageParams, fetch_page
-from app.messages.models import UNDELIVERED, Direction, Message, MessageStatus
+from app.events import service as events
+from app.events.models import CustomerEventType
+from app.messages.models import UNDELIVERED, Direction, Message, MessageRow, MessageStatus
 from app.profiles.models import Profile, ProfileStatus
 from app.profiles.repository import visible
 
@@ -275,28 +277,48 @@ async def record_failure(
     expired_profile_id: int | None,
 ) -> bool:
     """Record a failed attempt: `failed_waiting_for_retry` until `retry_after` from now, or
-    `failed` if None; False if the message is no longer undelivered on this attempt. The
-    profile `expired_profile_id` (its token refused) is marked so either way."""
+    `failed` if None, with its customer event, in one transaction; False if the message is
+    no longer undelivered on this attempt. The profile `expired_profile_id` (its token
+    refused) is marked so either way."""
     retry = retry_after is not None
-    async with engine.connect() as connection:
-        recorded = await connection.execute(
-            update(Message)
-            .where(*_on_attempt(message_id, attempts))
-            .values(
-                status=MessageStatus.FAILED_WAITING_FOR_RETRY if retry else MessageStatus.FAILED,
-                error_message=reason,
-                error_details=details,
-                claimed_until=None,
-                next_attempt_at=func.now() + retry_after if retry else None,
-            )
-        )
-        if expired_profile_id is not None:
-            await connection.execute(
-                update(Profile)
-                .where(Profile.id == expired_profile_id)
-                .values(status=ProfileStatus.EXPIRED)
-            )
-    return recorded.rowcount > 0
+    status = MessageStatus.FAILED_WAITING_FOR_RETRY if retry else MessageStatus.FAILED
+    async with engine.connect() as autocommit:
+        # The engine commits each statement alone; this change and its event go together.
+        connection = await autocommit.execution_options(isolation_level="READ COMMITTED")
+        async with connection.begin():
+            failed = (
+                await connection.execute(
+                    update(Message)
+                    .where(*_on_attempt(message_id, attempts))
+                    .values(
+                        status=status,
+                        error_message=reason,
+                        error_details=details,
+                        claimed_until=None,
+                        next_attempt_at=func.now() + retry_after if retry else None,
+                    )
+                    .returning(*_MESSAGE_COLUMNS)
+                )
+            ).one_or_none()
+            if failed is not None:
+                message = MessageRow(**failed._mapping)
+                await events.write_message_event(
+                    connection, _FAILURE_EVENTS[status], message, message.updated_at
+                )
+            if expired_profile_id is not None:
+                await connection.execute(
+                    update(Profile)
+                    .where(Profile.id == expired_profile_id)
+                    .values(status=ProfileStatus.EXPIRED)
+                )
+    return failed is not None
+
+
+_MESSAGE_COLUMNS = tuple(Message.__table__.columns)
+_FAILURE_EVENTS = {
+    MessageStatus.FAILED_WAITING_FOR_RETRY: CustomerEventType.MESSAGE_FAILED_WAITING_FOR_RETRY,
+    MessageStatus.FAILED: CustomerEventType.MESSAGE_FAILED,
+}
 
 
 async def give_back(
@@ -346,12 +368,28 @@ async def publish_echoed(
     session: AsyncSession, message: Message, mid: str, posted_at: datetime
 ) -> None:
     """Mark an undelivered message published by its echo, in the session's transaction: the
-    state change `raw_publish` makes (SQL `publish_send`). The message's loaded columns are
-    expired, so the next load of it in the session reads them as they are now."""
+    state change `raw_publish` makes (SQL `publish_send`, which records `message.sent`). The
+    message's loaded columns are expired, so the next load of it in the session reads them
+    as they are now."""
     await session.execute(
         _PUBLISH_ONE, {"message_id": message.id, "mid": mid, "posted_at": posted_at}
     )
     session.expire(message)
+
+
+async def confirm_echoed(
+    session: AsyncSession, message: Message, mid: str, posted_at: datetime
+) -> None:
+    """Meta's echo of one of our sends shows it in the conversation: published, if the send's
+    answer has not done it (`publish_echoed`), and `message.delivered` recorded, in the
+    session's transaction. Applied once per echo (inbound dedupes them)."""
+    if message.status in UNDELIVERED:
+        await publish_echoed(session, message, mid, posted_at)
+        await session.refresh(message)
+    if message.status == MessageStatus.PUBLISHED:
+        events.record_message(
+            session, message.profile_id, CustomerEventType.MESSAGE_DELIVERED, message, posted_at
+        )
 
 
 async def claimed_candidates(

@@ -1,0 +1,348 @@
+"""Sending customer events to their endpoints: the outbox's consumer, in every worker.
+
+An event's dispatches (one per endpoint that hears it) are written with the event, in the
+transaction of the change it reports (the trigger of migration 0010), which also notifies
+channel `customer_webhooks` at commit. A worker's `Dispatcher` listens there and wakes the
+endpoint; it also polls (WEBHOOK_POLL_SECONDS) for endpoints with events due that nobody is
+sending: a retry come due, a notification missed, a worker gone.
+
+Per endpoint, one task at a time (and, across workers, one lease) sends its events oldest
+first, each until it succeeds or its retry schedule runs out, so events arrive in order.
+Endpoints never wait for each other: each has its own task and HTTP connections, so a slow
+or dead one holds up only itself. Nothing here touches Meta's webhook or sends.
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.exc import IntegrityError, NoResultFound
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core import crypto, ids
+from app.core.addresses import Resolver, pinned, resolve
+from app.core.db import connect_options
+from app.core.settings import Settings
+from app.events.models import MESSAGE_EVENTS
+from app.events.service import message_data
+from app.webhooks import repository, signing, targets
+from app.webhooks.repository import AttemptResult, Head
+
+log = logging.getLogger(__name__)
+
+# Events read per query; an endpoint's state (disabled, deleted) is read again with each.
+BATCH = 50
+# What of an endpoint's answer is read, and what of it is kept in the delivery log.
+MAX_ANSWER_BYTES = 64 * 1024
+EXCERPT_CHARACTERS = 500
+# Endpoints with their HTTP client kept (their connections reused).
+MAX_CLIENTS = 1000
+# After a failure of the dispatcher itself (PostgreSQL down), before the poller retries.
+LISTEN_RETRY_SECONDS = 1.0
+
+
+class Dispatcher:
+    def __init__(
+        self, engine: AsyncEngine, settings: Settings, resolver: Resolver = resolve
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        # Tests replace it, to prove refusals without connecting anywhere.
+        self.resolver = resolver
+        self.owner = secrets.randbits(62)
+        attempt = settings.webhook_connect_timeout_seconds + settings.webhook_timeout_seconds
+        # Longer than an attempt; renewed before each.
+        self.lease = timedelta(seconds=2 * attempt + 10)
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.again: set[int] = set()
+        self.timers: dict[int, asyncio.TimerHandle] = {}
+        self.clients: dict[tuple[int, str], httpx.AsyncClient] = {}
+        self.background: list[asyncio.Task[None]] = []
+        self.stopping = False
+        self.listening = asyncio.Event()
+
+    # -- Life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.background = [
+            asyncio.create_task(self._listen(), name="webhooks-listen"),
+            asyncio.create_task(self._poll(), name="webhooks-poll"),
+        ]
+
+    async def stop(self, wait_seconds: float = 30.0) -> None:
+        """Take no more work, let attempts under way finish (up to `wait_seconds`)."""
+        self.stopping = True
+        for timer in self.timers.values():
+            timer.cancel()
+        for task in self.background:
+            task.cancel()
+        running = list(self.running.values())
+        if running:
+            _, late = await asyncio.wait(running, timeout=wait_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.gather(*self.background, return_exceptions=True)
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+
+    def wake(self, webhook_id: int) -> None:
+        """Send the endpoint's due events, now (again after the current run, if one is on)."""
+        if self.stopping:
+            return
+        if webhook_id in self.running:
+            self.again.add(webhook_id)
+            return
+        self.running[webhook_id] = asyncio.create_task(self._run(webhook_id))
+
+    def _wake_later(self, webhook_id: int, seconds: float) -> None:
+        timer = self.timers.pop(webhook_id, None)
+        if timer is not None:
+            timer.cancel()
+        self.timers[webhook_id] = asyncio.get_running_loop().call_later(
+            max(seconds, 0.0), self._timer_fired, webhook_id
+        )
+
+    def _timer_fired(self, webhook_id: int) -> None:
+        self.timers.pop(webhook_id, None)
+        self.wake(webhook_id)
+
+    async def _listen(self) -> None:
+        """Wake endpoints as PostgreSQL notifies them, reconnecting when the link is lost."""
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self.stopping:
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(url, **connect_options(self.settings))
+                lost = asyncio.Event()
+                connection.add_termination_listener(partial(_set, lost))
+                await connection.add_listener(repository.CHANNEL, self._notified)
+                self.listening.set()
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("customer webhooks: not listening (%s); retrying", error)
+            finally:
+                self.listening.clear()
+                if connection is not None:
+                    with suppress(Exception):
+                        await asyncio.shield(connection.close(timeout=1))
+            await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    def _notified(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+        if isinstance(payload, str) and payload.isdigit():
+            self.wake(int(payload))
+
+    async def _poll(self) -> None:
+        while not self.stopping:
+            try:
+                for webhook_id in await repository.due_webhooks(self.engine, 1000):
+                    self.wake(webhook_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("customer webhooks: cannot look for due events (%s)", error)
+            await asyncio.sleep(self.settings.webhook_poll_seconds)
+
+    # -- One endpoint -----------------------------------------------------------------------
+
+    async def _run(self, webhook_id: int) -> None:
+        try:
+            while True:
+                self.again.discard(webhook_id)
+                try:
+                    await self._drain(webhook_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The poller tries again (PostgreSQL down, the endpoint deleted meanwhile).
+                    log.exception("customer webhook %d: sending stopped", webhook_id)
+                    return
+                if webhook_id not in self.again or self.stopping:
+                    return
+        finally:
+            self.running.pop(webhook_id, None)
+
+    async def _drain(self, webhook_id: int) -> None:
+        """Send the endpoint's due events in order, under its lease, until one must wait."""
+        if not await repository.take_lease(self.engine, webhook_id, self.owner, self.lease):
+            return  # another worker is sending them
+        renewed = time.monotonic()
+        try:
+            while not self.stopping:
+                batch = await repository.heads(self.engine, webhook_id, BATCH)
+                if not batch:
+                    return
+                for head in batch:
+                    if not head.enabled or self.stopping:
+                        return
+                    if head.wait_seconds > 0:
+                        self._wake_later(webhook_id, head.wait_seconds)
+                        return
+                    if time.monotonic() - renewed > self.lease.total_seconds() / 4:
+                        if not await repository.take_lease(
+                            self.engine, webhook_id, self.owner, self.lease
+                        ):
+                            return
+                        renewed = time.monotonic()
+                    if not await self._send(head):
+                        break  # read the head again: a retry due now, or later, or disabled
+        finally:
+            with suppress(Exception):
+                await repository.release_lease(self.engine, webhook_id, self.owner)
+
+    async def _send(self, head: Head) -> bool:
+        """One attempt at the head event; whether it moved on (delivered or given up)."""
+        event_id, payload = await self._envelope(head)
+        secret = crypto.decrypt(self.settings.secret_key, head.secret_encrypted)
+        dispatch_id = ids.encode(ids.Kind.DISPATCH, head.dispatch_id)
+        result = await self._post(
+            head, payload, signing.headers(secret, payload, head.event_type, dispatch_id)
+        )
+        schedule = self.settings.webhook_retry_schedule_seconds
+        retry_after = (
+            None
+            if result.success or head.attempts >= len(schedule)
+            else timedelta(seconds=schedule[head.attempts])
+        )
+        try:
+            disabled = await repository.record_attempt(
+                self.engine,
+                head,
+                event_id,
+                result,
+                retry_after,
+                self.settings.webhook_disable_after_failures,
+            )
+        except (IntegrityError, NoResultFound):
+            return False  # the endpoint was deleted meanwhile: its heads are gone
+        if disabled is not None:
+            log.warning("customer webhook %d: %s", head.webhook_id, disabled)
+        if result.success:
+            return True
+        if retry_after is None:
+            log.warning(
+                "customer webhook %d: event %s given up after %d attempts",
+                head.webhook_id,
+                event_id,
+                head.attempts + 1,
+            )
+            return True
+        if retry_after > timedelta():
+            self._wake_later(head.webhook_id, retry_after.total_seconds())
+        return False
+
+    async def _envelope(self, head: Head) -> tuple[str, bytes]:
+        """The event's public id and the body that carries it."""
+        if head.event_id is None:
+            test = head.test_data or {}
+            created_at = datetime.fromisoformat(test["created_at"])
+            return test["id"], signing.body(test["id"], head.event_type, created_at, test["data"])
+        data = head.event_data or {}
+        if head.event_type in MESSAGE_EVENTS and "message" not in data and head.message_id:
+            # Recorded by SQL (publish_send): the message, rendered once and kept.
+            message = await repository.message_row(self.engine, head.message_id)
+            if message is not None:
+                data = message_data(message)
+                await repository.freeze(self.engine, head.event_id, data)
+        event_id = ids.encode(ids.Kind.CUSTOMER_EVENT, head.event_id)
+        created_at = head.event_created_at or datetime.now(UTC)
+        return event_id, signing.body(event_id, head.event_type, created_at, data)
+
+    async def _post(self, head: Head, payload: bytes, headers: dict[str, str]) -> AttemptResult:
+        settings = self.settings
+        attempted_at = datetime.now(UTC)
+        started = time.perf_counter()
+        status: int | None = None
+        excerpt: str | None = None
+        error: str | None = None
+        try:
+            # Checked at every attempt, on the addresses the host has now, one of which the
+            # request goes to.
+            target = targets.parse(head.url, settings)
+            addresses = await targets.addresses(target, settings, self.resolver)
+            client = self._client(head.webhook_id, head.url)
+            async with asyncio.timeout(
+                settings.webhook_connect_timeout_seconds + settings.webhook_timeout_seconds
+            ):
+                status, excerpt = await self._post_to(client, target, addresses, payload, headers)
+        except targets.Refused as refusal:
+            error = f"Not sent: {refusal}"
+        except TimeoutError:
+            error = f"No answer within {settings.webhook_timeout_seconds:g} s"
+        except httpx.HTTPError as failure:
+            error = f"{type(failure).__name__}: {failure}".rstrip(": ")
+        return AttemptResult(
+            attempted_at=attempted_at,
+            success=status is not None and 200 <= status < 300,
+            response_status=status,
+            response_excerpt=excerpt,
+            error=error,
+            duration_ms=round((time.perf_counter() - started) * 1000),
+        )
+
+    async def _post_to(
+        self,
+        client: httpx.AsyncClient,
+        target: httpx.URL,
+        addresses: list[str],
+        payload: bytes,
+        headers: dict[str, str],
+    ) -> tuple[int, str]:
+        """POST to the first checked address that takes the connection: its status and the
+        start of its answer."""
+        for index, address in enumerate(addresses):
+            url, host, extensions = pinned(target, address)
+            request = client.build_request(
+                "POST", url, content=payload, headers={**headers, **host}, extensions=extensions
+            )
+            try:
+                response = await client.send(request, stream=True, follow_redirects=False)
+            except httpx.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
+                continue
+            try:
+                answer = bytearray()
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= MAX_ANSWER_BYTES:
+                        break
+            finally:
+                await response.aclose()
+            text = answer.decode("utf-8", "replace").replace("\x00", "")
+            return response.status_code, text[:EXCERPT_CHARACTERS]
+        raise AssertionError("no address")  # targets.addresses answers at least one
+
+    def _client(self, webhook_id: int, url: str) -> httpx.AsyncClient:
+        """The endpoint's client: its connections are kept for its next events (one client
+        per endpoint and URL, so a connection made for one host never carries another's)."""
+        key = (webhook_id, url)
+        client = self.clients.get(key)
+        if client is None:
+            if len(self.clients) >= MAX_CLIENTS:
+                oldest = next(iter(self.clients))
+                asyncio.create_task(self.clients.pop(oldest).aclose())
+            settings = self.settings
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(
+                    settings.webhook_timeout_seconds,
+                    connect=settings.webhook_connect_timeout_seconds,
+                ),
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            )
+            self.clients[key] = client
+        return client
+
+
+def _set(event: asyncio.Event, *_: object) -> None:
+    event.set()
