@@ -279,6 +279,9 @@ class Dispatcher:
             error = f"Not sent: {refusal}"
         except TimeoutError:
             error = f"No answer within {settings.webhook_timeout_seconds:g} s"
+        except httpx.TimeoutException as failure:
+            stage = "connect" if isinstance(failure, httpx.ConnectTimeout) else "answer"
+            error = f"No {stage} within {_timeout_of(failure, settings):g} s"
         except httpx.HTTPError as failure:
             error = f"{type(failure).__name__}: {failure}".rstrip(": ")
         return AttemptResult(
@@ -346,3 +349,9 @@ class Dispatcher:
 
 def _set(event: asyncio.Event, *_: object) -> None:
     event.set()
+
+
+def _timeout_of(failure: httpx.TimeoutException, settings: Settings) -> float:
+    if isinstance(failure, httpx.ConnectTimeout):
+        return settings.webhook_connect_timeout_seconds
+    return settings.webhook_timeout_seconds

@@ -17,7 +17,7 @@ from app.webhooks.models import CustomerWebhook, Dispatch, DispatchAttempt, Disp
 
 # The channel the outbox trigger (migration 0010) and the API notify with an endpoint's id.
 CHANNEL = "customer_webhooks"
-_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', CAST(:webhook_id AS text))")
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :webhook_id)")
 
 
 # -- Endpoints (the caller's session) ---------------------------------------------------------
@@ -73,7 +73,7 @@ async def resume(session: AsyncSession, webhook_id: int) -> None:
 
 async def notify(session: AsyncSession, webhook_id: int) -> None:
     """Wake the workers for this endpoint once the transaction commits."""
-    await session.execute(_NOTIFY, {"webhook_id": webhook_id})
+    await session.execute(_NOTIFY, {"webhook_id": str(webhook_id)})
 
 
 async def queue(
@@ -288,7 +288,7 @@ async def record_attempt(
         await connection.execute(
             dispatch.values(
                 attempts=attempt,
-                status=DispatchStatus.PENDING if retry_after else DispatchStatus.FAILED,
+                status=DispatchStatus.FAILED if retry_after is None else DispatchStatus.PENDING,
                 next_attempt_at=func.now() + (retry_after or timedelta()),
             )
         )
