@@ -10,9 +10,11 @@ import pytest
 
 from app.core.db import Base
 from app.core.models import one_of
+from app.events.models import CustomerEventType
 from app.inbound.models import EventKind, InboundEventStatus, WebhookDeliveryStatus
 from app.messages.models import Direction, MessageStatus
 from app.profiles.models import Connection, ProfileStatus
+from app.webhooks.models import DispatchStatus
 
 CONSTRAINED = [
     ("messages", "direction", Direction),
@@ -22,6 +24,8 @@ CONSTRAINED = [
     ("inbound_events", "kind", EventKind),
     ("profiles", "status", ProfileStatus),
     ("profiles", "connection", Connection),
+    ("customer_events", "type", CustomerEventType),
+    ("customer_webhook_dispatches", "status", DispatchStatus),
 ]
 
 
