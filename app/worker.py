@@ -63,8 +63,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["redis"],
     )
     # Customer webhooks: a long-lived sender of its own, on its own connections.
-    ctx["webhooks_engine"] = create_engine(settings, pool_size=10)
-    ctx["webhooks"] = Dispatcher(ctx["webhooks_engine"], settings)
+    ctx["webhooks_engine"] = create_engine(settings, pool_size=5)
+    ctx["webhooks_pool"] = await create_driver_pool(settings, size=10)
+    ctx["webhooks"] = Dispatcher(ctx["webhooks_engine"], ctx["webhooks_pool"], settings)
     await ctx["webhooks"].start()
 
 
@@ -72,6 +73,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if "engine" not in ctx:
         return  # stopped before Redis ever answered
     await ctx["webhooks"].stop()
+    await ctx["webhooks_pool"].close()
     await ctx["webhooks_engine"].dispose()
     await ctx["http"].close()
     await ctx["media_http"].aclose()

@@ -23,7 +23,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core import crypto, ids
@@ -50,9 +49,15 @@ LISTEN_RETRY_SECONDS = 1.0
 
 class Dispatcher:
     def __init__(
-        self, engine: AsyncEngine, settings: Settings, resolver: Resolver = resolve
+        self,
+        engine: AsyncEngine,
+        db: asyncpg.Pool,
+        settings: Settings,
+        resolver: Resolver = resolve,
     ) -> None:
         self.engine = engine
+        # The hot path's statements (repository's raw ones) run on this driver pool.
+        self.db = db
         self.settings = settings
         # Tests replace it, to prove refusals without connecting anywhere.
         self.resolver = resolver
@@ -174,12 +179,12 @@ class Dispatcher:
 
     async def _drain(self, webhook_id: int) -> None:
         """Send the endpoint's due events in order, under its lease, until one must wait."""
-        if not await repository.take_lease(self.engine, webhook_id, self.owner, self.lease):
+        if not await repository.take_lease(self.db, webhook_id, self.owner, self.lease):
             return  # another worker is sending them
         renewed = time.monotonic()
         try:
             while not self.stopping:
-                batch = await repository.heads(self.engine, webhook_id, BATCH)
+                batch = await repository.heads(self.db, webhook_id, BATCH)
                 if not batch:
                     return
                 for head in batch:
@@ -190,7 +195,7 @@ class Dispatcher:
                         return
                     if time.monotonic() - renewed > self.lease.total_seconds() / 4:
                         if not await repository.take_lease(
-                            self.engine, webhook_id, self.owner, self.lease
+                            self.db, webhook_id, self.owner, self.lease
                         ):
                             return
                         renewed = time.monotonic()
@@ -198,7 +203,7 @@ class Dispatcher:
                         break  # read the head again: a retry due now, or later, or disabled
         finally:
             with suppress(Exception):
-                await repository.release_lease(self.engine, webhook_id, self.owner)
+                await repository.release_lease(self.db, webhook_id, self.owner)
 
     async def _send(self, head: Head) -> bool:
         """One attempt at the head event; whether it moved on (delivered or given up)."""
@@ -216,14 +221,14 @@ class Dispatcher:
         )
         try:
             disabled = await repository.record_attempt(
-                self.engine,
+                self.db,
                 head,
                 event_id,
                 result,
                 retry_after,
                 self.settings.webhook_disable_after_failures,
             )
-        except (IntegrityError, NoResultFound):
+        except asyncpg.ForeignKeyViolationError:
             return False  # the endpoint was deleted meanwhile: its heads are gone
         if disabled is not None:
             log.warning("customer webhook %d: %s", head.webhook_id, disabled)

@@ -2,11 +2,13 @@
 and its delivery log (the dispatcher's, each statement or transaction on its own
 connection of the worker's engine)."""
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, or_, select, text, update
+import asyncpg
+from sqlalchemy import delete, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api_keys.auth import Scope
@@ -125,7 +127,7 @@ async def find_attempt(
     return attempt, await session.get(Dispatch, attempt.dispatch_id)
 
 
-# -- The dispatcher (the worker's engine) -----------------------------------------------------
+# -- The dispatcher (raw asyncpg on the worker's driver pool: its hot path) ------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,69 +150,92 @@ class Head:
     enabled: bool
 
 
-async def take_lease(engine: AsyncEngine, webhook_id: int, owner: int, lease: timedelta) -> bool:
+# Not a change of the endpoint: updated_at stays.
+_TAKE_LEASE = """
+UPDATE customer_webhooks SET lease_owner = $2, lease_until = now() + $3::interval
+WHERE id = $1 AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $2)
+RETURNING id
+"""
+_RELEASE_LEASE = """
+UPDATE customer_webhooks SET lease_owner = NULL, lease_until = NULL
+WHERE id = $1 AND lease_owner = $2
+"""
+_HEADS = f"""
+SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.test_data::text, d.attempts,
+    extract(epoch FROM d.next_attempt_at - now())::float8, e.data::text, e.created_at,
+    e.message_id, w.url, w.secret_encrypted, w.enabled
+FROM customer_webhook_dispatches d
+JOIN customer_webhooks w ON w.id = d.webhook_id
+LEFT JOIN customer_events e ON e.id = d.event_id
+WHERE d.webhook_id = $1 AND d.status = '{DispatchStatus.PENDING}'
+ORDER BY d.id
+LIMIT $2
+"""
+# One statement: the attempt logged, its dispatch moved on (delivered; pending again after
+# $12; failed when $12 is NULL), the endpoint's run of failures, and the endpoint disabled
+# when this failure makes the run $13 long. Answers the reason when it did.
+_RECORD = f"""
+WITH logged AS (
+    INSERT INTO customer_webhook_attempts (webhook_id, dispatch_id, event_public_id,
+        event_type, attempt_number, response_status, success, response_excerpt, error,
+        duration_ms, attempted_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+), moved AS (
+    UPDATE customer_webhook_dispatches
+    SET attempts = $5,
+        status = CASE WHEN $7 THEN '{DispatchStatus.DELIVERED}'
+            WHEN $12::interval IS NULL THEN '{DispatchStatus.FAILED}'
+            ELSE '{DispatchStatus.PENDING}' END,
+        next_attempt_at = CASE WHEN $7 OR $12::interval IS NULL THEN next_attempt_at
+            ELSE now() + $12::interval END
+    WHERE id = $2 AND status = '{DispatchStatus.PENDING}'
+), counted AS (
+    UPDATE customer_webhooks w
+    SET consecutive_failures = CASE WHEN $7 THEN 0 ELSE w.consecutive_failures + 1 END,
+        enabled = w.enabled AND ($7 OR w.consecutive_failures + 1 < $13),
+        disabled_reason = CASE
+            WHEN w.enabled AND NOT $7 AND w.consecutive_failures + 1 >= $13
+            THEN format('Disabled after %s consecutive failed attempts; the last: %s',
+                w.consecutive_failures + 1, $14::text)
+            ELSE w.disabled_reason END,
+        updated_at = CASE WHEN w.enabled AND NOT $7 AND w.consecutive_failures + 1 >= $13
+            THEN now() ELSE w.updated_at END
+    -- A success changes nothing on an endpoint with no failures: no row written.
+    WHERE w.id = $1 AND NOT ($7 AND w.consecutive_failures = 0)
+    RETURNING w.enabled, w.disabled_reason, w.consecutive_failures
+)
+SELECT disabled_reason FROM counted
+WHERE NOT enabled AND NOT $7 AND consecutive_failures = $13
+"""
+
+
+async def take_lease(db: asyncpg.Pool, webhook_id: int, owner: int, lease: timedelta) -> bool:
     """The endpoint is this worker's to send for `lease`, unless another worker's lease is
     live."""
-    async with engine.begin() as connection:
-        taken = await connection.execute(
-            update(CustomerWebhook)
-            .where(
-                CustomerWebhook.id == webhook_id,
-                or_(
-                    CustomerWebhook.lease_until.is_(None),
-                    CustomerWebhook.lease_until < func.now(),
-                    CustomerWebhook.lease_owner == owner,
-                ),
-            )
-            # Not a change of the endpoint: updated_at stays.
-            .values(
-                lease_owner=owner,
-                lease_until=func.now() + lease,
-                updated_at=CustomerWebhook.updated_at,
-            )
-        )
-    return taken.rowcount > 0
+    return await db.fetchval(_TAKE_LEASE, webhook_id, owner, lease) is not None
 
 
-async def release_lease(engine: AsyncEngine, webhook_id: int, owner: int) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(
-            update(CustomerWebhook)
-            .where(CustomerWebhook.id == webhook_id, CustomerWebhook.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None, updated_at=CustomerWebhook.updated_at)
-        )
+async def release_lease(db: asyncpg.Pool, webhook_id: int, owner: int) -> None:
+    await db.execute(_RELEASE_LEASE, webhook_id, owner)
 
 
-async def heads(engine: AsyncEngine, webhook_id: int, limit: int) -> list[Head]:
+async def heads(db: asyncpg.Pool, webhook_id: int, limit: int) -> list[Head]:
     """The endpoint's next pending events, oldest first."""
-    statement = (
-        select(
-            Dispatch.id,
-            Dispatch.webhook_id,
-            Dispatch.event_id,
-            Dispatch.event_type,
-            Dispatch.test_data,
-            Dispatch.attempts,
-            func.extract("epoch", Dispatch.next_attempt_at - func.now()),
-            CustomerEvent.data,
-            CustomerEvent.created_at,
-            CustomerEvent.message_id,
-            CustomerWebhook.url,
-            CustomerWebhook.secret_encrypted,
-            CustomerWebhook.enabled,
+    rows = await db.fetch(_HEADS, webhook_id, limit)
+    return [
+        Head(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            None if row[4] is None else json.loads(row[4]),
+            row[5],
+            row[6],
+            None if row[7] is None else json.loads(row[7]),
+            *row[8:],
         )
-        .join(CustomerWebhook, CustomerWebhook.id == Dispatch.webhook_id)
-        .outerjoin(CustomerEvent, CustomerEvent.id == Dispatch.event_id)
-        .where(Dispatch.webhook_id == webhook_id, Dispatch.status == DispatchStatus.PENDING)
-        .order_by(Dispatch.id)
-        .limit(limit)
-    )
-    async with engine.connect() as connection:
-        rows = await connection.execute(statement)
-        return [
-            Head(row[0], row[1], row[2], row[3], row[4], row[5], float(row[6]), *row[7:])
-            for row in rows
-        ]
+        for row in rows
+    ]
 
 
 async def message_row(engine: AsyncEngine, message_id: int) -> MessageRow | None:
@@ -243,9 +268,15 @@ class AttemptResult:
     error: str | None
     duration_ms: int
 
+    @property
+    def outcome(self) -> str:
+        if self.response_status is not None:
+            return f"HTTP {self.response_status}"
+        return self.error or "no answer"
+
 
 async def record_attempt(
-    engine: AsyncEngine,
+    db: asyncpg.Pool,
     head: Head,
     event_public_id: str,
     result: AttemptResult,
@@ -254,72 +285,26 @@ async def record_attempt(
 ) -> str | None:
     """Log an attempt, and move its event on: delivered, due again after `retry_after`, or
     failed (None); the endpoint's run of failures too. The reason the endpoint was disabled
-    by this failure, if it was."""
-    attempt = head.attempts + 1
-    async with engine.begin() as connection:
-        await connection.execute(
-            insert(DispatchAttempt).values(
-                webhook_id=head.webhook_id,
-                dispatch_id=head.dispatch_id,
-                event_public_id=event_public_id,
-                event_type=head.event_type,
-                attempt_number=attempt,
-                response_status=result.response_status,
-                success=result.success,
-                response_excerpt=result.response_excerpt,
-                error=result.error,
-                duration_ms=result.duration_ms,
-                attempted_at=result.attempted_at,
-            )
-        )
-        dispatch = update(Dispatch).where(
-            Dispatch.id == head.dispatch_id, Dispatch.status == DispatchStatus.PENDING
-        )
-        if result.success:
-            await connection.execute(
-                dispatch.values(attempts=attempt, status=DispatchStatus.DELIVERED)
-            )
-            await connection.execute(
-                update(CustomerWebhook)
-                .where(CustomerWebhook.id == head.webhook_id)
-                .values(consecutive_failures=0, updated_at=CustomerWebhook.updated_at)
-            )
-            return None
-        await connection.execute(
-            dispatch.values(
-                attempts=attempt,
-                status=DispatchStatus.FAILED if retry_after is None else DispatchStatus.PENDING,
-                next_attempt_at=func.now() + (retry_after or timedelta()),
-            )
-        )
-        failures, enabled = (
-            await connection.execute(
-                update(CustomerWebhook)
-                .where(CustomerWebhook.id == head.webhook_id)
-                .values(
-                    consecutive_failures=CustomerWebhook.consecutive_failures + 1,
-                    updated_at=CustomerWebhook.updated_at,
-                )
-                .returning(CustomerWebhook.consecutive_failures, CustomerWebhook.enabled)
-            )
-        ).one()
-        if not enabled or failures < disable_after:
-            return None
-        reason = (
-            f"Disabled after {failures} consecutive failed attempts; the last: {_outcome(result)}"
-        )
-        await connection.execute(
-            update(CustomerWebhook)
-            .where(CustomerWebhook.id == head.webhook_id)
-            .values(enabled=False, disabled_reason=reason)
-        )
-    return reason
-
-
-def _outcome(result: AttemptResult) -> str:
-    if result.response_status is not None:
-        return f"HTTP {result.response_status}"
-    return result.error or "no answer"
+    by this failure, if it was. Raises asyncpg.ForeignKeyViolationError if the endpoint was
+    deleted meanwhile."""
+    disabled: str | None = await db.fetchval(
+        _RECORD,
+        head.webhook_id,
+        head.dispatch_id,
+        event_public_id,
+        head.event_type,
+        head.attempts + 1,
+        result.response_status,
+        result.success,
+        result.response_excerpt,
+        result.error,
+        result.duration_ms,
+        result.attempted_at,
+        retry_after,
+        disable_after,
+        result.outcome,
+    )
+    return disabled
 
 
 async def due_webhooks(engine: AsyncEngine, limit: int) -> list[int]:
