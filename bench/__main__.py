@@ -13,10 +13,10 @@ from pathlib import Path
 
 from bench import fixtures, report
 from bench.loadgen import require_wrk
-from bench.scenarios import accept, delivery, latency, scale, webhook
+from bench.scenarios import accept, customer_webhooks, delivery, latency, scale, webhook
 from bench.stack import ROOT, Stack
 
-SCENARIOS = ("accept", "latency", "delivery", "rate_limit", "webhook", "scale")
+SCENARIOS = ("accept", "latency", "delivery", "rate_limit", "webhook", "scale", "customer_webhooks")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,14 @@ class Plan:
     webhook_settle_seconds: float
     scale_stages: list[tuple[int, int]]
     scale_requests: int
+    # Customer webhooks: endpoints × events for throughput; groups, events/s and seconds for
+    # latency (with, then without, a hanging endpoint).
+    hooks_endpoints: int = 20
+    hooks_events: int = 500
+    hooks_groups: int = 10
+    hooks_rate: float = 500
+    hooks_seconds: float = 10
+    hooks_timeout: float = 60
 
 
 FULL = Plan(
@@ -63,6 +71,10 @@ QUICK = Plan(
     webhook_settle_seconds=15,
     scale_stages=[(400, 10_000), (2_000, 100_000)],
     scale_requests=50,
+    hooks_events=100,
+    hooks_rate=200,
+    hooks_seconds=4,
+    hooks_timeout=20,
 )
 LATENCY_RATE = 100
 MAIN_CHATS = 100
@@ -103,6 +115,10 @@ async def run(
              lambda: webhook.run(stack, fx, plan.webhook_seconds, plan.webhook_settle_seconds)),
             ("scale", "scale",
              lambda: scale.run(stack, fx, plan.scale_stages, plan.scale_requests)),
+            ("customer_webhooks", "customer_webhooks",
+             lambda: customer_webhooks.run(stack, plan.hooks_endpoints, plan.hooks_events,
+                                           plan.hooks_groups, plan.hooks_rate,
+                                           plan.hooks_seconds, plan.hooks_timeout)),
         ]  # fmt: skip
         for scenario, key, step in steps:
             if scenario not in only:

@@ -74,6 +74,9 @@ class Stack:
             # Empty rather than unset, so a developer's .env cannot switch echoes on:
             # echo webhooks would add load the throughput runs do not mean to measure.
             SANDBOX_WEBHOOK_URL="",
+            # Customer webhooks go to the bench's receiver, on loopback over http.
+            WEBHOOK_ALLOW_HTTP="true",
+            WEBHOOK_ALLOW_PRIVATE_HOSTS="true",
         )
         return env
 
