@@ -18,12 +18,14 @@ import secrets
 import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
+from yarl import URL
 
 from app.core import crypto, ids
 from app.core.addresses import Resolver, pinned, resolve
@@ -41,8 +43,8 @@ BATCH = 50
 # What of an endpoint's answer is read, and what of it is kept in the delivery log.
 MAX_ANSWER_BYTES = 64 * 1024
 EXCERPT_CHARACTERS = 500
-# Endpoints with their HTTP client kept (their connections reused).
-MAX_CLIENTS = 1000
+# Endpoints with their HTTP session kept (their connection reused).
+MAX_SESSIONS = 1000
 # After a failure of the dispatcher itself (PostgreSQL down), before the poller retries.
 LISTEN_RETRY_SECONDS = 1.0
 
@@ -68,7 +70,8 @@ class Dispatcher:
         self.running: dict[int, asyncio.Task[None]] = {}
         self.again: set[int] = set()
         self.timers: dict[int, asyncio.TimerHandle] = {}
-        self.clients: dict[tuple[int, str], httpx.AsyncClient] = {}
+        self.sessions: dict[tuple[int, str], aiohttp.ClientSession] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.background: list[asyncio.Task[None]] = []
         self.stopping = False
         self.listening = asyncio.Event()
@@ -95,9 +98,9 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await asyncio.gather(*self.background, return_exceptions=True)
-        for client in self.clients.values():
-            await client.aclose()
-        self.clients.clear()
+        for session in self.sessions.values():
+            await session.close()
+        self.sessions.clear()
 
     def wake(self, webhook_id: int) -> None:
         """Send the endpoint's due events, now (again after the current run, if one is on)."""
@@ -275,19 +278,20 @@ class Dispatcher:
             # request goes to.
             target = targets.parse(head.url, settings)
             addresses = await targets.addresses(target, settings, self.resolver)
-            client = self._client(head.webhook_id, head.url)
+            session = self._session(head.webhook_id, head.url)
             async with asyncio.timeout(
                 settings.webhook_connect_timeout_seconds + settings.webhook_timeout_seconds
             ):
-                status, excerpt = await self._post_to(client, target, addresses, payload, headers)
+                status, excerpt = await self._post_to(session, target, addresses, payload, headers)
         except targets.Refused as refusal:
             error = f"Not sent: {refusal}"
-        except TimeoutError:
+        except aiohttp.ConnectionTimeoutError:
+            error = f"No connection within {settings.webhook_connect_timeout_seconds:g} s"
+        except TimeoutError:  # aiohttp's read timeout too
             error = f"No answer within {settings.webhook_timeout_seconds:g} s"
-        except httpx.TimeoutException as failure:
-            stage = "connect" if isinstance(failure, httpx.ConnectTimeout) else "answer"
-            error = f"No {stage} within {_timeout_of(failure, settings):g} s"
-        except httpx.HTTPError as failure:
+        except aiohttp.ClientConnectorError as failure:
+            error = f"Cannot connect: {failure.os_error or failure}"
+        except aiohttp.ClientError as failure:
             error = f"{type(failure).__name__}: {failure}".rstrip(": ")
         return AttemptResult(
             attempted_at=attempted_at,
@@ -300,63 +304,68 @@ class Dispatcher:
 
     async def _post_to(
         self,
-        client: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
         target: httpx.URL,
         addresses: list[str],
         payload: bytes,
         headers: dict[str, str],
     ) -> tuple[int, str]:
         """POST to the first checked address that takes the connection: its status and the
-        start of its answer."""
+        start of its answer. Redirects are not followed."""
         for index, address in enumerate(addresses):
-            url, host, extensions = pinned(target, address)
-            request = client.build_request(
-                "POST", url, content=payload, headers={**headers, **host}, extensions=extensions
-            )
+            url, host, sni_hostname = _pinned(target, address)
             try:
-                response = await client.send(request, stream=True, follow_redirects=False)
-            except httpx.ConnectError:
+                async with session.post(
+                    url,
+                    data=payload,
+                    headers={**headers, **host},
+                    server_hostname=sni_hostname,
+                    allow_redirects=False,
+                ) as response:
+                    answer = bytearray()
+                    while len(answer) < MAX_ANSWER_BYTES:
+                        chunk = await response.content.read(MAX_ANSWER_BYTES - len(answer))
+                        if not chunk:
+                            break
+                        answer += chunk
+                    text = answer.decode("utf-8", "replace").replace("\x00", "")
+                    return response.status, text[:EXCERPT_CHARACTERS]
+            except aiohttp.ClientConnectorError:
                 if index == len(addresses) - 1:
                     raise
-                continue
-            try:
-                answer = bytearray()
-                async for chunk in response.aiter_bytes():
-                    answer += chunk
-                    if len(answer) >= MAX_ANSWER_BYTES:
-                        break
-            finally:
-                await response.aclose()
-            text = answer.decode("utf-8", "replace").replace("\x00", "")
-            return response.status_code, text[:EXCERPT_CHARACTERS]
         raise AssertionError("no address")  # targets.addresses answers at least one
 
-    def _client(self, webhook_id: int, url: str) -> httpx.AsyncClient:
-        """The endpoint's client: its connections are kept for its next events (one client
+    def _session(self, webhook_id: int, url: str) -> aiohttp.ClientSession:
+        """The endpoint's session: its connection is kept for its next events (one session
         per endpoint and URL, so a connection made for one host never carries another's)."""
         key = (webhook_id, url)
-        client = self.clients.get(key)
-        if client is None:
-            if len(self.clients) >= MAX_CLIENTS:
-                oldest = next(iter(self.clients))
-                asyncio.create_task(self.clients.pop(oldest).aclose())
+        session = self.sessions.get(key)
+        if session is None:
+            if len(self.sessions) >= MAX_SESSIONS:
+                oldest = next(iter(self.sessions))
+                closing = asyncio.create_task(self.sessions.pop(oldest).close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
             settings = self.settings
-            client = httpx.AsyncClient(
-                timeout=httpx.Timeout(
-                    settings.webhook_timeout_seconds,
-                    connect=settings.webhook_connect_timeout_seconds,
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1),
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=settings.webhook_connect_timeout_seconds,
+                    sock_read=settings.webhook_timeout_seconds,
                 ),
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                auto_decompress=False,
             )
-            self.clients[key] = client
-        return client
+            self.sessions[key] = session
+        return session
+
+
+@lru_cache(maxsize=4096)
+def _pinned(target: httpx.URL, address: str) -> tuple[URL, dict[str, str], str | None]:
+    """aiohttp's URL, Host header and TLS name for sending to `address` (cached: the same for
+    each of an endpoint's events)."""
+    url, host, extensions = pinned(target, address)
+    return URL(str(url), encoded=True), host, extensions.get("sni_hostname")
 
 
 def _set(event: asyncio.Event, *_: object) -> None:
     event.set()
-
-
-def _timeout_of(failure: httpx.TimeoutException, settings: Settings) -> float:
-    if isinstance(failure, httpx.ConnectTimeout):
-        return settings.webhook_connect_timeout_seconds
-    return settings.webhook_timeout_seconds

@@ -5,6 +5,7 @@ every attempt, on the addresses the host resolves to then, one of which the atte
 to (app/core/addresses.py:pinned)."""
 
 import asyncio
+from functools import lru_cache
 
 import httpx
 
@@ -28,18 +29,24 @@ class Refused(Exception):
 
 def parse(url: str, settings: Settings) -> httpx.URL:
     """The URL, if its form is allowed (no DNS); raises Refused."""
+    return _parse(url, settings.webhook_allow_http, settings.webhook_allow_private_hosts)
+
+
+# Parsed once per URL and rule (every attempt checks it; a refusal, raised, is not cached).
+@lru_cache(maxsize=4096)
+def _parse(url: str, allow_http: bool, allow_private_hosts: bool) -> httpx.URL:
     try:
         target = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as error:
         raise Refused(f"{url!r} is not a valid URL") from error
-    allowed = ("https", "http") if settings.webhook_allow_http else ("https",)
+    allowed = ("https", "http") if allow_http else ("https",)
     if target.scheme not in allowed:
         raise Refused("the URL must start with https://")
     if not target.host:
         raise Refused("the URL has no host")
     if target.userinfo:
         raise Refused("the URL may not carry a user name or password")
-    if not settings.webhook_allow_private_hosts:
+    if not allow_private_hosts:
         reason = local_host_reason(target.host)
         if reason is not None:
             raise Refused(f"the URL's host is not public: {reason}")
