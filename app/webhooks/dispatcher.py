@@ -45,6 +45,8 @@ MAX_ANSWER_BYTES = 64 * 1024
 EXCERPT_CHARACTERS = 500
 # Endpoints with their HTTP session kept (their connection reused).
 MAX_SESSIONS = 1000
+# How long an endpoint's task, out of events, keeps its lease waiting for the next.
+LINGER_SECONDS = 0.5
 # After a failure of the dispatcher itself (PostgreSQL down), before the poller retries.
 LISTEN_RETRY_SECONDS = 1.0
 
@@ -69,6 +71,8 @@ class Dispatcher:
         self.lease = timedelta(seconds=2 * attempt + 10)
         self.running: dict[int, asyncio.Task[None]] = {}
         self.again: set[int] = set()
+        # Endpoints whose task, out of events, waits a moment for more (lease kept).
+        self.idle: dict[int, asyncio.Event] = {}
         self.timers: dict[int, asyncio.TimerHandle] = {}
         self.sessions: dict[tuple[int, str], aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -87,6 +91,8 @@ class Dispatcher:
     async def stop(self, wait_seconds: float = 30.0) -> None:
         """Take no more work, let attempts under way finish (up to `wait_seconds`)."""
         self.stopping = True
+        for idle in self.idle.values():
+            idle.set()
         for timer in self.timers.values():
             timer.cancel()
         for task in self.background:
@@ -108,6 +114,9 @@ class Dispatcher:
             return
         if webhook_id in self.running:
             self.again.add(webhook_id)
+            idle = self.idle.get(webhook_id)
+            if idle is not None:
+                idle.set()
             return
         self.running[webhook_id] = asyncio.create_task(self._run(webhook_id))
 
@@ -189,6 +198,8 @@ class Dispatcher:
             while not self.stopping:
                 batch = await repository.heads(self.db, webhook_id, BATCH)
                 if not batch:
+                    if await self._more_soon(webhook_id):
+                        continue
                     return
                 for head in batch:
                     if not head.enabled or self.stopping:
@@ -207,6 +218,23 @@ class Dispatcher:
         finally:
             with suppress(Exception):
                 await repository.release_lease(self.db, webhook_id, self.owner)
+
+    async def _more_soon(self, webhook_id: int) -> bool:
+        """Whether the endpoint is woken within LINGER_SECONDS: a busy endpoint's next event
+        then goes without taking and releasing its lease again."""
+        if webhook_id in self.again:
+            self.again.discard(webhook_id)
+            return True
+        idle = self.idle[webhook_id] = asyncio.Event()
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                await idle.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.idle.pop(webhook_id, None)
+        self.again.discard(webhook_id)
+        return not self.stopping
 
     async def _send(self, head: Head) -> bool:
         """One attempt at the head event; whether it moved on (delivered or given up)."""
