@@ -44,8 +44,10 @@ WITH chat AS (
     LIMIT 1
 ), sent AS (
     INSERT INTO messages
-        (chat_id, profile_id, direction, status, body, tag, attachment, reply_to_external_id)
-    SELECT id, profile_id, '{Direction.OUTBOUND}', '{MessageStatus.PENDING}', $3, $4, $5::jsonb, $6
+        (chat_id, profile_id, direction, status, body, tag, attachment, reply_to_external_id,
+         interactive)
+    SELECT id, profile_id, '{Direction.OUTBOUND}', '{MessageStatus.PENDING}', $3, $4, $5::jsonb, $6,
+        $8::jsonb
     FROM chat
     WHERE profile_status = '{ProfileStatus.ACTIVE}'
         AND (last_inbound_at IS NULL OR last_inbound_at >= now() - $7::interval)
@@ -83,6 +85,7 @@ async def raw_accept(
     attachment: dict[str, str] | None,
     reply_to_external_id: str | None,
     window: timedelta,
+    interactive: dict[str, Any] | None = None,
 ) -> Acceptance | None:
     """Insert a pending outbound message in the chat (our serial, or Meta's conversation id)
     if the key may see it, its profile is active and its window open; None if no such chat."""
@@ -95,6 +98,7 @@ async def raw_accept(
         json.dumps(attachment) if attachment else None,
         reply_to_external_id,
         window,
+        json.dumps(interactive) if interactive else None,
     )
     return None if row is None else Acceptance(*row)
 
@@ -117,6 +121,7 @@ class Outbound:
     attempts: int
     claimed_until: datetime | None
     next_attempt_at: datetime | None
+    interactive: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +247,7 @@ def _head(row: asyncpg.Record) -> Head:
         attempts=row["attempts"],
         claimed_until=row["claimed_until"],
         next_attempt_at=row["next_attempt_at"],
+        interactive=json.loads(row["interactive"]) if row["interactive"] else None,
     )
     return Head(
         message,

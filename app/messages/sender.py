@@ -355,6 +355,7 @@ def _body(head: Head) -> dict[str, Any]:
         message.attachment,
         message.tag,
         message.reply_to_external_id,
+        message.interactive,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from app.core.settings import Settings
+from app.messages.interactive import meta_message
 from app.meta.errors import GraphError
 from app.profiles.models import Connection
 
@@ -168,6 +169,7 @@ def send_body(
     attachment: dict[str, str] | None,
     tag: str | None,
     reply_to_mid: str | None,
+    interactive: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Send API body for one message."""
     message: dict[str, Any] = (
@@ -175,6 +177,8 @@ def send_body(
         if attachment is None
         else {"attachment": {"type": attachment["type"], "payload": {"url": attachment["url"]}}}
     )
+    if interactive:
+        message = meta_message(text, interactive)
     body: dict[str, Any] = {"recipient": {"id": recipient_id}, "message": message}
     if tag is not None:
         body["messaging_type"] = "MESSAGE_TAG"

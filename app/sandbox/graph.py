@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from app.sandbox import events
+from app.sandbox import events, interactive
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
@@ -28,7 +28,7 @@ from app.sandbox.state import Sandbox, SentRecord
 
 GRAPH_PATH = re.compile(r"(?:v\d+\.\d+/)?(?P<node>[^/]+)(?:/(?P<edge>[^/]+))?/?")
 PARAM_KEY = re.compile(r"[^\[\]]+")  # "message[attachment][type]" -> message, attachment, type
-ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart"}
+ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart", "template"}
 SENDER_ACTIONS = {"react", "unreact", "typing_on", "typing_off", "mark_seen"}
 # A call's parameters, query and body merged: JSON values, nested as Graph reads them.
 Params = dict[str, Any]
@@ -232,8 +232,11 @@ def check_message(message: object) -> None:
             raise GraphError(
                 100,
                 "(#100) Param message[attachment][type] must be one of "
-                "{image, audio, video, file, MEDIA_SHARE, like_heart}",
+                "{image, audio, video, file, MEDIA_SHARE, like_heart, template}",
             )
+        if attachment["type"] == "template":
+            interactive.template(attachment.get("payload"))
+    interactive.quick_replies(message)
 
 
 def rate_bucket(params: Params) -> Bucket:
