@@ -114,6 +114,17 @@ class GraphClient:
             return SendAnswer(str(payload["message_id"]), backoff)
         raise self._refusal(account, status, payload, backoff)
 
+    async def sender_action(self, account: Account, body: dict[str, Any]) -> float | None:
+        """POST a sender action (react, unreact, typing, mark_seen) to the Send API, which
+        answers `{"recipient_id"}` alone; returns how long Meta's usage headers ask to stop
+        calling, if at all, or raises GraphError or GraphUnreachable."""
+        url = self._url(account, f"{account.send_path_id}/messages")
+        status, payload, headers = await self._call("POST", url, account, json=body)
+        backoff = throttled_for(headers)
+        if status < 300 and isinstance(payload, dict) and "recipient_id" in payload:
+            return backoff
+        raise self._refusal(account, status, payload, backoff)
+
     async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
         """The User Profile API: what Meta shares about a participant who has messaged the
         account (before that, Meta answers code 230, "user consent is required")."""
@@ -161,6 +172,17 @@ def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def sender_action_body(
+    recipient_id: str, action: str, payload: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The Send API body for a sender action: only `recipient` and `sender_action` (and a
+    reaction's `payload`), as Meta requires (meta doc §2.5, §2.6)."""
+    body: dict[str, Any] = {"recipient": {"id": recipient_id}, "sender_action": action}
+    if payload is not None:
+        body["payload"] = payload
+    return body
 
 
 def send_body(

@@ -1,6 +1,7 @@
 """The unauthenticated control surface, under /_sandbox:
 
-GET|DELETE /sent                 what the Send API accepted
+GET|DELETE /sent                 what the Send API accepted (DELETE: sender actions too)
+GET        /actions              the sender actions it took (react, typing, mark_seen, ...)
 GET|POST   /faults               the fault set (shape: app.sandbox.faults)
 POST       /inbound              {account_id, sender_id, text} -> {mid, timestamp}
 POST       /emit                 webhook events (shapes: app.sandbox.events) ->
@@ -79,7 +80,13 @@ async def list_sent(sandbox: SandboxDep) -> Answer:
 @control.delete("/sent")
 async def clear_sent(sandbox: SandboxDep) -> Answer:
     sandbox.sent.clear()
+    sandbox.actions.clear()
     return {"success": True}
+
+
+@control.get("/actions")
+async def list_actions(sandbox: SandboxDep) -> Answer:
+    return {"data": sandbox.actions}
 
 
 @control.get("/faults")
@@ -102,6 +109,9 @@ async def emit_items(sandbox: Sandbox, emit: Emit, base_url: str) -> tuple[list[
         item = event.item(timestamp, new_media_url)
         if opens_profile(item):  # before posting: dmrelay may read the profile at once
             sandbox.profiles.consent(event.sender_id)
+        content = item[item_key(item)]
+        if item_key(item) == "message" and isinstance(content.get("mid"), str):
+            sandbox.threads[content["mid"]] = (event.account_id, event.sender_id)
         pairs.append((event.account_id, item))
     payloads = bodies(pairs, emit.batch, emit.shape)
     if emit.duplicate:

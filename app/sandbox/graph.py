@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from app.sandbox import events, interactive
+from app.sandbox import actions, events, interactive
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
@@ -82,7 +82,8 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: Params)
         raise GraphError(fault.code, fault.message, fault.error_subcode)
     if not sandbox.limiter.take(account, rate_bucket(params)):
         raise GraphError.transient(*THROTTLE)
-    if params.get("sender_action") is not None:  # as at Meta: answered, never recorded or echoed
+    if params.get("sender_action") is not None:  # as at Meta: answered, never echoed
+        actions.check_and_record(sandbox, account, recipient_id, params["sender_action"], params)
         return JSONResponse({"recipient_id": recipient_id})
 
     mid, timed_out = events.new_mid(), sandbox.times_out(recipient_id)
@@ -102,6 +103,7 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: Params)
     if "reply_to" in params:
         record["reply_to"] = params["reply_to"]
     sandbox.sent.append(record)
+    sandbox.threads[mid] = (account, recipient_id)
 
     answer = {"recipient_id": recipient_id, "message_id": mid}
     content = events.echo_message(mid, params["message"])

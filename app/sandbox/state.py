@@ -40,6 +40,10 @@ class Sandbox:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.sent: list[SentRecord] = []
+        # Sender actions the Send API took (cleared with `sent`), and each message's thread
+        # (mid -> account id, participant IGSID), which reactions must name.
+        self.actions: list[dict[str, object]] = []
+        self.threads: dict[str, tuple[str, str]] = {}
         self.profiles = Profiles()
         self.expired_media: set[str] = set()
         self.set_faults(Faults())
