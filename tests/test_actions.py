@@ -174,3 +174,48 @@ async def test_metas_refusal_is_explained(account, clean):
     )  # fmt: skip
     with pytest.raises(ValidationError, match="isn't available"):
         await account.client.chats.start_typing(chat.id)
+
+
+# --- archiving -----------------------------------------------------------------------------
+
+
+async def _listed(account, **params):
+    path = f"/profiles/{account.profile_id}/chats"
+    page = await account.client._request("GET", path, params=params)
+    return [chat["id"] for chat in page["data"]], page["total"]
+
+
+async def test_archived_chats_leave_lists_until_the_participant_writes(account, clean):
+    chat, _ = await _inbound(account, clean)
+    other = await account.client.chats.create(account.profile_id, "1602510301009999")
+
+    archived = await account.client.chats.archive(chat.id)
+    assert archived.archived is True
+    assert (await account.client.chats.get(chat.id)).archived is True
+    page = await account.client.chats.list(account.profile_id)
+    assert ([c.id for c in page.data], page.total) == ([other.id], 1)
+    assert await _listed(account, archived="true") == ([chat.id], 1)
+    # Archiving twice changes nothing, counts included.
+    await account.client.chats.archive(chat.id)
+    assert await _listed(account, archived="true") == ([chat.id], 1)
+
+    unarchived = await account.client.chats.unarchive(chat.id)
+    assert unarchived.archived is False
+    assert (await account.client.chats.list(account.profile_id)).total == 2
+    assert await _listed(account, archived="true") == ([], 0)
+
+    await account.client.chats.archive(chat.id)
+    await _inbound(account, clean, text="I am back")
+
+    async def back():
+        return (await account.client.chats.get(chat.id)).archived is False
+
+    await wait_for(back)
+    page = await account.client.chats.list(account.profile_id)
+    assert ({c.id for c in page.data}, page.total) == ({chat.id, other.id}, 2)
+
+
+async def test_archive_of_an_unknown_chat_is_404(account, clean):
+    with pytest.raises(PostProxyError) as missing:
+        await account.client.chats.archive("nope")
+    assert missing.value.status_code == 404

@@ -1,6 +1,7 @@
 """Interactive content and actions: what an outbound message was sent with
 (`messages.interactive`: quick replies, buttons, card, elements), carried to the sender by
-`send_head`.
+`send_head`; archived chats kept out of lists by an index and counted by a trigger
+(`profiles.archived_chat_count`, beside migration 0004's `chat_count`).
 
 The composite type `send_head` gains the column at its end and the function selects it;
 `publish_sends` returns `send_head` rows (`h.*`), so it follows unchanged.
@@ -40,13 +41,65 @@ def _send_head(extra: str) -> str:
     """
 
 
+# Row-level, but only for rows that are or were archived (the WHEN clauses): a bulk insert of
+# new chats runs no trigger at all.
+COUNT_ARCHIVED = """
+    CREATE FUNCTION count_archived_chats() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'DELETE' AND NEW.archived THEN
+            UPDATE profiles SET archived_chat_count = archived_chat_count + 1
+            WHERE id = NEW.profile_id;
+        END IF;
+        IF TG_OP <> 'INSERT' AND OLD.archived THEN
+            UPDATE profiles SET archived_chat_count = archived_chat_count - 1
+            WHERE id = OLD.profile_id;
+        END IF;
+        RETURN NULL;
+    END $$
+"""
+ARCHIVED_TRIGGERS = {
+    "count_archived_chats_insert": "INSERT ON chats FOR EACH ROW WHEN (NEW.archived)",
+    "count_archived_chats_update": (
+        "UPDATE OF archived ON chats FOR EACH ROW WHEN (OLD.archived IS DISTINCT FROM NEW.archived)"
+    ),
+    "count_archived_chats_delete": "DELETE ON chats FOR EACH ROW WHEN (OLD.archived)",
+}
+
+
+def _chat_list_index(*columns: str) -> None:
+    op.drop_index("ix_chats_profile_last_message", table_name="chats")
+    op.create_index(
+        "ix_chats_profile_last_message",
+        "chats",
+        ["profile_id", *columns, sa.text("last_message_at DESC NULLS LAST"), sa.text("id DESC")],
+    )
+
+
 def upgrade() -> None:
     op.add_column("messages", sa.Column("interactive", JSONB()))
     op.execute("ALTER TYPE send_head ADD ATTRIBUTE interactive jsonb")
     op.execute(_send_head(", m.interactive"))
 
+    op.add_column(
+        "profiles",
+        sa.Column("archived_chat_count", sa.BigInteger(), nullable=False, server_default="0"),
+    )
+    op.execute(
+        "UPDATE profiles SET archived_chat_count = "
+        "(SELECT count(*) FROM chats WHERE chats.profile_id = profiles.id AND chats.archived)"
+    )
+    op.execute(COUNT_ARCHIVED)
+    for name, when in ARCHIVED_TRIGGERS.items():
+        op.execute(f"CREATE TRIGGER {name} AFTER {when} EXECUTE FUNCTION count_archived_chats()")
+    _chat_list_index("archived")
+
 
 def downgrade() -> None:
+    _chat_list_index()
+    for name in ARCHIVED_TRIGGERS:
+        op.execute(f"DROP TRIGGER {name} ON chats")
+    op.execute("DROP FUNCTION count_archived_chats()")
+    op.drop_column("profiles", "archived_chat_count")
     op.execute("ALTER TYPE send_head DROP ATTRIBUTE interactive")
     op.execute(_send_head(""))
     op.drop_column("messages", "interactive")
