@@ -18,6 +18,7 @@ from app.core.idempotency import Replay
 from app.core.queue import arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
+from app.ice_breakers.router import router as ice_breakers_router
 from app.inbound import receipt
 from app.inbound.router import router as inbound_router
 from app.media.router import router as media_router
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         messages_router,
         participants_router,
         actions_router,
+        ice_breakers_router,
     ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)

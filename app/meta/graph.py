@@ -125,6 +125,20 @@ class GraphClient:
             return backoff
         raise self._refusal(account, status, payload, backoff)
 
+    async def messenger_profile(
+        self, account: Account, method: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A call to the Messenger Profile API for Instagram (ice breakers, meta doc §11.3):
+        Meta's answer, or GraphError, or GraphUnreachable."""
+        url = self._url(account, f"{account.send_path_id}/messenger_profile")
+        params = {"platform": "instagram"}
+        if method == "GET":
+            params["fields"] = "ice_breakers"
+        status, payload, _ = await self._call(method, url, account, params=params, json=body)
+        if status < 300 and isinstance(payload, dict):
+            return payload
+        raise self._refusal(account, status, payload)
+
     async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
         """The User Profile API: what Meta shares about a participant who has messaged the
         account (before that, Meta answers code 230, "user consent is required")."""

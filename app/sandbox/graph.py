@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from app.sandbox import actions, events, interactive
+from app.sandbox import actions, events, interactive, messenger_profile
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
@@ -72,7 +72,30 @@ async def dispatch(
         return JSONResponse({"success": True})
     if request.method == "POST" and edge == "messages":
         return await send(request, sandbox, node, params)
+    if edge == "messenger_profile":
+        return messenger_profile_call(request.method, sandbox, _account(node, token), params)
     raise unsupported(request.method, node)
+
+
+def _account(node: str, token: str) -> str:
+    return me(token)["user_id"] if node == "me" else node
+
+
+def messenger_profile_call(method: str, sandbox: Sandbox, account: str, params: Params) -> Response:
+    """Ice breakers (meta doc §11.3); other messenger profile fields are not served."""
+    if method == "POST":
+        sandbox.ice_breakers[account] = messenger_profile.parse(params)
+        return JSONResponse({"success": True})
+    if method == "GET":
+        # In the format they were set in: locale entries, or the flat questions.
+        return JSONResponse({"data": sandbox.ice_breakers.get(account, [])})
+    if method == "DELETE":
+        fields = params.get("fields")
+        if not (isinstance(fields, list) and "ice_breakers" in fields):
+            raise GraphError(100, "(#100) Param fields must name the fields to delete")
+        sandbox.ice_breakers.pop(account, None)
+        return JSONResponse({"success": True})
+    raise unsupported(method, account)
 
 
 async def send(request: Request, sandbox: Sandbox, account: str, params: Params) -> Response:

@@ -44,6 +44,8 @@ class Sandbox:
         # (mid -> account id, participant IGSID), which reactions must name.
         self.actions: list[dict[str, object]] = []
         self.threads: dict[str, tuple[str, str]] = {}
+        # Ice breakers per account, as set (app/sandbox/messenger_profile.py).
+        self.ice_breakers: dict[str, list[dict[str, object]]] = {}
         self.profiles = Profiles()
         self.expired_media: set[str] = set()
         self.set_faults(Faults())

@@ -345,3 +345,28 @@ async def test_inbound_needs_a_webhook_url(client):
     )
     assert response.status_code == 409
     assert "SANDBOX_WEBHOOK_URL" in response.json()["error"]
+
+
+async def test_ice_breakers_as_meta_keeps_them(client):
+    path = f"/v25.0/{IG_ID}/messenger_profile"
+    headers = {"Authorization": "Bearer tok"}
+    default = {"locale": "default", "call_to_actions": [{"question": "Hours?", "payload": "H"}]}
+    for refused in (
+        [{"locale": "en_GB", "call_to_actions": [{"question": "q", "payload": "p"}]}],
+        [{"locale": "default", "call_to_actions": [{"question": "q", "payload": "p"}] * 5}],
+        [default, {"question": "q", "payload": "p"}],
+        [{"locale": "default", "call_to_actions": [{"question": "", "payload": "p"}]}],
+    ):
+        answer = await client.post(path, headers=headers, json={"ice_breakers": refused})
+        assert_error(answer, 400, 100)
+    set_ = await client.post(
+        path, headers=headers, json={"platform": "instagram", "ice_breakers": [default]}
+    )
+    assert set_.json() == {"success": True}
+    read = await client.get(path, headers=headers, params={"fields": "ice_breakers"})
+    assert read.json() == {"data": [default]}
+    deleted = await client.request(
+        "DELETE", path, headers=headers, json={"fields": ["ice_breakers"]}
+    )
+    assert deleted.json() == {"success": True}
+    assert (await client.get(path, headers=headers)).json() == {"data": []}
