@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from app.actions.router import router as actions_router
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
+from app.comments.router import router as comments_router
 from app.core import errors
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         participants_router,
         actions_router,
         ice_breakers_router,
+        comments_router,
     ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)

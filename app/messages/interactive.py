@@ -113,12 +113,12 @@ class Interactive(_Strict):
     card: CardIn | None = None
     elements: Elements | None = None
 
-    def check(self, body: str | None, has_media: bool) -> None:
-        """The rules between fields (FieldError naming them)."""
+    def check(self, body: str | None, has_media: bool, body_field: str = "body") -> None:
+        """The rules between fields (FieldError naming them; the text is `body_field`)."""
         if self.card is not None and self.buttons is None:
             raise FieldError("a card needs buttons: it is the template that carries them", "card")
         if self.elements is not None:
-            given = [n for n, v in (("body", body), ("buttons", self.buttons),
+            given = [n for n, v in ((body_field, body), ("buttons", self.buttons),
                                     ("card", self.card)) if v is not None]  # fmt: skip
             if given:
                 raise FieldError(
@@ -134,20 +134,23 @@ class Interactive(_Strict):
                     "quick_replies",
                 )
             if body is None:
-                raise FieldError("quick replies need a body: the text they answer", "body")
+                raise FieldError(
+                    f"quick replies need a {body_field}: the text they answer", body_field
+                )
         if self.buttons is not None:
             if has_media:
                 raise FieldError("buttons cannot be sent with media", "buttons", "media")
             if body is None:
                 raise FieldError(
-                    "buttons need a body: it is the title of the template that carries them",
-                    "body",
+                    f"buttons need a {body_field}: it is the title of the template that "
+                    "carries them",
+                    body_field,
                 )
             if len(body) > MAX_TEMPLATE_TEXT:
                 raise FieldError(
-                    f"with buttons, the body is the template's title: at most "
+                    f"with buttons, the {body_field} is the template's title: at most "
                     f"{MAX_TEMPLATE_TEXT} characters, not {len(body)}",
-                    "body",
+                    body_field,
                 )
         if self.elements is not None and has_media:
             raise FieldError("elements cannot be sent with media", "elements", "media")

@@ -80,6 +80,8 @@ class Message(SerialId, Timestamps, Base):
     # Outbound: the interactive content it was sent with (quick_replies, buttons, card,
     # elements; app/messages/interactive.py), as the API shows it.
     interactive: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # A private reply: the comment it answers (Meta's `recipient: {comment_id}`).
+    external_comment_id: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     error_details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
@@ -147,3 +149,4 @@ class MessageRow:
     created_at: datetime
     updated_at: datetime
     interactive: dict[str, Any] | None = None
+    external_comment_id: str | None = None

@@ -122,6 +122,7 @@ class Outbound:
     claimed_until: datetime | None
     next_attempt_at: datetime | None
     interactive: dict[str, Any] | None = None
+    external_comment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,7 @@ def _head(row: asyncpg.Record) -> Head:
         claimed_until=row["claimed_until"],
         next_attempt_at=row["next_attempt_at"],
         interactive=json.loads(row["interactive"]) if row["interactive"] else None,
+        external_comment_id=row["external_comment_id"],
     )
     return Head(
         message,

@@ -178,6 +178,7 @@ class MessageOut(BaseModel):
     body: str | None
     status: StatusName
     tag: str | None
+    external_comment_id: str | None = None
     error_message: str | None
     error_details: ErrorDetails | None
     platform_data: dict[str, Any] | None
@@ -237,6 +238,7 @@ class MessageOut(BaseModel):
             body=message.body,
             status=cast(StatusName, message.status),
             tag=message.tag,
+            external_comment_id=message.external_comment_id,
             error_message=message.error_message,
             error_details=ErrorDetails(**message.error_details) if message.error_details else None,
             platform_data=message.platform_data,

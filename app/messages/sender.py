@@ -356,6 +356,7 @@ def _body(head: Head) -> dict[str, Any]:
         message.tag,
         message.reply_to_external_id,
         message.interactive,
+        message.external_comment_id,
     )
 
 

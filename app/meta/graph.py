@@ -206,8 +206,10 @@ def send_body(
     tag: str | None,
     reply_to_mid: str | None,
     interactive: dict[str, Any] | None = None,
+    comment_id: str | None = None,
 ) -> dict[str, Any]:
-    """The Send API body for one message."""
+    """The Send API body for one message; with `comment_id`, a private reply to that comment
+    (meta doc §2.9), which Meta delivers to its author."""
     message: dict[str, Any] = (
         {"text": text}
         if attachment is None
@@ -215,7 +217,8 @@ def send_body(
     )
     if interactive:
         message = meta_message(text, interactive)
-    body: dict[str, Any] = {"recipient": {"id": recipient_id}, "message": message}
+    recipient = {"id": recipient_id} if comment_id is None else {"comment_id": comment_id}
+    body: dict[str, Any] = {"recipient": recipient, "message": message}
     if tag is not None:
         body["messaging_type"] = "MESSAGE_TAG"
         body["tag"] = tag

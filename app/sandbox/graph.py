@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from app.sandbox import actions, events, interactive, messenger_profile
+from app.sandbox import actions, comments, events, interactive, messenger_profile
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
@@ -99,6 +99,12 @@ def messenger_profile_call(method: str, sandbox: Sandbox, account: str, params: 
 
 
 async def send(request: Request, sandbox: Sandbox, account: str, params: Params) -> Response:
+    recipient, comment = params.get("recipient"), None
+    if isinstance(recipient, dict) and "comment_id" in recipient:  # a private reply (§2.9)
+        comment = comments.private_reply_recipient(
+            sandbox.comments, account, recipient["comment_id"], params
+        )
+        params = {**params, "recipient": {"id": comment["from_id"]}}
     recipient_id = check_send(params)
     fault = sandbox.faults.recipients.get(recipient_id)
     if fault:
@@ -127,6 +133,9 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: Params)
         record["reply_to"] = params["reply_to"]
     sandbox.sent.append(record)
     sandbox.threads[mid] = (account, recipient_id)
+    if comment is not None:
+        comment["replied"] = True
+        record["comment_id"] = str(recipient["comment_id"])  # type: ignore[index]
 
     answer = {"recipient_id": recipient_id, "message_id": mid}
     content = events.echo_message(mid, params["message"])

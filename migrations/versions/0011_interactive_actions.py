@@ -1,9 +1,11 @@
 """Interactive content and actions: what an outbound message was sent with
-(`messages.interactive`: quick replies, buttons, card, elements), carried to the sender by
-`send_head`; archived chats kept out of lists by an index and counted by a trigger
-(`profiles.archived_chat_count`, beside migration 0004's `chat_count`).
+(`messages.interactive`: quick replies, buttons, card, elements) and the comment a private
+reply answers (`messages.external_comment_id`), both carried to the sender by `send_head`;
+comments from the `comments` webhook field (table `comments`); archived chats kept out of
+lists by an index and counted by a trigger (`profiles.archived_chat_count`, beside migration
+0004's `chat_count`).
 
-The composite type `send_head` gains the column at its end and the function selects it;
+The composite type `send_head` gains the columns at its end and the function selects them;
 `publish_sends` returns `send_head` rows (`h.*`), so it follows unchanged.
 
 Revision ID: 0011
@@ -77,8 +79,10 @@ def _chat_list_index(*columns: str) -> None:
 
 def upgrade() -> None:
     op.add_column("messages", sa.Column("interactive", JSONB()))
+    op.add_column("messages", sa.Column("external_comment_id", sa.Text()))
     op.execute("ALTER TYPE send_head ADD ATTRIBUTE interactive jsonb")
-    op.execute(_send_head(", m.interactive"))
+    op.execute("ALTER TYPE send_head ADD ATTRIBUTE external_comment_id text")
+    op.execute(_send_head(", m.interactive, m.external_comment_id"))
 
     op.add_column(
         "profiles",
@@ -93,6 +97,43 @@ def upgrade() -> None:
         op.execute(f"CREATE TRIGGER {name} AFTER {when} EXECUTE FUNCTION count_archived_chats()")
     _chat_list_index("archived")
 
+    op.create_table(
+        "comments",
+        sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
+        sa.Column("profile_id", sa.BigInteger(), nullable=False),
+        sa.Column("external_id", sa.Text(), nullable=False),
+        sa.Column("post_external_id", sa.Text()),
+        sa.Column("parent_external_id", sa.Text()),
+        sa.Column("media_product_type", sa.Text()),
+        sa.Column("author_external_id", sa.Text()),
+        sa.Column("author_username", sa.Text()),
+        sa.Column("body", sa.Text()),
+        sa.Column("commented_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("private_reply_message_id", sa.BigInteger()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_comments")),
+        sa.ForeignKeyConstraint(
+            ["profile_id"],
+            ["profiles.id"],
+            name=op.f("fk_comments_profile_id_profiles"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["private_reply_message_id"],
+            ["messages.id"],
+            name=op.f("fk_comments_private_reply_message_id_messages"),
+            ondelete="SET NULL",
+        ),
+    )
+    op.create_index(
+        "uq_comments_profile_external_id", "comments", ["profile_id", "external_id"], unique=True
+    )
+
 
 def downgrade() -> None:
     _chat_list_index()
@@ -100,6 +141,9 @@ def downgrade() -> None:
         op.execute(f"DROP TRIGGER {name} ON chats")
     op.execute("DROP FUNCTION count_archived_chats()")
     op.drop_column("profiles", "archived_chat_count")
+    op.drop_table("comments")
+    op.execute("ALTER TYPE send_head DROP ATTRIBUTE external_comment_id")
     op.execute("ALTER TYPE send_head DROP ATTRIBUTE interactive")
     op.execute(_send_head(""))
+    op.drop_column("messages", "external_comment_id")
     op.drop_column("messages", "interactive")
