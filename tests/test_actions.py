@@ -89,7 +89,7 @@ async def test_a_participants_reaction_and_ours_are_both_kept(account, clean):
     [
         ({"reaction": "like"}, "love"),
         ({"emoji": "haha"}, "emoji"),
-        ({}, "give a reaction"),
+        ({}, "request body is missing"),
     ],
 )
 async def test_wrong_reactions_are_refused_and_nothing_is_sent(account, clean, fields, words):

@@ -1,6 +1,4 @@
-from typing import Annotated
-
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from app.actions import service
 from app.actions.schemas import AcceptedOut, ReactionIn
@@ -24,15 +22,13 @@ def _actor(request: Request) -> service.Actor:
 @router.post("/messages/{message_id}/react", response_model=MessageOut)
 async def react(
     message_id: str,
+    fields: ReactionIn,
     request: Request,
     scope: CurrentScope,
     session: Session,
     idempotency: Idempotency,
-    fields: Annotated[ReactionIn | None, Body()] = None,
 ) -> Response:
     """React to a message as the account: `love`, or any emoji. Sent to Meta at once."""
-    if fields is None:
-        raise APIError(422, "give a reaction (love) or an emoji")
     message = await service.react(
         session, _actor(request), scope, message_id, fields.reaction, fields.emoji
     )

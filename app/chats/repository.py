@@ -26,7 +26,8 @@ async def list_page(
 ) -> tuple[list[Chat], int]:
     """A page of the profile's chats (archived ones, or the others), newest activity first,
     and the total they are a page of (`kept_total` if given, else counted)."""
-    conditions = [Chat.profile_id == profile_id, Chat.archived.is_(archived)]
+    # `=`, not IS: the list index can serve only an equality.
+    conditions = [Chat.profile_id == profile_id, Chat.archived == archived]
     if active_before is not None:
         conditions.append(Chat.last_message_at < active_before)
     if active_after is not None:

@@ -1,5 +1,6 @@
-"""Meta's Graph endpoints as the sandbox serves them: the Send API, /me, subscribed_apps and the
-User Profile API, answered as Meta documents them, usage headers included.
+"""Meta's Graph endpoints as the sandbox serves them: the Send API (messages, templates, quick
+replies, sender actions, private replies), /me, subscribed_apps, the User Profile API and the
+messenger profile's ice breakers, answered as Meta documents them, usage headers included.
 
 Every path outside /_sandbox comes here (app.sandbox.app), so that any `/vNN.N/` prefix (or
 none) works and unknown paths get Meta's own error.
