@@ -219,3 +219,13 @@ async def test_archive_of_an_unknown_chat_is_404(account, clean):
     with pytest.raises(PostProxyError) as missing:
         await account.client.chats.archive("nope")
     assert missing.value.status_code == 404
+
+
+async def test_a_sender_action_meta_is_slow_to_answer_is_dropped_not_waited_for(account, clean):
+    chat, _ = await _inbound(account, clean)
+    await clean.sandbox("POST", "/_sandbox/faults", json={"latency_ms": 7000})
+    # Answered (the SDK gives up after 5 s): dropped, as the indicator would now be late.
+    with pytest.raises(PostProxyError) as dropped:
+        await account.client.chats.start_typing(chat.id)
+    assert dropped.value.status_code == 429
+    assert "dropped" in str(dropped.value)
