@@ -7,7 +7,7 @@ from postproxy import PostProxyError, ValidationError
 from sqlalchemy import select
 
 from app.comments.models import Comment
-from tests.conftest import wait_for
+from tests.conftest import wait_for, worker_idle
 
 COMMENTER = "1602510301007777"
 
@@ -155,3 +155,18 @@ def test_comment_webhooks_parse_in_metas_shapes():
     assert comment.commented_at.year == 2026  # seconds, not milliseconds
     assert comment.media_product_type == "REELS" and comment.author_username == "fan"
     assert len(parsed.problems) == 1 and parsed.events == []
+
+
+async def test_a_comment_delivered_twice_is_stored_once_and_others_accounts_not_at_all(
+    account, clean
+):
+    first = await _comment(account, clean)
+    await _comment(account, clean, comment_id=first.external_id)
+    stranger = {"account_id": "17841400000009999", "sender_id": COMMENTER, "text": "hi",
+                "comment_id": "31337"}  # fmt: skip
+    await clean.sandbox("POST", "/_sandbox/comments", json=stranger)
+    last = await _comment(account, clean)
+    await worker_idle(clean)  # every webhook applied
+    async with clean.sessionmaker() as session:
+        stored = (await session.scalars(select(Comment.external_id).order_by(Comment.id))).all()
+    assert stored == [first.external_id, last.external_id]
