@@ -6,8 +6,10 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from app.actions.router import router as actions_router
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
+from app.comments.router import router as comments_router
 from app.core import errors
 from app.core.addresses import resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
@@ -18,11 +20,13 @@ from app.core.idempotency import Replay
 from app.core.queue import arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
+from app.ice_breakers.router import router as ice_breakers_router
 from app.inbound import receipt
 from app.inbound.router import router as inbound_router
 from app.media.router import router as media_router
 from app.messages import express as messages_express
 from app.messages.router import router as messages_router
+from app.messages.throttle import ProfileThrottle
 from app.meta.graph import GraphClient, create_session
 from app.participants.router import router as participants_router
 from app.profiles.router import router as profiles_router
@@ -45,6 +49,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         # Graph reads made while answering a request (participant profiles).
         http = create_session(timeout_seconds=10.0)
         app.state.graph = GraphClient(settings, http)
+        # Sender actions (app/actions) book their slots under the profile's rate limit.
+        app.state.throttle = ProfileThrottle(app.state.arq_pool, settings)
         principals: PrincipalCache = app.state.principals
         watcher = asyncio.create_task(principals.watch(app.state.arq_pool))
         try:
@@ -93,6 +99,9 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         messages_router,
         participants_router,
         webhooks_router,
+        actions_router,
+        ice_breakers_router,
+        comments_router,
     ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)

@@ -2,6 +2,7 @@
 
 from app.api_keys.models import ApiKey
 from app.chats.models import Chat
+from app.comments.models import Comment
 from app.core.db import Base
 from app.core.idempotency import IdempotencyRecord
 from app.events.models import CustomerEvent
@@ -16,6 +17,7 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "Chat",
+    "Comment",
     "CustomerEvent",
     "CustomerWebhook",
     "Dispatch",

@@ -101,8 +101,12 @@ async def test_a_json_body_that_is_not_an_object_is_422_naming_no_field(account,
         ({}, ["body", "media"]),
         ({"body": "hi", "media": ["https://cdn.example/a.png"]}, ["body", "media"]),
         (
+            {"body": "hi", "reply_markup": {"a": 1}, "template": {"name": "t"}},
+            ["reply_markup", "template"],
+        ),
+        (
             {"body": "hi", "quick_replies": [{"title": "a"}], "buttons": [1]},
-            ["quick_replies", "buttons"],
+            ["quick_replies.0.payload", "buttons.0"],
         ),
         ({"media": ["https://cdn.example/a.exe"]}, ["media.0"]),
         ({"media": ["https://a.example/1.png", "https://a.example/2.png"]}, ["media"]),

@@ -96,6 +96,11 @@ CASES = [
     Case("media send", json_body={"media": ["https://cdn.example/a.png"]}, lane=True),
     Case("reply", json_body={"body": "re", "reply_to_external_id": "aWdf_earlier"}, lane=True),
     Case(
+        "quick replies",
+        json_body={"body": "hi", "quick_replies": [{"title": "a", "payload": "b"}]},
+        lane=True,
+    ),
+    Case(
         "HUMAN_AGENT after 24 hours",
         json_body={"body": "agent here", "tag": "HUMAN_AGENT"},
         last_inbound_ago=timedelta(days=2),
@@ -135,7 +140,10 @@ CASES = [
     Case("media not http", json_body={"media": ["ftp://a.example/1.png"]}),
     Case("media of unknown type", json_body={"media": ["https://a.example/file.exe"]}),
     Case("unknown field", json_body={"body": "hi", "colour": "red"}),
-    Case("unsupported option", json_body={"body": "hi", "quick_replies": [{"title": "a"}]}),
+    Case("unsupported option", json_body={"body": "hi", "reply_markup": {"a": 1}}),
+    Case(
+        "quick reply without payload", json_body={"body": "hi", "quick_replies": [{"title": "a"}]}
+    ),
     Case("body not a string", json_body={"body": 5}),
     Case("unknown tag", json_body={"body": "hi", "tag": "ACCOUNT_UPDATE"}),
     Case("NUL in text", json_body={"body": "a\x00b"}),

@@ -236,6 +236,9 @@ class Route:
 BASELINES = {
     "ChatCreate": {"participant_external_id": "1"},
     "MessageSend": {"body": "hi"},
+    "ReactionIn": {"reaction": "love"},
+    "IceBreakersIn": {"ice_breakers": [{"question": "q", "payload": "p"}]},
+    "PrivateReplyIn": {"text": "hi"},
 }
 
 

@@ -114,7 +114,7 @@ async def test_a_revoked_token_fails_the_send_and_expires_the_profile(account, c
         ({"media": ["https://a.example/file.exe"]}, "media type"),
         ({"body": 5}, "body"),
         ({"body": "hi", "tag": "ACCOUNT_UPDATE"}, "tag"),
-        ({"body": "hi", "quick_replies": [{"title": "a", "payload": "b"}]}, "quick_replies"),
+        ({"body": "hi", "reply_markup": {"inline_keyboard": []}}, "reply_markup"),
         ({"body": "hi", "colour": "red"}, "colour"),
         ({"body": "a\x00b"}, "U+0000"),
         ({"body": "hi", "reply_to_external_id": "aWdf\x00"}, "U+0000"),

@@ -13,10 +13,11 @@ class Chat(SerialId, Timestamps, Base):
     __tablename__ = "chats"
     __table_args__ = (
         UniqueConstraint("profile_id", "participant_external_id"),
-        # Chat lists: newest activity first, within one profile.
+        # Chat lists: newest activity first, within one profile, archived or not.
         Index(
             "ix_chats_profile_last_message",
             "profile_id",
+            "archived",
             "last_message_at",
             "id",
             postgresql_ops={"last_message_at": "DESC NULLS LAST", "id": "DESC"},

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
@@ -22,10 +22,12 @@ async def list_page(
     active_after: datetime | None,
     active_before: datetime | None,
     kept_total: int | None,
+    archived: bool = False,
 ) -> tuple[list[Chat], int]:
-    """A page of the profile's chats, newest activity first, and the total they are a page
-    of (`kept_total` if given, else counted)."""
-    conditions = [Chat.profile_id == profile_id]
+    """A page of the profile's chats (archived ones, or the others), newest activity first,
+    and the total they are a page of (`kept_total` if given, else counted)."""
+    # `=`, not IS: the list index can serve only an equality.
+    conditions = [Chat.profile_id == profile_id, Chat.archived == archived]
     if active_before is not None:
         conditions.append(Chat.last_message_at < active_before)
     if active_after is not None:
@@ -52,6 +54,14 @@ async def upsert(
     )
     chat, created = (await session.execute(statement)).one()
     return chat, created
+
+
+async def set_archived(session: AsyncSession, chat: Chat, archived: bool) -> None:
+    """Archive or unarchive the chat; its loaded columns are refreshed."""
+    await session.execute(
+        update(Chat).where(Chat.id == chat.id).values(archived=archived, updated_at=func.now())
+    )
+    await session.refresh(chat)
 
 
 async def get_visible(

@@ -28,9 +28,13 @@ async def list_chats(
         Timestamp | None,
         Query(description="Chats active after this time (ISO 8601; UTC if no offset)"),
     ] = None,
+    archived: Annotated[
+        bool,
+        Query(description="true: the archived chats (which other lists leave out)"),
+    ] = False,
 ) -> Page[ChatOut]:
     profile = await get_profile(session, scope, profile_id)
-    chats, total = await service.list_chats(session, profile, page, before, after)
+    chats, total = await service.list_chats(session, profile, page, before, after, archived)
     return Page(
         data=[ChatOut.of(c) for c in chats], total=total, page=page.page, per_page=page.per_page
     )
@@ -52,6 +56,24 @@ async def create_chat(
     profile = await get_profile(session, scope, profile_id)
     chat, created = await service.find_or_create(session, profile, fields)
     return await idempotency.remember(session, 201 if created else 200, ChatOut.of(chat))
+
+
+@router.post("/chats/{chat_id}/archive", response_model=ChatOut)
+async def archive_chat(
+    chat_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
+) -> Response:
+    """Archive the chat: lists leave it out (unless `archived=true`) until the participant
+    writes again."""
+    chat = await service.set_archived(session, scope, chat_id, archived=True)
+    return await idempotency.remember(session, 200, ChatOut.of(chat))
+
+
+@router.delete("/chats/{chat_id}/archive", response_model=ChatOut)
+async def unarchive_chat(
+    chat_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
+) -> Response:
+    chat = await service.set_archived(session, scope, chat_id, archived=False)
+    return await idempotency.remember(session, 200, ChatOut.of(chat))
 
 
 @router.get("/chats/{chat_id}", response_model=ChatOut)

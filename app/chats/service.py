@@ -18,13 +18,29 @@ async def list_chats(
     page: PageParams,
     before: datetime | None,
     after: datetime | None,
+    archived: bool = False,
 ) -> tuple[list[Chat], int]:
-    # Unfiltered, the total is the profile's kept count: no count(*) over its chats.
+    # Unfiltered, the total is from the profile's kept counts: no count(*) over its chats.
     filtered = before is not None or after is not None
-    kept_total = None if filtered else profile.chat_count
+    archived_count = profile.archived_chat_count
+    kept = archived_count if archived else profile.chat_count - archived_count
     return await repository.list_page(
-        session, profile.id, page, active_after=after, active_before=before, kept_total=kept_total
+        session,
+        profile.id,
+        page,
+        active_after=after,
+        active_before=before,
+        kept_total=None if filtered else kept,
+        archived=archived,
     )
+
+
+async def set_archived(session: AsyncSession, scope: Scope, chat_id: str, archived: bool) -> Chat:
+    """Archive the chat (out of lists until asked for, or until the participant writes) or
+    bring it back."""
+    chat, _ = await find_chat(session, scope, chat_id)
+    await repository.set_archived(session, chat, archived)
+    return chat
 
 
 async def find_or_create(

@@ -51,10 +51,26 @@ class Event:
         return ChatKey(self.account_id, self.participant_id)
 
 
+@dataclass(frozen=True)
+class CommentEvent:
+    """A comment on one of the account's posts (the `comments` field, meta doc §11.4)."""
+
+    account_id: str  # the business (IG_ID), the post's owner
+    external_id: str
+    commented_at: datetime
+    author_id: str | None
+    author_username: str | None
+    text: str | None
+    post_id: str | None
+    parent_id: str | None
+    media_product_type: str | None
+
+
 @dataclass
 class Parsed:
     events: list[Event] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    comments: list[CommentEvent] = field(default_factory=list)
 
 
 def parse_body(body: str) -> Parsed:
@@ -111,11 +127,45 @@ def parse_payload(payload: Any) -> Parsed:
             where = f"entry[{e}].changes[{i}]"
             if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
                 parsed.problems.append(f"{where} has no value object")
-            elif change.get("field") == "comments":
-                parsed.problems.append(f"{where}: comment webhooks are not handled by dmrelay")
+            elif change.get("field") in ("comments", "live_comments"):
+                try:
+                    parsed.comments.append(_comment(entry_id, entry.get("time"), change["value"]))
+                except ValueError as problem:
+                    parsed.problems.append(f"{where}: {problem}")
             else:
                 _add(parsed, entry_id, change["value"], where)
     return parsed
+
+
+def _comment(entry_id: str, time: Any, value: dict[str, Any]) -> CommentEvent:
+    # Meta's samples disagree: `id`, or `comment_id` (Facebook Login).
+    comment_id = value.get("id") or value.get("comment_id")
+    # The entry's time, in seconds for comments (detected as for any time): when it was made.
+    commented_at = meta_time(time)
+    if not isinstance(comment_id, str | int) or not entry_id or commented_at is None:
+        raise ValueError("a comment needs an id, and its entry an id and a time")
+    author = _object(value.get("from"))
+    media = _object(value.get("media"))
+
+    def text(source: dict[str, Any], key: str) -> str | None:
+        found = source.get(key)
+        return str(found) if isinstance(found, str | int) and str(found) else None
+
+    return CommentEvent(
+        account_id=entry_id,
+        external_id=str(comment_id),
+        commented_at=commented_at,
+        author_id=text(author, "id"),
+        author_username=text(author, "username"),
+        text=text(value, "text"),
+        post_id=text(media, "id"),
+        parent_id=text(value, "parent_id"),
+        media_product_type=text(media, "media_product_type"),
+    )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _list(value: Any) -> list[Any]:

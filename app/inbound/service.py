@@ -74,6 +74,8 @@ def _received(context: Context, event: Event, message: MessageRow | None) -> Out
     if message is None:
         return Outcome.IGNORED
     _touch_chat(context.chat, inbound_at=event.occurred_at)
+    if context.chat.archived:
+        context.chat.archived = False  # the participant wrote: the chat is back in lists
     events.record_message(
         context.session,
         context.profile_id,

@@ -18,6 +18,7 @@ from enum import Enum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.comments.repository import store_comments
 from app.core.settings import Settings
 from app.inbound import repository
 from app.inbound.apply import ApplyMode, Known, OpenEvent, apply_events, new_messages_only
@@ -52,6 +53,9 @@ async def split(
     bodies = await repository.claim_webhook_deliveries(session, webhook_delivery_ids)
     parsed = {webhook_delivery_id: parse_body(body) for webhook_delivery_id, body in bodies.items()}
     events = [event for found in parsed.values() for event in found.events]
+    comments = [comment for found in parsed.values() for comment in found.comments]
+    if comments:
+        await store_comments(session, comments)
     chats = {event.chat for event in events}
     apply_unstaged = mode is SplitMode.APPLY_UNSTAGED and bool(chats)
     if apply_unstaged:

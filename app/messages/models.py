@@ -77,6 +77,11 @@ class Message(SerialId, Timestamps, Base):
     # Outbound media: the one attachment of the send, as {"type", "url"}.
     attachment: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     reply_to_external_id: Mapped[str | None] = mapped_column(Text)
+    # Outbound: the interactive content it was sent with (quick_replies, buttons, card,
+    # elements; app/messages/interactive.py), as the API shows it.
+    interactive: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # A private reply: the comment it answers (Meta's `recipient: {comment_id}`).
+    external_comment_id: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     error_details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
@@ -143,3 +148,5 @@ class MessageRow:
     sort_at: datetime
     created_at: datetime
     updated_at: datetime
+    interactive: dict[str, Any] | None = None
+    external_comment_id: str | None = None

@@ -46,8 +46,10 @@ WITH chat AS (
     LIMIT 1
 ), sent AS (
     INSERT INTO messages
-        (chat_id, profile_id, direction, status, body, tag, attachment, reply_to_external_id)
-    SELECT id, profile_id, '{Direction.OUTBOUND}', '{MessageStatus.PENDING}', $3, $4, $5::jsonb, $6
+        (chat_id, profile_id, direction, status, body, tag, attachment, reply_to_external_id,
+         interactive)
+    SELECT id, profile_id, '{Direction.OUTBOUND}', '{MessageStatus.PENDING}', $3, $4, $5::jsonb, $6,
+        $8::jsonb
     FROM chat
     WHERE profile_status = '{ProfileStatus.ACTIVE}'
         AND (last_inbound_at IS NULL OR last_inbound_at >= now() - $7::interval)
@@ -85,6 +87,7 @@ async def raw_accept(
     attachment: dict[str, str] | None,
     reply_to_external_id: str | None,
     window: timedelta,
+    interactive: dict[str, Any] | None = None,
 ) -> Acceptance | None:
     """Insert a pending outbound message in the chat (our serial, or Meta's conversation id)
     if the key may see it, its profile is active and its window open; None if no such chat."""
@@ -97,6 +100,7 @@ async def raw_accept(
         json.dumps(attachment) if attachment else None,
         reply_to_external_id,
         window,
+        json.dumps(interactive) if interactive else None,
     )
     return None if row is None else Acceptance(*row)
 
@@ -119,6 +123,8 @@ class Outbound:
     attempts: int
     claimed_until: datetime | None
     next_attempt_at: datetime | None
+    interactive: dict[str, Any] | None = None
+    external_comment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +250,8 @@ def _head(row: asyncpg.Record) -> Head:
         attempts=row["attempts"],
         claimed_until=row["claimed_until"],
         next_attempt_at=row["next_attempt_at"],
+        interactive=json.loads(row["interactive"]) if row["interactive"] else None,
+        external_comment_id=row["external_comment_id"],
     )
     return Head(
         message,

@@ -17,6 +17,7 @@ from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
 from app.core.schemas import Text
 from app.media.models import AttachmentStatus
+from app.messages import interactive
 from app.messages.models import Message, MessageRow
 
 # Direction and MessageStatus values, as the API's schema lists them (tests/test_messages.py
@@ -32,10 +33,6 @@ MAX_TEXT_BYTES = 1000
 # Postproxy send options that Instagram through dmrelay does not offer (yet).
 UNSUPPORTED_OPTIONS = (
     "reply_markup",
-    "quick_replies",
-    "buttons",
-    "card",
-    "elements",
     "template",
     "interactive",
     "location",
@@ -108,12 +105,23 @@ class MessageSend(BaseModel):
         description="HUMAN_AGENT lets a human reply up to 7 days after the last inbound message",
     )
     reply_to_external_id: Text | None = Field(default=None, min_length=1, max_length=512)
+    # Interactive content (app/messages/interactive.py).
+    quick_replies: interactive.QuickReplies | None = None
+    buttons: interactive.Buttons | None = None
+    card: interactive.CardIn | None = None
+    elements: interactive.Elements | None = None
     # Derived from media: {"type", "url"} as Meta's Send API takes it.
     _attachment: dict[str, str] | None = PrivateAttr(default=None)
+    # Derived from the interactive fields: what the message stores of them.
+    _interactive: dict[str, Any] | None = PrivateAttr(default=None)
 
     @property
     def attachment(self) -> dict[str, str] | None:
         return self._attachment
+
+    @property
+    def interactive(self) -> dict[str, Any] | None:
+        return self._interactive
 
     @model_validator(mode="before")
     @classmethod
@@ -137,7 +145,12 @@ class MessageSend(BaseModel):
 
     @model_validator(mode="after")
     def _check_meta_rules(self) -> "MessageSend":
-        if self.body is None and not self.media:
+        content = interactive.Interactive.model_construct(
+            **{name: getattr(self, name) for name in interactive.FIELDS}
+        )
+        content.check(self.body, bool(self.media))
+        self._interactive = content.stored()
+        if self.body is None and not self.media and self.elements is None:
             raise FieldError("a message needs a body or one media URL", "body", "media")
         if self.body is not None and self.media:
             raise FieldError(
@@ -165,6 +178,7 @@ class MessageOut(BaseModel):
     body: str | None
     status: StatusName
     tag: str | None
+    external_comment_id: str | None = None
     error_message: str | None
     error_details: ErrorDetails | None
     platform_data: dict[str, Any] | None
@@ -173,6 +187,11 @@ class MessageOut(BaseModel):
     external_edited_at: datetime | None
     external_deleted_at: datetime | None
     reply_to_external_id: str | None
+    # What an outbound message was sent with (app/messages/interactive.py).
+    quick_replies: list[dict[str, Any]] | None = None
+    buttons: list[dict[str, Any]] | None = None
+    card: dict[str, Any] | None = None
+    elements: list[dict[str, Any]] | None = None
     reactions: list[dict[str, Any]] = []
     attachments: list[dict[str, Any]] = []
     is_unsupported: bool = False
@@ -208,6 +227,7 @@ class MessageOut(BaseModel):
             for sender, state in (message.reactions or {}).items()
             if state["action"] == "react"
         ]
+        sent_with = message.interactive or {}
         # Built from stored values, which need no validating (validation would be most of
         # the cost of an inbound message's customer event).
         return cls.model_construct(
@@ -218,6 +238,7 @@ class MessageOut(BaseModel):
             body=message.body,
             status=cast(StatusName, message.status),
             tag=message.tag,
+            external_comment_id=message.external_comment_id,
             error_message=message.error_message,
             error_details=ErrorDetails(**message.error_details) if message.error_details else None,
             platform_data=message.platform_data,
@@ -226,6 +247,10 @@ class MessageOut(BaseModel):
             external_edited_at=message.external_edited_at,
             external_deleted_at=message.external_deleted_at,
             reply_to_external_id=message.reply_to_external_id,
+            quick_replies=sent_with.get("quick_replies"),
+            buttons=sent_with.get("buttons"),
+            card=sent_with.get("card"),
+            elements=sent_with.get("elements"),
             reactions=reactions,
             attachments=attachments,
             is_unsupported=message.is_unsupported,

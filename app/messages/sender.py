@@ -355,6 +355,8 @@ def _body(head: Head) -> dict[str, Any]:
         message.attachment,
         message.tag,
         message.reply_to_external_id,
+        message.interactive,
+        message.external_comment_id,
     )
 
 

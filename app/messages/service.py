@@ -44,6 +44,7 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
         fields.attachment,
         fields.reply_to_external_id,
         window.length(fields.tag),
+        fields.interactive,
     )
     if accepted is None:
         raise NotFound("Chat")
@@ -61,6 +62,7 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
         tag=fields.tag,
         attachment=fields.attachment,
         reply_to_external_id=fields.reply_to_external_id,
+        interactive=fields.interactive,
         is_unsupported=False,
         created_at=accepted.created_at,
     )

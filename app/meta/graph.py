@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from app.core.settings import Settings
+from app.messages.interactive import meta_message
 from app.meta.errors import GraphError
 from app.profiles.models import Connection
 
@@ -113,6 +114,31 @@ class GraphClient:
             return SendAnswer(str(payload["message_id"]), backoff)
         raise self._refusal(account, status, payload, backoff)
 
+    async def sender_action(self, account: Account, body: dict[str, Any]) -> float | None:
+        """POST a sender action (react, unreact, typing, mark_seen) to the Send API, which
+        answers `{"recipient_id"}` alone; returns how long Meta's usage headers ask to stop
+        calling, if at all, or raises GraphError or GraphUnreachable."""
+        url = self._url(account, f"{account.send_path_id}/messages")
+        status, payload, headers = await self._call("POST", url, account, json=body)
+        backoff = throttled_for(headers)
+        if status < 300 and isinstance(payload, dict) and "recipient_id" in payload:
+            return backoff
+        raise self._refusal(account, status, payload, backoff)
+
+    async def messenger_profile(
+        self, account: Account, method: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A call to the Messenger Profile API for Instagram (ice breakers, meta doc §11.3):
+        Meta's answer, or GraphError, or GraphUnreachable."""
+        url = self._url(account, f"{account.send_path_id}/messenger_profile")
+        params = {"platform": "instagram"}
+        if method == "GET":
+            params["fields"] = "ice_breakers"
+        status, payload, _ = await self._call(method, url, account, params=params, json=body)
+        if status < 300 and isinstance(payload, dict):
+            return payload
+        raise self._refusal(account, status, payload)
+
     async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
         """The User Profile API: what Meta shares about a participant who has messaged the
         account (before that, Meta answers code 230, "user consent is required")."""
@@ -162,20 +188,37 @@ def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def sender_action_body(
+    recipient_id: str, action: str, payload: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The Send API body for a sender action: only `recipient` and `sender_action` (and a
+    reaction's `payload`), as Meta requires (meta doc §2.5, §2.6)."""
+    body: dict[str, Any] = {"recipient": {"id": recipient_id}, "sender_action": action}
+    if payload is not None:
+        body["payload"] = payload
+    return body
+
+
 def send_body(
     recipient_id: str,
     text: str | None,
     attachment: dict[str, str] | None,
     tag: str | None,
     reply_to_mid: str | None,
+    interactive: dict[str, Any] | None = None,
+    comment_id: str | None = None,
 ) -> dict[str, Any]:
-    """The Send API body for one message."""
+    """The Send API body for one message; with `comment_id`, a private reply to that comment
+    (meta doc §2.9), which Meta delivers to its author."""
     message: dict[str, Any] = (
         {"text": text}
         if attachment is None
         else {"attachment": {"type": attachment["type"], "payload": {"url": attachment["url"]}}}
     )
-    body: dict[str, Any] = {"recipient": {"id": recipient_id}, "message": message}
+    if interactive:
+        message = meta_message(text, interactive)
+    recipient = {"id": recipient_id} if comment_id is None else {"comment_id": comment_id}
+    body: dict[str, Any] = {"recipient": recipient, "message": message}
     if tag is not None:
         body["messaging_type"] = "MESSAGE_TAG"
         body["tag"] = tag

@@ -56,3 +56,5 @@ class Profile(SerialId, Timestamps, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
     chat_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # Of those, the archived ones (a trigger, migration 0011): lists leave them out.
+    archived_chat_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -1,8 +1,10 @@
 """The unauthenticated control surface, under /_sandbox:
 
-GET|DELETE /sent                 what the Send API accepted
+GET|DELETE /sent                 what the Send API accepted (DELETE: sender actions too)
+GET        /actions              the sender actions it took (react, typing, mark_seen, ...)
 GET|POST   /faults               the fault set (shape: app.sandbox.faults)
 POST       /inbound              {account_id, sender_id, text} -> {mid, timestamp}
+POST       /comments             a comment on a post (app.sandbox.comments) -> {comment_id}
 POST       /emit                 webhook events (shapes: app.sandbox.events) ->
                                  {mids, posts, statuses}
 POST       /profiles             {"<IGSID>": {field: value}}: override, and grant consent
@@ -13,6 +15,7 @@ POST       /media/expire         {"names": [...]}: those answer 404 from now on
 """
 
 import random
+import time
 from functools import partial
 from typing import Any
 
@@ -22,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.sandbox import media
+from app.sandbox.comments import NewComment
 from app.sandbox.events import AnyEvent, Batch, Item, Shape, Text, bodies, item_key, opens_profile
 from app.sandbox.faults import Faults
 from app.sandbox.profiles import ProfileFields
@@ -79,7 +83,13 @@ async def list_sent(sandbox: SandboxDep) -> Answer:
 @control.delete("/sent")
 async def clear_sent(sandbox: SandboxDep) -> Answer:
     sandbox.sent.clear()
+    sandbox.actions.clear()
     return {"success": True}
+
+
+@control.get("/actions")
+async def list_actions(sandbox: SandboxDep) -> Answer:
+    return {"data": sandbox.actions}
 
 
 @control.get("/faults")
@@ -102,6 +112,9 @@ async def emit_items(sandbox: Sandbox, emit: Emit, base_url: str) -> tuple[list[
         item = event.item(timestamp, new_media_url)
         if opens_profile(item):  # before posting: dmrelay may read the profile at once
             sandbox.profiles.consent(event.sender_id)
+        content = item[item_key(item)]
+        if item_key(item) == "message" and isinstance(content.get("mid"), str):
+            sandbox.threads[content["mid"]] = (event.account_id, event.sender_id)
         pairs.append((event.account_id, item))
     payloads = bodies(pairs, emit.batch, emit.shape)
     if emit.duplicate:
@@ -122,6 +135,17 @@ async def emit(body: Emit, request: Request, sandbox: Sandbox = ReadyDep) -> Ans
     items, statuses = await emit_items(sandbox, body, str(request.base_url))
     mids = [item[item_key(item)].get("mid") for item in items]
     return {"mids": mids, "posts": len(statuses), "statuses": statuses}
+
+
+@control.post("/comments")
+async def comment(body: NewComment, sandbox: Sandbox = ReadyDep) -> Answer:
+    at = body.time if body.time is not None else int(time.time())
+    sandbox.comments[body.comment_id] = body.record(at)
+    try:
+        response = await sandbox.post_webhook(body.body(at))
+    except httpx.HTTPError as exc:
+        raise ControlError(502, f"webhook delivery failed: {exc!r}") from exc
+    return {"comment_id": body.comment_id, "status": response.status_code}
 
 
 @control.post("/inbound")

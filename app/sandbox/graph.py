@@ -1,5 +1,6 @@
-"""Meta's Graph endpoints as the sandbox serves them: the Send API, /me, subscribed_apps and the
-User Profile API, answered as Meta documents them, usage headers included.
+"""Meta's Graph endpoints as the sandbox serves them: the Send API (messages, templates, quick
+replies, sender actions, private replies), /me, subscribed_apps, the User Profile API and the
+messenger profile's ice breakers, answered as Meta documents them, usage headers included.
 
 Every path outside /_sandbox comes here (app.sandbox.app), so that any `/vNN.N/` prefix (or
 none) works and unknown paths get Meta's own error.
@@ -19,7 +20,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from app.sandbox import events
+from app.sandbox import actions, comments, events, interactive, messenger_profile
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
@@ -28,7 +29,7 @@ from app.sandbox.state import Sandbox, SentRecord
 
 GRAPH_PATH = re.compile(r"(?:v\d+\.\d+/)?(?P<node>[^/]+)(?:/(?P<edge>[^/]+))?/?")
 PARAM_KEY = re.compile(r"[^\[\]]+")  # "message[attachment][type]" -> message, attachment, type
-ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart"}
+ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart", "template"}
 SENDER_ACTIONS = {"react", "unreact", "typing_on", "typing_off", "mark_seen"}
 # A call's parameters, query and body merged: JSON values, nested as Graph reads them.
 Params = dict[str, Any]
@@ -72,17 +73,47 @@ async def dispatch(
         return JSONResponse({"success": True})
     if request.method == "POST" and edge == "messages":
         return await send(request, sandbox, node, params)
+    if edge == "messenger_profile":
+        return messenger_profile_call(request.method, sandbox, _account(node, token), params)
     raise unsupported(request.method, node)
 
 
+def _account(node: str, token: str) -> str:
+    return me(token)["user_id"] if node == "me" else node
+
+
+def messenger_profile_call(method: str, sandbox: Sandbox, account: str, params: Params) -> Response:
+    """Ice breakers (meta doc §11.3); other messenger profile fields are not served."""
+    if method == "POST":
+        sandbox.ice_breakers[account] = messenger_profile.parse(params)
+        return JSONResponse({"success": True})
+    if method == "GET":
+        # In the format they were set in: locale entries, or the flat questions.
+        return JSONResponse({"data": sandbox.ice_breakers.get(account, [])})
+    if method == "DELETE":
+        fields = params.get("fields")
+        if not (isinstance(fields, list) and "ice_breakers" in fields):
+            raise GraphError(100, "(#100) Param fields must name the fields to delete")
+        sandbox.ice_breakers.pop(account, None)
+        return JSONResponse({"success": True})
+    raise unsupported(method, account)
+
+
 async def send(request: Request, sandbox: Sandbox, account: str, params: Params) -> Response:
+    recipient, comment = params.get("recipient"), None
+    if isinstance(recipient, dict) and "comment_id" in recipient:  # a private reply (§2.9)
+        comment = comments.private_reply_recipient(
+            sandbox.comments, account, recipient["comment_id"], params
+        )
+        params = {**params, "recipient": {"id": comment["from_id"]}}
     recipient_id = check_send(params)
     fault = sandbox.faults.recipients.get(recipient_id)
     if fault:
         raise GraphError(fault.code, fault.message, fault.error_subcode)
     if not sandbox.limiter.take(account, rate_bucket(params)):
         raise GraphError.transient(*THROTTLE)
-    if params.get("sender_action") is not None:  # as at Meta: answered, never recorded or echoed
+    if params.get("sender_action") is not None:  # as at Meta: answered, never echoed
+        actions.check_and_record(sandbox, account, recipient_id, params["sender_action"], params)
         return JSONResponse({"recipient_id": recipient_id})
 
     mid, timed_out = events.new_mid(), sandbox.times_out(recipient_id)
@@ -102,6 +133,10 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: Params)
     if "reply_to" in params:
         record["reply_to"] = params["reply_to"]
     sandbox.sent.append(record)
+    sandbox.threads[mid] = (account, recipient_id)
+    if comment is not None:
+        comment["replied"] = True
+        record["comment_id"] = str(recipient["comment_id"])  # type: ignore[index]
 
     answer = {"recipient_id": recipient_id, "message_id": mid}
     content = events.echo_message(mid, params["message"])
@@ -232,8 +267,11 @@ def check_message(message: object) -> None:
             raise GraphError(
                 100,
                 "(#100) Param message[attachment][type] must be one of "
-                "{image, audio, video, file, MEDIA_SHARE, like_heart}",
+                "{image, audio, video, file, MEDIA_SHARE, like_heart, template}",
             )
+        if attachment["type"] == "template":
+            interactive.template(attachment.get("payload"))
+    interactive.quick_replies(message)
 
 
 def rate_bucket(params: Params) -> Bucket:

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from app.core.settings import Settings
 from app.sandbox import webhooks
+from app.sandbox.comments import CommentRecord
 from app.sandbox.events import Body, JSONObject
 from app.sandbox.faults import Faults
 from app.sandbox.profiles import Profiles
@@ -34,12 +35,21 @@ class SentRecord(TypedDict):
     messaging_type: NotRequired[str | None]
     tag: NotRequired[str | None]
     reply_to: NotRequired[object]
+    comment_id: NotRequired[str]  # a private reply's comment
 
 
 class Sandbox:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.sent: list[SentRecord] = []
+        # Sender actions the Send API took (cleared with `sent`), and each message's thread
+        # (mid -> account id, participant IGSID), which reactions must name.
+        self.actions: list[dict[str, object]] = []
+        self.threads: dict[str, tuple[str, str]] = {}
+        # Ice breakers per account, as set (app/sandbox/messenger_profile.py).
+        self.ice_breakers: dict[str, list[dict[str, object]]] = {}
+        # Comments emitted, by id (app/sandbox/comments.py).
+        self.comments: dict[str, CommentRecord] = {}
         self.profiles = Profiles()
         self.expired_media: set[str] = set()
         self.set_faults(Faults())

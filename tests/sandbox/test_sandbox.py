@@ -69,13 +69,44 @@ async def test_paths_tokens_and_extra_fields(client):
     assert (second["messaging_type"], second["tag"]) == ("MESSAGE_TAG", "HUMAN_AGENT")
 
 
-async def test_sender_actions_answer_without_recording(client):
+async def test_sender_actions_answer_without_a_message(client):
+    mid = (await send(client, text_body())).json()["message_id"]
+    await client.delete("/_sandbox/sent")
+    payloads = {"react": {"message_id": mid, "reaction": "love"}, "unreact": {"message_id": mid}}
     for action in ("typing_on", "typing_off", "mark_seen", "react", "unreact"):
-        body = {"recipient": {"id": IGSID}, "sender_action": action, "payload": {"message_id": "m"}}
+        body = {"recipient": {"id": IGSID}, "sender_action": action}
+        if action in payloads:
+            body["payload"] = payloads[action]
         response = await send(client, body)
         assert response.status_code == 200
         assert response.json() == {"recipient_id": IGSID}
     assert await sent(client) == []
+    actions = (await client.get("/_sandbox/actions")).json()["data"]
+    assert [a["sender_action"] for a in actions] == [
+        "typing_on", "typing_off", "mark_seen", "react", "unreact"
+    ]  # fmt: skip
+    assert actions[3]["payload"] == payloads["react"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"message_id": "aWdf_unknown", "reaction": "love"},
+        {"reaction": "love"},
+        {"message_id": "{mid}", "reaction": "like"},
+        {"message_id": "{mid}", "reaction": ""},
+        {"message_id": "{mid}"},
+    ],
+)
+async def test_reactions_meta_refuses(client, payload):
+    mid = (await send(client, text_body())).json()["message_id"]
+    if payload.get("message_id") == "{mid}":
+        payload = {**payload, "message_id": mid}
+    body = {"recipient": {"id": IGSID}, "sender_action": "react", "payload": payload}
+    assert_error(await send(client, body), 400, 100)
+    other = {"recipient": {"id": "1234"}, "sender_action": "react",
+             "payload": {"message_id": mid, "reaction": "love"}}  # fmt: skip
+    assert_error(await send(client, other), 400, 100)
 
 
 async def test_sent_keeps_arrival_order_and_clears(client):
@@ -314,3 +345,28 @@ async def test_inbound_needs_a_webhook_url(client):
     )
     assert response.status_code == 409
     assert "SANDBOX_WEBHOOK_URL" in response.json()["error"]
+
+
+async def test_ice_breakers_as_meta_keeps_them(client):
+    path = f"/v25.0/{IG_ID}/messenger_profile"
+    headers = {"Authorization": "Bearer tok"}
+    default = {"locale": "default", "call_to_actions": [{"question": "Hours?", "payload": "H"}]}
+    for refused in (
+        [{"locale": "en_GB", "call_to_actions": [{"question": "q", "payload": "p"}]}],
+        [{"locale": "default", "call_to_actions": [{"question": "q", "payload": "p"}] * 5}],
+        [default, {"question": "q", "payload": "p"}],
+        [{"locale": "default", "call_to_actions": [{"question": "", "payload": "p"}]}],
+    ):
+        answer = await client.post(path, headers=headers, json={"ice_breakers": refused})
+        assert_error(answer, 400, 100)
+    set_ = await client.post(
+        path, headers=headers, json={"platform": "instagram", "ice_breakers": [default]}
+    )
+    assert set_.json() == {"success": True}
+    read = await client.get(path, headers=headers, params={"fields": "ice_breakers"})
+    assert read.json() == {"data": [default]}
+    deleted = await client.request(
+        "DELETE", path, headers=headers, json={"fields": ["ice_breakers"]}
+    )
+    assert deleted.json() == {"success": True}
+    assert (await client.get(path, headers=headers)).json() == {"data": []}
