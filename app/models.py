@@ -6,7 +6,7 @@ from app.core.db import Base
 from app.core.idempotency import IdempotencyRecord
 from app.events.models import CustomerEvent
 from app.inbound.models import InboundEvent, WebhookDelivery
-from app.media.models import MediaDeletion
+from app.media.models import MediaDeletion, ReusableAttachment
 from app.messages.models import Message
 from app.profiles.models import Profile, ProfileGroup
 
@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "Profile",
     "ProfileGroup",
+    "ReusableAttachment",
     "WebhookDelivery",
     "metadata",
 ]

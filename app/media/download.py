@@ -14,6 +14,7 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urljoin
 
@@ -22,6 +23,8 @@ import httpx
 from app.core.settings import Settings
 
 MAX_REDIRECTS = 3
+# A probe reads this much of a file: enough for any format's signature.
+PROBE_BYTES = 64
 CHUNK = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -71,9 +74,65 @@ async def status_of(
     return await _bounded(_status_of(http, url, settings, resolver), settings)
 
 
-async def _bounded(work: Awaitable[T], settings: Settings) -> T:
+@dataclass(frozen=True)
+class Probe:
+    """What a media URL's server says of the file: its first bytes (enough to tell the
+    format), its declared type, its size when it gives one, and what names this version of
+    it (ETag, Last-Modified)."""
+
+    head: bytes
+    content_type: str | None
+    size: int | None
+    version: str
+
+
+async def probe(
+    http: httpx.AsyncClient,
+    url: str,
+    settings: Settings,
+    resolver: Resolver = resolve,
+    timeout: float | None = None,
+) -> Probe:
+    """Ask the server about a media URL with one ranged GET (its first PROBE_BYTES), every
+    hop checked as a download's; raises DownloadError (transient for no answer, a 5xx)."""
+    return await _bounded(_probe(http, url, settings, resolver), settings, timeout)
+
+
+async def _probe(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver
+) -> Probe:
+    ranged = {"Range": f"bytes=0-{PROBE_BYTES - 1}"}
+    async with open_url(http, url, settings, resolver, ranged) as response:
+        if response.status_code >= 400:
+            raise DownloadError(
+                f"the server answered HTTP {response.status_code}",
+                transient=response.status_code >= 500,
+            )
+        head = bytearray()
+        async for chunk in response.aiter_bytes(PROBE_BYTES):
+            head += chunk
+            if len(head) >= PROBE_BYTES:
+                break  # a server that ignored the range: the rest is not read
+        content_type = response.headers.get("content-type")
+        version = " ".join(
+            response.headers.get(name, "") for name in ("etag", "last-modified")
+        ).strip()
+        return Probe(bytes(head[:PROBE_BYTES]), content_type, _total_size(response), version)
+
+
+def _total_size(response: httpx.Response) -> int | None:
+    """The whole file's size: Content-Range's total for a partial answer, else the
+    Content-Length of the full one."""
+    if response.status_code == 206:
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    declared = response.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
+async def _bounded(work: Awaitable[T], settings: Settings, timeout: float | None = None) -> T:
     try:
-        async with asyncio.timeout(settings.media_download_timeout_seconds):
+        async with asyncio.timeout(timeout or settings.media_download_timeout_seconds):
             return await work
     except TimeoutError as error:
         raise DownloadError("the download took too long", transient=True) from error
@@ -102,11 +161,15 @@ async def _status_of(
 
 @asynccontextmanager
 async def open_url(
-    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver = resolve
+    http: httpx.AsyncClient,
+    url: str,
+    settings: Settings,
+    resolver: Resolver = resolve,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[httpx.Response]:
     """The streamed response at a URL, redirects followed, every hop checked."""
     for _ in range(MAX_REDIRECTS + 1):
-        response = await _get(http, url, settings, resolver)
+        response = await _get(http, url, settings, resolver, headers or {})
         if response.is_redirect and "location" in response.headers:
             await response.aclose()
             url = urljoin(url, response.headers["location"])
@@ -120,7 +183,11 @@ async def open_url(
 
 
 async def _get(
-    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver
+    http: httpx.AsyncClient,
+    url: str,
+    settings: Settings,
+    resolver: Resolver,
+    extra_headers: dict[str, str],
 ) -> httpx.Response:
     """One GET, sent to a checked address of the URL's host (the next one if it refuses the
     connection)."""
@@ -129,7 +196,7 @@ async def _get(
     except httpx.InvalidURL as error:
         raise DownloadError(f"not a valid URL: {url!r}") from error
     addresses = await checked_addresses(target, settings, resolver)
-    headers = {"Host": target.netloc.decode("ascii")}
+    headers = {**extra_headers, "Host": target.netloc.decode("ascii")}
     extensions: dict[str, str] = {}
     if target.scheme == "https" and not _is_ip(target.host):
         extensions["sni_hostname"] = target.raw_host.decode("ascii")

@@ -80,7 +80,7 @@ async def raw_accept(
     profile_group_id: int | None,
     body: str | None,
     tag: str | None,
-    attachment: dict[str, str] | None,
+    attachment: dict[str, Any] | None,
     reply_to_external_id: str | None,
     window: timedelta,
 ) -> Acceptance | None:
@@ -112,7 +112,7 @@ class Outbound:
     profile_id: int
     body: str | None
     tag: str | None
-    attachment: dict[str, str] | None
+    attachment: dict[str, Any] | None
     reply_to_external_id: str | None
     attempts: int
     claimed_until: datetime | None

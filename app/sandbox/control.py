@@ -1,6 +1,7 @@
 """The unauthenticated control surface, under /_sandbox:
 
-GET|DELETE /sent                 what the Send API accepted
+GET|DELETE /sent                 what the Send API accepted (DELETE: uploads too)
+GET        /uploads              what the Attachment Upload API took
 GET|POST   /faults               the fault set (shape: app.sandbox.faults)
 POST       /inbound              {account_id, sender_id, text} -> {mid, timestamp}
 POST       /emit                 webhook events (shapes: app.sandbox.events) ->
@@ -9,6 +10,7 @@ POST       /profiles             {"<IGSID>": {field: value}}: override, and gran
 DELETE     /profiles             forget every profile, consent and request count
 GET|DELETE /profile_requests     Graph profile reads per IGSID
 GET        /media/{name}         bytes for attachment and profile picture URLs
+PUT        /media/{name}         serve the body (with its Content-Type) at that name
 POST       /media/expire         {"names": [...]}: those answer 404 from now on
 """
 
@@ -79,7 +81,13 @@ async def list_sent(sandbox: SandboxDep) -> Answer:
 @control.delete("/sent")
 async def clear_sent(sandbox: SandboxDep) -> Answer:
     sandbox.sent.clear()
+    sandbox.uploads.clear()
     return {"success": True}
+
+
+@control.get("/uploads")
+async def list_uploads(sandbox: SandboxDep) -> Answer:
+    return {"data": sandbox.uploads}
 
 
 @control.get("/faults")
@@ -165,8 +173,15 @@ async def clear_profile_requests(sandbox: SandboxDep) -> Answer:
 async def get_media(name: str, sandbox: SandboxDep) -> Response:
     if name in sandbox.expired_media:  # like an expired CDN link
         return Response(status_code=404)
-    content_type, content = media.content(name)
+    content_type, content = sandbox.files.get(name) or media.content(name)
     return Response(content, media_type=content_type)
+
+
+@control.put("/media/{name}")
+async def put_media(name: str, request: Request, sandbox: SandboxDep) -> Answer:
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    sandbox.files[name] = (content_type, await request.body())
+    return {"url": media.url(str(request.base_url), name)}
 
 
 @control.post("/media/expire")
