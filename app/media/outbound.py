@@ -125,6 +125,8 @@ def sniff(head: bytes) -> str | None:
         if brand in AUDIO_BRANDS:
             return "audio/mp4"
         return "video/quicktime" if brand == b"qt  " else "video/mp4"
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
+        return "video/quicktime"  # QuickTime from before ftyp
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "video/webm"
     if head.startswith(b"OggS"):
@@ -146,8 +148,9 @@ def _declared(content_type: str | None) -> str | None:
 
 
 def media_format(head: bytes, content_type: str | None, what: str, field: str) -> Format:
-    """The format of a file, by its bytes first and its declared type only when the bytes
-    show none; a 422 if Meta takes neither."""
+    """The format of a file, by its bytes first and its declared type (a server's
+    Content-Type; None for a client's file, whose declared type is only its name's guess)
+    only when the bytes show none; a 422 if Meta takes neither."""
     mime = sniff(head) or _declared(content_type)
     found = FORMATS.get(mime or "")
     if found is None:
@@ -230,18 +233,13 @@ def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
     return decoded, declared
 
 
-async def from_file(
-    store: MediaStore,
-    file: BinaryIO,
-    declared: str | None,
-    what: str,
-    field: str,
-) -> dict[str, Any]:
+async def from_file(store: MediaStore, file: BinaryIO, what: str, field: str) -> dict[str, Any]:
     """Store a file (read from its start, in chunks) and give its attachment: dmrelay serves
     it at the store's URL, which is what Meta is handed."""
     file.seek(0)
     head = file.read(PROBE_BYTES)
-    found = media_format(head, declared, what, field)
+    # The bytes alone: a client's declared type is a guess from the file's name.
+    found = media_format(head, None, what, field)
     digest, size = hashlib.sha256(head), len(head)
     limit = MAX_BYTES[found.kind]
     while chunk := file.read(64 * 1024):
@@ -269,10 +267,10 @@ async def from_file(
 
 async def from_data_uri(store: MediaStore, uri: str, field: str) -> dict[str, Any]:
     try:
-        data, declared = decode_data_uri(uri)
+        data, _ = decode_data_uri(uri)
     except ValueError as error:  # the schema checked it; kept for callers that did not
         raise Unprocessable(f"{field}: {error}", field) from error
-    return await from_file(store, io.BytesIO(data), declared, "the data: URI's file", field)
+    return await from_file(store, io.BytesIO(data), "the data: URI's file", field)
 
 
 @dataclass
@@ -292,7 +290,6 @@ class Upload:
 
     file: BinaryIO
     filename: str | None
-    content_type: str | None
 
 
 async def attach_media(
@@ -306,7 +303,7 @@ async def attach_media(
     if item.startswith(UPLOAD_MARKER):
         upload = uploads[int(item[len(UPLOAD_MARKER) :])]
         what = f"the file {upload.filename!r}" if upload.filename else "the uploaded file"
-        attachment = await from_file(tools.store, upload.file, upload.content_type, what, "media")
+        attachment = await from_file(tools.store, upload.file, what, "media")
     elif item[:5].lower() == "data:":
         attachment = await from_data_uri(tools.store, item, field)
     else:

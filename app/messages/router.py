@@ -77,7 +77,7 @@ async def send_message_files(
     try:
         fields = _multipart_send(form)
         uploads = [
-            Upload(part.file, part.filename, part.content_type)
+            Upload(part.file, part.filename)
             for part in form.getlist("media[]")
             if isinstance(part, UploadFile)
         ]
