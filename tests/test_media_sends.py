@@ -11,6 +11,7 @@ import pytest
 from postproxy import ValidationError
 from sqlalchemy import text
 
+from app.core import ids
 from app.core.errors import APIError
 from app.media.download import DownloadError
 from app.media.outbound import from_url, sniff
@@ -351,3 +352,20 @@ async def test_the_sandbox_refuses_another_accounts_attachment_id(clean):
     assert taken.status_code == 200 and "message_id" in taken.json()
     assert bad_type.json()["error"]["code"] == 100
     assert too_large.json()["error"]["error_subcode"] == 2018109
+
+
+async def test_a_video_known_by_its_content_counts_against_metas_audio_video_rate(account, clean):
+    """Meta's audio and video sends have their own, lower limit (10/s): an extension-less
+    video URL is paced by it, as a .mp4 one."""
+    url = await _cdn(clean, "paced", MP4, "video/mp4")
+    chat = await _chat(account)
+    redis = clean.worker.pool
+    profile = ids.decode(ids.Kind.PROFILE, account.profile_id)
+    message = await account.client.messages.send(chat.id, media=[url])
+
+    async def booked() -> bool:  # the send's entry in the profile's audio/video log
+        return bool(await redis.exists(f"dmrelay:sent:{profile}:audio_video"))
+
+    await wait_for(booked, interval=0.005)
+    assert (await _settled(account.client, message.id)).status == "published"
+    assert not await redis.exists(f"dmrelay:sent:{profile}:text")
