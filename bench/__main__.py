@@ -13,10 +13,10 @@ from pathlib import Path
 
 from bench import fixtures, report
 from bench.loadgen import require_wrk
-from bench.scenarios import accept, delivery, latency, scale, webhook
+from bench.scenarios import accept, delivery, latency, media, scale, webhook
 from bench.stack import ROOT, Stack
 
-SCENARIOS = ("accept", "latency", "delivery", "rate_limit", "webhook", "scale")
+SCENARIOS = ("accept", "latency", "delivery", "rate_limit", "webhook", "scale", "media")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Plan:
     webhook_settle_seconds: float
     scale_stages: list[tuple[int, int]]
     scale_requests: int
+    media_chats: int
 
 
 FULL = Plan(
@@ -50,6 +51,8 @@ FULL = Plan(
     # Few enough chats at 10 k that a typical one fills a page (22 messages), as at 1 M (89).
     scale_stages=[(400, 10_000), (10_000, 1_000_000)],
     scale_requests=200,
+    # Video sends are paced at Meta's 10/s: about 100 s.
+    media_chats=1_000,
 )
 QUICK = Plan(
     accept_seconds=4,
@@ -63,6 +66,7 @@ QUICK = Plan(
     webhook_settle_seconds=15,
     scale_stages=[(400, 10_000), (2_000, 100_000)],
     scale_requests=50,
+    media_chats=100,
 )
 LATENCY_RATE = 100
 MAIN_CHATS = 100
@@ -103,6 +107,8 @@ async def run(
              lambda: webhook.run(stack, fx, plan.webhook_seconds, plan.webhook_settle_seconds)),
             ("scale", "scale",
              lambda: scale.run(stack, fx, plan.scale_stages, plan.scale_requests)),
+            ("media", "media",
+             lambda: media.run(stack, fx, plan.media_chats, plan.media_chats / 8 + 30)),
         ]  # fmt: skip
         for scenario, key, step in steps:
             if scenario not in only:

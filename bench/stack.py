@@ -74,6 +74,8 @@ class Stack:
             # Empty rather than unset, so a developer's .env cannot switch echoes on:
             # echo webhooks would add load the throughput runs do not mean to measure.
             SANDBOX_WEBHOOK_URL="",
+            # Files sent (the media scenario) go with the logs, not into the source tree.
+            MEDIA_DIR=str(self.log_dir.parent / "media"),
         )
         return env
 
