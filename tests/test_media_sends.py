@@ -16,7 +16,7 @@ from app.core.errors import APIError
 from app.media.download import DownloadError
 from app.media.outbound import from_url, sniff
 from app.sandbox.media import FORMATS, PNG
-from tests.conftest import CDN_URL, connect, wait_for
+from tests.conftest import CDN_HOST, CDN_URL, connect, wait_for
 
 MP4 = FORMATS[".mp4"][1]
 M4A = FORMATS[".m4a"][1]
@@ -369,3 +369,23 @@ async def test_a_video_known_by_its_content_counts_against_metas_audio_video_rat
     await wait_for(booked, interval=0.005)
     assert (await _settled(account.client, message.id)).status == "published"
     assert not await redis.exists(f"dmrelay:sent:{profile}:text")
+
+
+async def test_a_campaigns_url_is_asked_about_once(account, clean):
+    """Concurrent and later sends of one URL share the API's one probe of it."""
+    url = await _cdn(clean, "asked-once", MP4, "video/mp4")
+    tools = clean.api.state.media
+    resolver, asked = tools.resolver, []
+
+    async def counting(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return await resolver(host, port)
+
+    tools.resolver = counting
+    try:
+        chats = [await _chat(account, f"17100000000000{i:02d}") for i in range(8)]
+        await asyncio.gather(*(account.client.messages.send(c.id, media=[url]) for c in chats))
+        await account.client.messages.send(chats[0].id, media=[url])
+    finally:
+        tools.resolver = resolver
+    assert asked == [CDN_HOST]

@@ -13,12 +13,14 @@ storage_key?}. `content_key` names the file for reusable attachments
 and the version its server gives (ETag, Last-Modified, size).
 """
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import io
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlparse
 
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 UPLOAD_MARKER = "upload:"
 
 MB = 1024 * 1024
+# How long, and for how many URLs, the API trusts what a URL's server said (MediaTools).
+KNOWN_SECONDS = 60.0
+KNOWN_URLS = 4096
 # Meta's limits per attachment type (Send API and Attachment Upload API).
 MAX_BYTES = {"image": 8 * MB, "video": 25 * MB, "audio": 25 * MB, "file": 25 * MB}
 
@@ -282,6 +287,29 @@ class MediaTools:
     settings: Settings
     store: MediaStore
     resolver: Resolver = resolve
+    # What each URL was found to be, for KNOWN_SECONDS, and the probes under way: a campaign
+    # sending one URL to many chats asks its server once, not once per send.
+    _known: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _asking: dict[str, "asyncio.Task[dict[str, Any]]"] = field(default_factory=dict)
+
+    async def url_attachment(self, url: str, field: str) -> dict[str, Any]:
+        now = time.monotonic()
+        known = self._known.get(url)
+        if known is not None and known[0] > now:
+            return dict(known[1])
+        task = self._asking.get(url)
+        if task is None:
+            task = asyncio.create_task(
+                from_url(self.http, url, self.settings, self.resolver, field)
+            )
+            self._asking[url] = task
+            task.add_done_callback(lambda _: self._asking.pop(url, None))
+        # Shielded: one client hanging up must not cancel the others' probe.
+        attachment = await asyncio.shield(task)
+        if len(self._known) >= KNOWN_URLS:
+            self._known.clear()  # a bound on memory; the next sends ask again
+        self._known[url] = (now + KNOWN_SECONDS, attachment)
+        return dict(attachment)
 
 
 @dataclass(frozen=True)
@@ -307,5 +335,5 @@ async def attach_media(
     elif item[:5].lower() == "data:":
         attachment = await from_data_uri(tools.store, item, field)
     else:
-        attachment = await from_url(tools.http, item, tools.settings, tools.resolver, field)
+        attachment = await tools.url_attachment(item, field)
     fields.attach(attachment)

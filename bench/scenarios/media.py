@@ -48,7 +48,7 @@ async def run(stack: Stack, fixtures: Fixtures, count: int, timeout: float) -> d
     await stack.reset_messages()
     headers = {"Authorization": f"Bearer {fixtures.token}"}
     async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=60) as api:
-        chats = await _chats(api, fixtures.main.id, count)
+        chats = await _chats(api, fixtures.main.public_id, count)
         video = MP4_HEAD + b"\x00" * (VIDEO_BYTES - len(MP4_HEAD))
         started = time.monotonic()
         stored = await api.post(
