@@ -389,3 +389,26 @@ async def test_a_campaigns_url_is_asked_about_once(account, clean):
     finally:
         tools.resolver = resolver
     assert asked == [CDN_HOST]
+
+
+async def test_an_unreadable_multipart_body_is_a_400(account, clean):
+    chat = await _chat(account)
+    async with httpx.AsyncClient(base_url=clean.api_url) as http:
+        answer = await http.post(
+            f"/api/chats/{chat.id}/messages",
+            headers={
+                "Authorization": f"Bearer {account.token}",
+                "Content-Type": "multipart/form-data",  # no boundary
+            },
+            content=b"--x\r\nnot a part",
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("The multipart body cannot be read")
+
+
+def test_the_send_documents_its_multipart_form_once(clean):
+    schema = clean.api.openapi()
+    send = schema["paths"]["/api/chats/{chat_id}/messages"]["post"]
+    content = send["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    assert "media[]" in content["multipart/form-data"]["schema"]["properties"]
