@@ -412,3 +412,25 @@ def test_the_send_documents_its_multipart_form_once(clean):
     content = send["requestBody"]["content"]
     assert set(content) == {"application/json", "multipart/form-data"}
     assert "media[]" in content["multipart/form-data"]["schema"]["properties"]
+
+
+async def test_a_multipart_send_with_an_idempotency_key_is_replayed(account, clean, tmp_path):
+    """The SDK draws a new multipart boundary for each request: the same form is still the
+    same request."""
+    picture = tmp_path / "a.png"
+    picture.write_bytes(PNG)
+    chat = await _chat(account)
+    first = await account.client.messages.send(
+        chat.id, media_files=[picture], idempotency_key="campaign-1"
+    )
+    again = await account.client.messages.send(
+        chat.id, media_files=[picture], idempotency_key="campaign-1"
+    )
+    assert again.id == first.id
+    other = tmp_path / "b.png"
+    other.write_bytes(PNG + b"\x00")
+    with pytest.raises(ValidationError, match="different request"):
+        await account.client.messages.send(
+            chat.id, media_files=[other], idempotency_key="campaign-1"
+        )
+    assert (await account.client.messages.list(chat.id)).total == 1
