@@ -346,7 +346,22 @@ async def test_the_sandbox_refuses_another_accounts_attachment_id(clean):
             data={"message": '{"attachment": {"type": "image", "payload": {}}}'},
             files={"filedata": ("a.png", b"\x00" * (8 * 1024 * 1024 + 1), "image/png")},
         )
+        # Upload and send in one call: is_reusable beside the URL.
+        both = await graph.post(
+            "/v25.0/17841400000000002/messages",
+            headers={"Authorization": "Bearer b"},
+            json={"recipient": {"id": CUSTOMER}, "message": {"attachment": {"type": "video",
+                  "payload": {"url": "https://cdn.example/v.mp4", "is_reusable": True}}}},
+        )  # fmt: skip
+        reused = await graph.post(
+            "/v25.0/17841400000000002/messages",
+            headers={"Authorization": "Bearer b"},
+            json={"recipient": {"id": CUSTOMER}, "message": {"attachment": {"type": "video",
+                  "payload": {"attachment_id": both.json()["attachment_id"]}}}},
+        )  # fmt: skip
     assert uploaded.status_code == 200 and attachment_id.isdigit()
+    assert {"message_id", "attachment_id"} <= set(both.json())
+    assert reused.status_code == 200
     assert refused.json()["error"]["code"] == 100
     assert refused.json()["error"]["error_subcode"] == 2018074
     assert taken.status_code == 200 and "message_id" in taken.json()
