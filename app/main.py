@@ -23,7 +23,10 @@ from app.core.settings import Settings, get_settings
 from app.ice_breakers.router import router as ice_breakers_router
 from app.inbound import receipt
 from app.inbound.router import router as inbound_router
+from app.media import download
+from app.media.outbound import MediaTools
 from app.media.router import router as media_router
+from app.media.storage import create_store
 from app.messages import express as messages_express
 from app.messages.router import router as messages_router
 from app.messages.throttle import ProfileThrottle
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
             with suppress(asyncio.CancelledError):
                 await watcher
             await http.close()
+            await app.state.media.http.aclose()
             await app.state.arq_pool.aclose()
             await app.state.driver_pool.close()
             await engine.dispose()
@@ -74,6 +78,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     # Customer webhook URLs are resolved with it (tests inject their own).
     app.state.resolver = resolve
     app.state.principals = PrincipalCache()
+    # Checking sends' media: probes of their URLs, and the store their files go to.
+    app.state.media = MediaTools(download.create_client(), settings, create_store(settings))
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
     # Inside the request id middleware, so their answers carry one too; the edge in front
@@ -90,6 +96,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         EdgeGuard,
         max_body_bytes=settings.max_body_bytes,
         path_limits={receipt.PATH: settings.webhook_max_body_bytes},
+        upload_limits=[(messages_express.ROUTE.path, settings.media_upload_max_bytes)],
     )
     app.add_middleware(RequestIdMiddleware)
 

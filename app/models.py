@@ -7,7 +7,7 @@ from app.core.db import Base
 from app.core.idempotency import IdempotencyRecord
 from app.events.models import CustomerEvent
 from app.inbound.models import InboundEvent, WebhookDelivery
-from app.media.models import MediaDeletion
+from app.media.models import MediaDeletion, ReusableAttachment
 from app.messages.models import Message
 from app.profiles.models import Profile, ProfileGroup
 from app.webhooks.models import CustomerWebhook, Dispatch, DispatchAttempt
@@ -28,6 +28,7 @@ __all__ = [
     "Message",
     "Profile",
     "ProfileGroup",
+    "ReusableAttachment",
     "WebhookDelivery",
     "metadata",
 ]

@@ -13,10 +13,19 @@ from pathlib import Path
 
 from bench import fixtures, report
 from bench.loadgen import require_wrk
-from bench.scenarios import accept, customer_webhooks, delivery, latency, scale, webhook
+from bench.scenarios import accept, customer_webhooks, delivery, latency, media, scale, webhook
 from bench.stack import ROOT, Stack
 
-SCENARIOS = ("accept", "latency", "delivery", "rate_limit", "webhook", "scale", "customer_webhooks")
+SCENARIOS = (
+    "accept",
+    "latency",
+    "delivery",
+    "rate_limit",
+    "webhook",
+    "scale",
+    "customer_webhooks",
+    "media",
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class Plan:
     hooks_rate: float = 500
     hooks_seconds: float = 10
     hooks_timeout: float = 60
+    media_chats: int = 1000
 
 
 FULL = Plan(
@@ -58,6 +68,8 @@ FULL = Plan(
     # Few enough chats at 10 k that a typical one fills a page (22 messages), as at 1 M (89).
     scale_stages=[(400, 10_000), (10_000, 1_000_000)],
     scale_requests=200,
+    # Video sends are paced at Meta's 10/s: about 100 s.
+    media_chats=1_000,
 )
 QUICK = Plan(
     accept_seconds=4,
@@ -75,6 +87,7 @@ QUICK = Plan(
     hooks_rate=200,
     hooks_seconds=4,
     hooks_timeout=20,
+    media_chats=100,
 )
 LATENCY_RATE = 100
 MAIN_CHATS = 100
@@ -119,6 +132,8 @@ async def run(
              lambda: customer_webhooks.run(stack, plan.hooks_endpoints, plan.hooks_events,
                                            plan.hooks_groups, plan.hooks_rate,
                                            plan.hooks_seconds, plan.hooks_timeout)),
+            ("media", "media",
+             lambda: media.run(stack, fx, plan.media_chats, plan.media_chats / 8 + 30)),
         ]  # fmt: skip
         for scenario, key, step in steps:
             if scenario not in only:
@@ -154,7 +169,8 @@ def main() -> None:
         help="the dmrelay source tree to run, e.g. an export of a commit (default: this one)",
     )  # fmt: skip
     args = parser.parse_args()
-    require_wrk()
+    if set(args.only) & {"accept", "webhook"}:  # the scenarios wrk loads
+        require_wrk()
     # A SIGTERM unwinds like Ctrl-C, through the finally that stops every child process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 

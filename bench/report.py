@@ -241,6 +241,23 @@ def markdown(results: dict) -> str:
             "reads, POSTs (aiohttp) and records each event per endpoint in order, nothing else. "
             "'Unchanged' = within 25 % (or 5 ms) of the p99 without the hanging endpoint."
         )
+    if "media" in s:
+        md = s["media"]
+        rows.append((
+            "8", f"Attachment uploads for one video sent to {md['chats']:,} chats (1 profile)",
+            f"{md['campaign_upload_calls']}",
+            f"{md['sent_by_attachment_id']:,} sent by attachment id, {md['published']:,}/"
+            f"{md['messages']:,} published at {_n(md['rate'], 1)}/s",
+            "1 upload", _mark(md["campaign_upload_calls"] == 1 and md["undelivered"] == 0),
+        ))  # fmt: skip
+        notes.append(
+            f"8: the video's URL POSTed to each chat ({_n(md['url_accept_rate'])} req/s, its "
+            "host never resolves, so the type comes from the extension), plus one "
+            f"{md['video_bytes'] // 2**20} MB multipart file accepted in "
+            f"{_n(md['multipart_accept_ms'], 1)} ms (stored; a file of its own to Meta: "
+            f"{md['upload_calls']} uploads in all); one worker, video paced at Meta's "
+            "audio/video rate (RATE_AUDIO_VIDEO)."
+        )
     lines += [f"| {' | '.join(row)} |" for row in rows]
     lines += ["", "Notes:", *[f"- {note}" for note in notes]]
     if "profile" in results:

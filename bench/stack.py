@@ -77,6 +77,8 @@ class Stack:
             # Customer webhooks go to the bench's receiver, on loopback over http.
             WEBHOOK_ALLOW_HTTP="true",
             WEBHOOK_ALLOW_PRIVATE_HOSTS="true",
+            # Files sent (the media scenario) go with the logs, not into the source tree.
+            MEDIA_DIR=str(self.log_dir.parent / "media"),
         )
         return env
 

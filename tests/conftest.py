@@ -97,6 +97,26 @@ async def database(settings: Settings) -> AsyncIterator[None]:
     yield
 
 
+# Media URLs a test sends name this host: the API's probes of them reach the sandbox's CDN.
+CDN_HOST = "cdn.sandbox.test"
+CDN_URL = f"http://{CDN_HOST}:{SANDBOX_PORT}/_sandbox/media"
+
+
+async def test_resolver(host: str, port: int) -> list[str]:
+    """The API's resolver for sends' media URLs in tests: CDN_HOST is the sandbox, and no
+    other name is looked up (tests never reach the internet)."""
+    from app.media.download import DownloadError
+
+    if host == CDN_HOST:
+        return ["127.0.0.1"]
+    raise DownloadError(f"cannot resolve {host}", transient=True)
+
+
+def use_test_resolver(app: FastAPI) -> FastAPI:
+    app.state.media.resolver = test_resolver
+    return app
+
+
 async def _serve(app, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -131,7 +151,7 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
     from app.worker import create_worker
 
     sandbox, sandbox_task = await _serve(create_sandbox(settings), SANDBOX_PORT)
-    app = create_app(settings)
+    app = use_test_resolver(create_app(settings))
     api, api_task = await _serve(app, API_PORT)
     worker = create_worker(handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
@@ -153,7 +173,8 @@ async def plain_api(stack: Stack) -> AsyncIterator[str]:
     routes alone, to compare the lane's answers with. Its URL."""
     from app.main import create_app
 
-    server, task = await _serve(create_app(stack.settings, express=False), PLAIN_API_PORT)
+    plain = use_test_resolver(create_app(stack.settings, express=False))
+    server, task = await _serve(plain, PLAIN_API_PORT)
     yield f"http://127.0.0.1:{PLAIN_API_PORT}"
     server.should_exit = True
     await task

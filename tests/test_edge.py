@@ -512,3 +512,23 @@ async def test_the_last_page_allowed_is_empty_not_an_error(account, clean):
         owner = account.profile_id if lister == account.client.chats.list else chat.id
         page = await lister(owner, page=MAX_PAGE, per_page=MAX_PER_PAGE)
         assert (page.data, page.total, page.page) == ([], 1, MAX_PAGE)
+
+
+async def test_multipart_sends_have_the_upload_cap_and_json_keeps_the_small_one():
+    import re
+
+    from app.core.edge import EdgeGuard
+
+    sends = re.compile(r"/api/chats/[^/]+/messages")
+    guard = EdgeGuard(_read_all, max_body_bytes=10_000, upload_limits=[(sends, 30_000)])
+    multipart = [(b"content-type", b"multipart/form-data; boundary=x")]
+    json_type = [(b"content-type", b"application/json")]
+    path = "/api/chats/abc/messages"
+    # 20,000 bytes: over the JSON cap, under the upload cap.
+    assert (await _call(guard, _scope(path, multipart), CountingReceive(20)))[0]["status"] == 200
+    assert (await _call(guard, _scope(path, json_type), CountingReceive(20)))[0]["status"] == 413
+    other = _scope("/api/chats/abc", multipart)
+    assert (await _call(guard, other, CountingReceive(20)))[0]["status"] == 413
+    receive = CountingReceive(chunks=1_000_000)
+    assert (await _call(guard, _scope(path, multipart), receive))[0]["status"] == 413
+    assert receive.calls == 31

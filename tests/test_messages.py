@@ -59,9 +59,16 @@ async def test_media_send_carries_one_attachment(account, clean):
     chat = await _chat(account)
     message = await account.client.messages.send(chat.id, media=["https://cdn.example/a.png"])
     assert (await _settled(account.client, message.id)).status == "published"
+    # Uploaded once for reuse (Attachment Upload API), then sent by Meta's attachment id.
+    [upload] = (await clean.sandbox("GET", "/_sandbox/uploads")).json()["data"]
+    assert (upload["type"], upload["url"], upload["is_reusable"]) == (
+        "image",
+        "https://cdn.example/a.png",
+        True,
+    )
     sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
     assert sent[0]["message"] == {
-        "attachment": {"type": "image", "payload": {"url": "https://cdn.example/a.png"}}
+        "attachment": {"type": "image", "payload": {"attachment_id": upload["attachment_id"]}}
     }
 
 

@@ -12,7 +12,8 @@ sees it. Pure ASGI, so both lanes share it and nothing is read or parsed first.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
@@ -38,12 +39,29 @@ def too_large(limit: int) -> str:
 
 class EdgeGuard:
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, path_limits: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        path_limits: Mapping[str, int] | None = None,
+        upload_limits: Sequence[tuple[re.Pattern[str], int]] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         # Exact paths with a cap of their own (Meta's webhook batches).
         self.path_limits = dict(path_limits or {})
+        # Paths whose multipart/form-data requests (file uploads) have a cap of their own:
+        # only those, so a JSON body there keeps the small cap.
+        self.upload_limits = list(upload_limits)
+
+    def _limit(self, scope: Scope) -> int:
+        path = scope["path"]
+        if path in self.path_limits:
+            return self.path_limits[path]
+        if self.upload_limits and _is_multipart(scope):
+            for pattern, limit in self.upload_limits:
+                if pattern.fullmatch(path):
+                    return limit
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,7 +71,7 @@ class EdgeGuard:
             await _answer(scope, receive, send, *refusal)
             return
         path = scope["path"]
-        limit = self.path_limits.get(path, self.max_body_bytes)
+        limit = self._limit(scope)
 
         async def refuse() -> None:
             if path in self.path_limits:
@@ -124,6 +142,13 @@ def _target_refusal(scope: Scope) -> tuple[int, str, list[dict[str, str]] | None
         message = f"{field} may not contain the NUL character (U+0000)"
         return 422, f"Invalid request: {message}", [{"field": field, "message": message}]
     return None
+
+
+def _is_multipart(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value).lower().startswith(b"multipart/form-data")
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:

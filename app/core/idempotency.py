@@ -113,8 +113,23 @@ async def _request_hash(request: Request) -> str:
     digest = hashlib.sha256()
     for part in (request.method, request.url.path, request.url.query):
         digest.update(part.encode() + b"\0")
-    digest.update(await request.body())
+    body = await request.body()
+    # A multipart body's boundary is drawn afresh for each request (the SDK's media_files):
+    # the same form sent again must hash the same.
+    boundary = _multipart_boundary(request.headers.get("content-type", ""))
+    digest.update(body.replace(boundary, b"") if boundary else body)
     return digest.hexdigest()
+
+
+def _multipart_boundary(content_type: str) -> bytes | None:
+    media_type, _, params = content_type.partition(";")
+    if media_type.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and value.strip('"'):
+            return value.strip('"').encode("latin-1")
+    return None
 
 
 async def _idempotency(

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     media_base_url: str = "http://127.0.0.1:8000/media"
     media_max_bytes: int = 26_214_400  # Instagram's largest attachments (video) are 25 MB
     media_download_timeout_seconds: float = 60.0
+    # A send's media URL: how long its server has to answer the request that tells its type
+    # and size (the send's answer waits for it). Past it, the URL's extension decides.
+    media_probe_timeout_seconds: float = 3.0
     # Only for tests and the sandbox: let downloads reach private and loopback addresses.
     media_allow_private_hosts: bool = False
     # The ports downloads may connect to (MEDIA_ALLOWED_PORTS=80,443,8443).

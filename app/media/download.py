@@ -12,6 +12,7 @@ followed by hand, each hop checked the same way.
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urljoin
 
@@ -21,6 +22,8 @@ from app.core.addresses import Resolver, Unresolvable, is_ip, is_public_ip, pinn
 from app.core.settings import Settings
 
 MAX_REDIRECTS = 3
+# A probe reads this much of a file: enough for any format's signature.
+PROBE_BYTES = 64
 CHUNK = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -57,9 +60,65 @@ async def status_of(
     return await _bounded(_status_of(http, url, settings, resolver), settings)
 
 
-async def _bounded(work: Awaitable[T], settings: Settings) -> T:
+@dataclass(frozen=True)
+class Probe:
+    """What a media URL's server says of the file: its first bytes (enough to tell the
+    format), its declared type, its size when it gives one, and what names this version of
+    it (ETag, Last-Modified)."""
+
+    head: bytes
+    content_type: str | None
+    size: int | None
+    version: str
+
+
+async def probe(
+    http: httpx.AsyncClient,
+    url: str,
+    settings: Settings,
+    resolver: Resolver = resolve,
+    timeout: float | None = None,
+) -> Probe:
+    """Ask the server about a media URL with one ranged GET (its first PROBE_BYTES), every
+    hop checked as a download's; raises DownloadError (transient for no answer, a 5xx)."""
+    return await _bounded(_probe(http, url, settings, resolver), settings, timeout)
+
+
+async def _probe(
+    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver
+) -> Probe:
+    ranged = {"Range": f"bytes=0-{PROBE_BYTES - 1}"}
+    async with open_url(http, url, settings, resolver, ranged) as response:
+        if response.status_code >= 400:
+            raise DownloadError(
+                f"the server answered HTTP {response.status_code}",
+                transient=response.status_code >= 500,
+            )
+        head = bytearray()
+        async for chunk in response.aiter_bytes(PROBE_BYTES):
+            head += chunk
+            if len(head) >= PROBE_BYTES:
+                break  # a server that ignored the range: the rest is not read
+        content_type = response.headers.get("content-type")
+        version = " ".join(
+            response.headers.get(name, "") for name in ("etag", "last-modified")
+        ).strip()
+        return Probe(bytes(head[:PROBE_BYTES]), content_type, _total_size(response), version)
+
+
+def _total_size(response: httpx.Response) -> int | None:
+    """The whole file's size: Content-Range's total for a partial answer, else the
+    Content-Length of the full one."""
+    if response.status_code == 206:
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    declared = response.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
+async def _bounded(work: Awaitable[T], settings: Settings, timeout: float | None = None) -> T:
     try:
-        async with asyncio.timeout(settings.media_download_timeout_seconds):
+        async with asyncio.timeout(timeout or settings.media_download_timeout_seconds):
             return await work
     except TimeoutError as error:
         raise DownloadError("the download took too long", transient=True) from error
@@ -88,11 +147,15 @@ async def _status_of(
 
 @asynccontextmanager
 async def open_url(
-    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver = resolve
+    http: httpx.AsyncClient,
+    url: str,
+    settings: Settings,
+    resolver: Resolver = resolve,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[httpx.Response]:
     """The streamed response at a URL, redirects followed, every hop checked."""
     for _ in range(MAX_REDIRECTS + 1):
-        response = await _get(http, url, settings, resolver)
+        response = await _get(http, url, settings, resolver, headers or {})
         if response.is_redirect and "location" in response.headers:
             await response.aclose()
             url = urljoin(url, response.headers["location"])
@@ -106,7 +169,11 @@ async def open_url(
 
 
 async def _get(
-    http: httpx.AsyncClient, url: str, settings: Settings, resolver: Resolver
+    http: httpx.AsyncClient,
+    url: str,
+    settings: Settings,
+    resolver: Resolver,
+    extra_headers: dict[str, str],
 ) -> httpx.Response:
     """One GET, sent to a checked address of the URL's host (the next one if it refuses the
     connection)."""
@@ -117,16 +184,19 @@ async def _get(
     addresses = await checked_addresses(target, settings, resolver)
     for address in addresses[:-1]:
         try:
-            return await _send(http, *pinned(target, address))
+            return await _send(http, target, address, extra_headers)
         except httpx.ConnectError:
             continue
-    return await _send(http, *pinned(target, addresses[-1]))
+    return await _send(http, target, addresses[-1], extra_headers)
 
 
 async def _send(
-    http: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str], extensions: dict[str, str]
+    http: httpx.AsyncClient, target: httpx.URL, address: str, extra_headers: dict[str, str]
 ) -> httpx.Response:
-    request = http.build_request("GET", url, headers=headers, extensions=extensions)
+    url, headers, extensions = pinned(target, address)
+    request = http.build_request(
+        "GET", url, headers={**extra_headers, **headers}, extensions=extensions
+    )
     return await http.send(request, stream=True, follow_redirects=False)
 
 

@@ -1,7 +1,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, Text, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
@@ -26,6 +26,22 @@ class MediaDeletion(Base):
     __tablename__ = "media_deletions"
 
     key: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class ReusableAttachment(Base):
+    """Meta's id for a file a profile has uploaded with `is_reusable` (Attachment Upload
+    API), by the file's content key: every later send of the file uses it."""
+
+    __tablename__ = "reusable_attachments"
+
+    profile_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    content_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    attachment_id: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )

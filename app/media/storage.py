@@ -8,6 +8,7 @@ import asyncio
 import errno
 import os
 import re
+import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,9 @@ NO_SUCH_FILE = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, e
 class MediaStore(Protocol):
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         """Store the bytes under the key; returns the URL they are served at."""
+
+    async def put_file(self, key: str, file: BinaryIO, content_type: str) -> str:
+        """Store a file's content, copied in chunks; returns the URL it is served at."""
 
     async def delete(self, keys: list[str]) -> None: ...
 
@@ -62,14 +66,21 @@ class LocalStore:
         await asyncio.to_thread(self._write, key, data)
         return f"{self.base_url}/{key}"
 
-    def _write(self, key: str, data: bytes) -> None:
+    async def put_file(self, key: str, file: BinaryIO, content_type: str) -> str:
+        await asyncio.to_thread(self._write, key, file)
+        return f"{self.base_url}/{key}"
+
+    def _write(self, key: str, data: bytes | BinaryIO) -> None:
         path = self.path_of(key)
         if path is None:
             raise ValueError(f"invalid media key {key!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader never sees a half-written file.
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as partial_file:
-            partial_file.write(data)
+            if isinstance(data, bytes):
+                partial_file.write(data)
+            else:
+                shutil.copyfileobj(data, partial_file)
         os.replace(partial_file.name, path)
 
     async def delete(self, keys: list[str]) -> None:
@@ -102,6 +113,17 @@ class S3Store:
             self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
         )
         await asyncio.to_thread(put_object)
+        return f"{self.base_url}/{key}"
+
+    async def put_file(self, key: str, file: BinaryIO, content_type: str) -> str:
+        upload = partial(
+            self.client.upload_fileobj,
+            file,
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type},
+        )
+        await asyncio.to_thread(upload)  # multipart, in chunks, for a large file
         return f"{self.base_url}/{key}"
 
     async def delete(self, keys: list[str]) -> None:

@@ -9,6 +9,7 @@ from app.api_keys.auth import Scope, bearer_token
 from app.core.db import acquire
 from app.core.errors import APIError
 from app.core.express import Answer, ExpressRequest, Route
+from app.media.outbound import attach_media
 from app.messages import service
 from app.messages.schemas import MessageOut, MessageSend
 from app.messages.sender import request_send
@@ -30,6 +31,7 @@ async def send(request: ExpressRequest) -> Answer | None:
         return None
     scope = Scope(principal.api_key_id, principal.profile_group_id)
     try:
+        await attach_media(request.state.media, fields)
         async with acquire(
             request.state.driver_pool, request.state.settings.database_pool_timeout_seconds
         ) as connection:

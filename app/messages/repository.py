@@ -84,7 +84,7 @@ async def raw_accept(
     profile_group_id: int | None,
     body: str | None,
     tag: str | None,
-    attachment: dict[str, str] | None,
+    attachment: dict[str, Any] | None,
     reply_to_external_id: str | None,
     window: timedelta,
     interactive: dict[str, Any] | None = None,
@@ -118,7 +118,7 @@ class Outbound:
     profile_id: int
     body: str | None
     tag: str | None
-    attachment: dict[str, str] | None
+    attachment: dict[str, Any] | None
     reply_to_external_id: str | None
     attempts: int
     claimed_until: datetime | None

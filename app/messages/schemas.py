@@ -8,6 +8,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -17,6 +18,7 @@ from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
 from app.core.schemas import Text
 from app.media.models import AttachmentStatus
+from app.media.outbound import UPLOAD_MARKER, decode_data_uri
 from app.messages import interactive
 from app.messages.models import Message, MessageRow
 
@@ -44,35 +46,25 @@ UNSUPPORTED_OPTIONS = (
 )
 
 
-# What Meta's Send API takes, by file extension.
-ATTACHMENT_TYPES = {
-    "image": ("jpg", "jpeg", "png", "gif"),
-    "video": ("mp4", "mov", "avi", "webm", "ogg"),
-    "audio": ("aac", "m4a", "wav", "mp3"),
-    "file": ("pdf",),
-}
-
-
-def attachment_type(url: str) -> str:
-    """Meta's attachment type for a media URL; ValueError if Meta could not take it."""
-    parsed = urlparse(url)
+def _media_item(item: str, info: ValidationInfo) -> str:
+    """A media URL (public http(s)) or base64 `data:` URI, as far as it can be checked
+    without fetching it; its type and size are checked later (app/media/outbound.py)."""
+    if item.startswith(UPLOAD_MARKER) and (info.context or {}).get("uploads"):
+        return item
+    if item[:5].lower() == "data:":
+        try:
+            decode_data_uri(item)
+        except ValueError as error:
+            raise ValueError(f"is not a usable data: URI: {error}") from error
+        return item
+    parsed = urlparse(item)
     if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-        raise ValueError(f"must be a public http(s) URL, not {url!r}")
+        raise ValueError(f"must be a public http(s) URL or a base64 data: URI, not {item!r}")
     # Meta fetches the media, from the internet: a local address could never work, and names
     # one of ours. (No DNS lookup here: what a name resolves to is checked where it is fetched.)
     if (local := local_host_reason(parsed.hostname)) is not None:
         raise ValueError(f"must be a public http(s) URL: {local}")
-    extension = parsed.path.rsplit(".", 1)[-1].lower() if "." in parsed.path else ""
-    for kind, extensions in ATTACHMENT_TYPES.items():
-        if extension in extensions:
-            return kind
-    known = ", ".join(e for group in ATTACHMENT_TYPES.values() for e in group)
-    raise ValueError(f"cannot tell the media type of {url!r}: Instagram takes {known}")
-
-
-def _media_url(url: str) -> str:
-    attachment_type(url)
-    return url
+    return item
 
 
 def _message_text(body: str) -> str | None:
@@ -90,7 +82,7 @@ def _message_text(body: str) -> str | None:
 
 
 MessageText = Annotated[Text, AfterValidator(_message_text)]
-MediaURL = Annotated[Text, AfterValidator(_media_url)]
+MediaURL = Annotated[Text, AfterValidator(_media_item)]
 
 
 class MessageSend(BaseModel):
@@ -98,7 +90,9 @@ class MessageSend(BaseModel):
 
     body: MessageText | None = None
     media: list[MediaURL] | None = Field(
-        default=None, description="One attachment URL (Instagram takes one per message)"
+        default=None,
+        description="One attachment (Instagram takes one per message): a public http(s) URL "
+        "or a base64 data: URI; its type is told from its content",
     )
     tag: Literal["HUMAN_AGENT"] | None = Field(
         default=None,
@@ -110,13 +104,13 @@ class MessageSend(BaseModel):
     buttons: interactive.Buttons | None = None
     card: interactive.CardIn | None = None
     elements: interactive.Elements | None = None
-    # Derived from media: {"type", "url"} as Meta's Send API takes it.
-    _attachment: dict[str, str] | None = PrivateAttr(default=None)
+    # Derived from media once checked (attach): {"type", "url", "status", "content_key", …}.
+    _attachment: dict[str, Any] | None = PrivateAttr(default=None)
     # Derived from the interactive fields: what the message stores of them.
     _interactive: dict[str, Any] | None = PrivateAttr(default=None)
 
     @property
-    def attachment(self) -> dict[str, str] | None:
+    def attachment(self) -> dict[str, Any] | None:
         return self._attachment
 
     @property
@@ -140,7 +134,7 @@ class MessageSend(BaseModel):
     @classmethod
     def _one_attachment(cls, media: list[str] | None) -> list[str] | None:
         if media is not None and len(media) > 1:
-            raise ValueError("Instagram takes one attachment per message; send one media URL")
+            raise ValueError("Instagram takes one attachment per message; send one media item")
         return media
 
     @model_validator(mode="after")
@@ -159,9 +153,21 @@ class MessageSend(BaseModel):
                 "body",
                 "media",
             )
-        if self.media:
-            self._attachment = {"type": attachment_type(self.media[0]), "url": self.media[0]}
         return self
+
+    def attach(self, attachment: dict[str, Any]) -> None:
+        """The attachment the media turned out to be (app/media/outbound.py)."""
+        self._attachment = attachment
+
+
+def _sent_attachment(attachment: dict[str, Any], message_status: str) -> dict[str, Any]:
+    """A send's attachment as shown: `pending` until Meta has it (its reusable attachment id
+    in `external_id`), `failed` if the message failed before that. One stored before
+    reusable attachments was sent by URL: `processed`."""
+    status = attachment.get("status", AttachmentStatus.PROCESSED.value)
+    if status == AttachmentStatus.PENDING and message_status == "failed":
+        status = AttachmentStatus.FAILED.value
+    return {**attachment, "status": status}
 
 
 class ErrorDetails(BaseModel):
@@ -206,7 +212,7 @@ class MessageOut(BaseModel):
         # Webhook content has `attachments`; an outbound send has its one `attachment`.
         stored = message.attachments
         if stored is None and message.attachment:
-            stored = [{**message.attachment, "status": AttachmentStatus.PROCESSED.value}]
+            stored = [_sent_attachment(message.attachment, message.status)]
         attachments = [
             {
                 "id": f"{public_id}-{index}",

@@ -24,7 +24,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,12 +35,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.batching import Batcher
 from app.core.jobs import Job, JobName, enqueue, enqueue_first_free
 from app.core.settings import Settings
+from app.media import repository as media_repository
+from app.media.attachments import ReusableAttachments
+from app.media.models import AttachmentStatus
 from app.messages import repository
 from app.messages.lease import ChatLeases, Lease, LeaseLost
 from app.messages.models import UNDELIVERED
 from app.messages.repository import Answered, Claim, Head, Outbound
 from app.messages.throttle import Held, ProfileThrottle
-from app.meta.errors import TOKEN_CODE, GraphError
+from app.meta.errors import NOT_OWNED_ATTACHMENT, TOKEN_CODE, GraphError
 from app.meta.graph import Account, GraphClient, GraphUnreachable, send_body
 from app.profiles.service import access_token
 
@@ -119,6 +122,7 @@ class Sender:
         self.redis = redis
         self.throttle = ProfileThrottle(redis, settings)
         self.leases = ChatLeases(db, settings)
+        self.attachments = ReusableAttachments(db, graph, redis)
         # Claims and publishes of concurrent chats share their round trips. Publishing
         # happens after the send, so it may wait for the publish in flight.
         self._claims = Batcher(self._claim_all)
@@ -171,13 +175,16 @@ class Sender:
             await self.leases.keep(lease, now=True)
             return await self._next_head(message.chat_id)
         attachment_type = (message.attachment or {}).get("type")
+        attachment = message.attachment
         try:
+            # Media goes by Meta's reusable attachment id, uploaded first if need be.
+            attachment = await self._with_attachment_id(message, account)
             async with self.throttle.sending(
                 message.profile_id, account.connection, attachment_type, self.leases.renew_after
             ):
                 # The wait for the slot may have used up the lease: never send without it.
                 await self.leases.keep(lease)
-                answer = await self.graph.send_message(account, _body(head))
+                answer = await self.graph.send_message(account, _body(head, attachment))
         except Held as held:
             await self._give_back(message, attempts, timedelta(seconds=held.seconds))
             return None
@@ -189,6 +196,14 @@ class Sender:
                 message.profile_id, error.throttled_for, error.is_throttle
             )
             failure = Failure.of_graph_error(error)
+            if (
+                error.subcode == NOT_OWNED_ATTACHMENT
+                and attachment
+                and attachment.get("external_id")
+            ):
+                # Meta no longer takes the id (the account was reconnected, say): upload anew.
+                await self._forget_attachment_id(message, attachment)
+                failure = replace(failure, retryable=True)
         except GraphUnreachable as error:
             if error.maybe_delivered and await self._echo_arrived(message.id, error.detail):
                 return await self._next_head(message.chat_id)
@@ -201,6 +216,27 @@ class Sender:
         if await self._failed(message, attempts, failure):
             return await self._next_head(message.chat_id)
         return None
+
+    async def _with_attachment_id(
+        self, message: Outbound, account: Account
+    ) -> dict[str, Any] | None:
+        """The message's attachment with Meta's reusable attachment id (`external_id`),
+        uploading its file if the profile never has; recorded on the message, which shows
+        it. An attachment from before reusable ones (no content key) goes by URL."""
+        attachment = message.attachment
+        if not attachment or not attachment.get("content_key") or attachment.get("external_id"):
+            return attachment
+        attachment_id = await self.attachments.attachment_id(
+            account, message.profile_id, attachment
+        )
+        changes = {"external_id": attachment_id, "status": AttachmentStatus.PROCESSED.value}
+        await media_repository.raw_set_attachment(self.db, message.id, changes)
+        return {**attachment, **changes}
+
+    async def _forget_attachment_id(self, message: Outbound, attachment: dict[str, Any]) -> None:
+        await self.attachments.forget(message.profile_id, attachment)
+        changes = {"external_id": None, "status": AttachmentStatus.PENDING.value}
+        await media_repository.raw_set_attachment(self.db, message.id, changes)
 
     async def _publish(self, answered: Answered) -> Head | None:
         """Record a send Meta answered; the chat's next head. If PostgreSQL cannot record it,
@@ -347,12 +383,12 @@ class Sender:
         await enqueue(self.redis, job)
 
 
-def _body(head: Head) -> dict[str, Any]:
+def _body(head: Head, attachment: dict[str, Any] | None) -> dict[str, Any]:
     message = head.message
     return send_body(
         head.participant_id,
         message.body,
-        message.attachment,
+        attachment,
         message.tag,
         message.reply_to_external_id,
         message.interactive,

@@ -11,6 +11,8 @@ THROTTLE_CODES = frozenset({4, 17, 32, 613, 80001, 80002, 80006, 341})
 TRANSIENT_CODES = frozenset({1, 2, -1, -2}) | THROTTLE_CODES
 # Throttle codes whose subcode says "stop", not "slow down".
 PERMANENT_SUBCODES = frozenset({2018338, 1893016})
+# An attachment id Meta does not know, or that another account uploaded.
+NOT_OWNED_ATTACHMENT = 2018074
 TOKEN_CODE = 190
 
 
@@ -99,6 +101,8 @@ _BY_SUBCODE = {
     2018047: "Meta could not upload the media; check that the file matches its type.",
     2018109: "The attachment is too large for Instagram.",
     2018294: "The video upload timed out or the file is corrupted.",
+    NOT_OWNED_ATTACHMENT: "Meta does not know the attachment id, or another account uploaded "
+    "it; the file is uploaded again on the next attempt.",
 }
 
 _BY_CODE = {

@@ -38,6 +38,9 @@ class Account:
         )
 
 
+# Meta fetches an uploaded file for up to 75 s (meta-graph-api.md §2.3).
+UPLOAD_TIMEOUT_SECONDS = 80.0
+
 USER_PROFILE_FIELDS = (
     "name,username,profile_pic,follower_count,is_verified_user,is_user_follow_business,"
     "is_business_follow_user"
@@ -139,6 +142,28 @@ class GraphClient:
             return payload
         raise self._refusal(account, status, payload)
 
+    async def upload_attachment(self, account: Account, kind: str, url: str) -> str:
+        """The Attachment Upload API: Meta fetches the file at the URL and keeps it for
+        reuse; its attachment id. Raises GraphError, or GraphUnreachable (nothing was sent
+        to anyone either way)."""
+        path = self._url(account, f"{account.send_path_id}/message_attachments")
+        body: dict[str, Any] = {
+            "message": {"attachment": {"type": kind, "payload": {"url": url, "is_reusable": True}}}
+        }
+        if account.connection != Connection.INSTAGRAM_LOGIN:
+            body["platform"] = "instagram"  # the Page's endpoint serves Messenger too
+        # Meta gives up fetching a video after 75 s: wait for its answer that long.
+        timeout = aiohttp.ClientTimeout(total=UPLOAD_TIMEOUT_SECONDS, sock_connect=5.0)
+        try:
+            status, payload, headers = await self._call(
+                "POST", path, account, json=body, timeout=timeout
+            )
+        except GraphUnreachable as error:
+            raise GraphUnreachable(error.detail, maybe_delivered=False) from error
+        if status < 300 and isinstance(payload, dict) and payload.get("attachment_id"):
+            return str(payload["attachment_id"])
+        raise self._refusal(account, status, payload, throttled_for(headers))
+
     async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
         """The User Profile API: what Meta shares about a participant who has messaged the
         account (before that, Meta answers code 230, "user consent is required")."""
@@ -202,18 +227,19 @@ def sender_action_body(
 def send_body(
     recipient_id: str,
     text: str | None,
-    attachment: dict[str, str] | None,
+    attachment: dict[str, Any] | None,
     tag: str | None,
     reply_to_mid: str | None,
     interactive: dict[str, Any] | None = None,
     comment_id: str | None = None,
 ) -> dict[str, Any]:
     """The Send API body for one message; with `comment_id`, a private reply to that comment
-    (meta doc §2.9), which Meta delivers to its author."""
+    (meta doc §2.9), which Meta delivers to its author. An attachment is sent by Meta's
+    reusable attachment id (`external_id`) once it has one, else by its URL."""
     message: dict[str, Any] = (
         {"text": text}
         if attachment is None
-        else {"attachment": {"type": attachment["type"], "payload": {"url": attachment["url"]}}}
+        else {"attachment": {"type": attachment["type"], "payload": _payload(attachment)}}
     )
     if interactive:
         message = meta_message(text, interactive)
@@ -225,3 +251,9 @@ def send_body(
     if reply_to_mid is not None:
         body["reply_to"] = {"mid": reply_to_mid}
     return body
+
+
+def _payload(attachment: dict[str, Any]) -> dict[str, str]:
+    if attachment.get("external_id"):
+        return {"attachment_id": attachment["external_id"]}
+    return {"url": attachment["url"]}

@@ -1,7 +1,8 @@
 """The unauthenticated control surface, under /_sandbox:
 
-GET|DELETE /sent                 what the Send API accepted (DELETE: sender actions too)
+GET|DELETE /sent                 what the Send API accepted (DELETE: actions, uploads too)
 GET        /actions              the sender actions it took (react, typing, mark_seen, ...)
+GET        /uploads              what the Attachment Upload API took
 GET|POST   /faults               the fault set (shape: app.sandbox.faults)
 POST       /inbound              {account_id, sender_id, text} -> {mid, timestamp}
 POST       /comments             a comment on a post (app.sandbox.comments) -> {comment_id}
@@ -11,6 +12,7 @@ POST       /profiles             {"<IGSID>": {field: value}}: override, and gran
 DELETE     /profiles             forget every profile, consent and request count
 GET|DELETE /profile_requests     Graph profile reads per IGSID
 GET        /media/{name}         bytes for attachment and profile picture URLs
+PUT        /media/{name}         serve the body (with its Content-Type) at that name
 POST       /media/expire         {"names": [...]}: those answer 404 from now on
 """
 
@@ -84,12 +86,18 @@ async def list_sent(sandbox: SandboxDep) -> Answer:
 async def clear_sent(sandbox: SandboxDep) -> Answer:
     sandbox.sent.clear()
     sandbox.actions.clear()
+    sandbox.uploads.clear()
     return {"success": True}
 
 
 @control.get("/actions")
 async def list_actions(sandbox: SandboxDep) -> Answer:
     return {"data": sandbox.actions}
+
+
+@control.get("/uploads")
+async def list_uploads(sandbox: SandboxDep) -> Answer:
+    return {"data": sandbox.uploads}
 
 
 @control.get("/faults")
@@ -189,8 +197,15 @@ async def clear_profile_requests(sandbox: SandboxDep) -> Answer:
 async def get_media(name: str, sandbox: SandboxDep) -> Response:
     if name in sandbox.expired_media:  # like an expired CDN link
         return Response(status_code=404)
-    content_type, content = media.content(name)
+    content_type, content = sandbox.files.get(name) or media.content(name)
     return Response(content, media_type=content_type)
+
+
+@control.put("/media/{name}")
+async def put_media(name: str, request: Request, sandbox: SandboxDep) -> Answer:
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    sandbox.files[name] = (content_type, await request.body())
+    return {"url": media.url(str(request.base_url), name)}
 
 
 @control.post("/media/expire")

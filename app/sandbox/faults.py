@@ -16,7 +16,8 @@
         "recipients": ["<IGSID>", ...],    # answer never comes. Empty: every recipient.
         "times": int|null                  # how many sends it takes in all; null: no end
       },
-      "echo": {"mode": "after"|"before"|"late"|"twice"|"none", "delay_ms": int}
+      "echo": {"mode": "after"|"before"|"late"|"twice"|"none", "delay_ms": int},
+      "unfetchable_media": ["<url>", ...]  # uploads of these answer 100/2018008
     }
 
 Echo modes: "after" (default) posts the echo once the send is answered; "before" posts it and
@@ -66,3 +67,4 @@ class Faults(Strict):
     rate_limit: RateLimit = RateLimit()
     timeout: Timeout | None = None
     echo: Echo = Echo()
+    unfetchable_media: list[str] = []

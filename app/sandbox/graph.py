@@ -1,6 +1,7 @@
 """Meta's Graph endpoints as the sandbox serves them: the Send API (messages, templates, quick
-replies, sender actions, private replies), /me, subscribed_apps, the User Profile API and the
-messenger profile's ice breakers, answered as Meta documents them, usage headers included.
+replies, sender actions, private replies), the Attachment Upload API, /me, subscribed_apps, the
+User Profile API and the messenger profile's ice breakers, answered as Meta documents them,
+usage headers included.
 
 Every path outside /_sandbox comes here (app.sandbox.app), so that any `/vNN.N/` prefix (or
 none) works and unknown paths get Meta's own error.
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
+from starlette.datastructures import UploadFile
 
 from app.sandbox import actions, comments, events, interactive, messenger_profile
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
@@ -30,6 +32,13 @@ from app.sandbox.state import Sandbox, SentRecord
 GRAPH_PATH = re.compile(r"(?:v\d+\.\d+/)?(?P<node>[^/]+)(?:/(?P<edge>[^/]+))?/?")
 PARAM_KEY = re.compile(r"[^\[\]]+")  # "message[attachment][type]" -> message, attachment, type
 ATTACHMENT_TYPES = {"image", "audio", "video", "file", "MEDIA_SHARE", "like_heart", "template"}
+UPLOAD_TYPES = {"image", "audio", "video", "file"}
+UPLOAD_MAX_BYTES = {
+    "image": 8 * 1024 * 1024,
+    "audio": 25 * 1024 * 1024,
+    "video": 25 * 1024 * 1024,
+    "file": 25 * 1024 * 1024,
+}
 SENDER_ACTIONS = {"react", "unreact", "typing_on", "typing_off", "mark_seen"}
 # A call's parameters, query and body merged: JSON values, nested as Graph reads them.
 Params = dict[str, Any]
@@ -74,12 +83,73 @@ async def dispatch(
     if request.method == "POST" and edge == "messages":
         return await send(request, sandbox, node, params)
     if edge == "messenger_profile":
-        return messenger_profile_call(request.method, sandbox, _account(node, token), params)
+        return messenger_profile_call(request.method, sandbox, owner(node, token), params)
+    if request.method == "POST" and edge == "message_attachments":
+        return upload(sandbox, owner(node, token), params)
     raise unsupported(request.method, node)
 
 
-def _account(node: str, token: str) -> str:
+def owner(node: str, token: str) -> str:
+    """The account a call acts as: the path's id, or the token's for /me."""
     return me(token)["user_id"] if node == "me" else node
+
+
+def upload(sandbox: Sandbox, account: str, params: Params) -> Response:
+    """The Attachment Upload API (meta-graph-api.md §11.5): a file by URL or as `filedata`,
+    kept for reuse by the account that uploaded it."""
+    message = params.get("message")
+    attachment = message.get("attachment") if isinstance(message, dict) else None
+    kind = attachment.get("type") if isinstance(attachment, dict) else None
+    if kind not in UPLOAD_TYPES:
+        raise GraphError(
+            100, "(#100) Param message[attachment][type] must be one of {image, audio, video, file}"
+        )
+    payload = attachment.get("payload") if isinstance(attachment, dict) else None
+    url = payload.get("url") if isinstance(payload, dict) else None
+    filedata = params.get("filedata")
+    size = len(filedata) if isinstance(filedata, bytes) else None
+    if not (isinstance(url, str) and url) and size is None:
+        raise GraphError(
+            100, "(#100) Upload a file as filedata or give message[attachment][payload][url]"
+        )
+    if url in sandbox.faults.unfetchable_media:
+        raise GraphError(100, "(#100) Failed to fetch the file from the url", 2018008)
+    if size is not None and size > UPLOAD_MAX_BYTES[kind]:
+        raise GraphError(100, "(#100) Attachment size exceeds allowable limit", 2018109)
+    reusable = payload.get("is_reusable") if isinstance(payload, dict) else None
+    attachment_id = new_attachment_id(sandbox, account)
+    sandbox.uploads.append(
+        {
+            "attachment_id": attachment_id,
+            "account_id": account,
+            "type": kind,
+            "url": url if isinstance(url, str) else None,
+            "size": size,
+            "is_reusable": reusable in (True, "true"),
+            "received_at": datetime.now(UTC).isoformat(),
+        }
+    )
+    return JSONResponse({"attachment_id": attachment_id})
+
+
+def new_attachment_id(sandbox: Sandbox, account: str) -> str:
+    attachment_id = str(random.randrange(10**15, 10**16))  # Meta's samples are numeric
+    sandbox.attachment_owners[attachment_id] = account
+    return attachment_id
+
+
+def check_attachment_ids(sandbox: Sandbox, account: str, message: JSONObject) -> None:
+    """Only the account that uploaded an attachment may send it by id."""
+    for attachment in attachments_of(message):
+        payload = attachment.get("payload")
+        attachment_id = payload.get("attachment_id") if isinstance(payload, dict) else None
+        if (
+            attachment_id is not None
+            and sandbox.attachment_owners.get(str(attachment_id)) != account
+        ):
+            raise GraphError(
+                100, "(#100) Possible invalid ID or you do not own the attachment.", 2018074
+            )
 
 
 def messenger_profile_call(method: str, sandbox: Sandbox, account: str, params: Params) -> Response:
@@ -107,6 +177,8 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: Params)
         )
         params = {**params, "recipient": {"id": comment["from_id"]}}
     recipient_id = check_send(params)
+    if isinstance(params.get("message"), dict):
+        check_attachment_ids(sandbox, account, params["message"])
     fault = sandbox.faults.recipients.get(recipient_id)
     if fault:
         raise GraphError(fault.code, fault.message, fault.error_subcode)
@@ -139,6 +211,20 @@ async def send(request: Request, sandbox: Sandbox, account: str, params: Params)
         record["comment_id"] = str(recipient["comment_id"])  # type: ignore[index]
 
     answer = {"recipient_id": recipient_id, "message_id": mid}
+    if (reusable := reusable_upload(params["message"])) is not None:
+        # Upload and send in one call (§2.4): the answer carries the attachment id too.
+        answer["attachment_id"] = new_attachment_id(sandbox, account)
+        sandbox.uploads.append(
+            {
+                "attachment_id": answer["attachment_id"],
+                "account_id": account,
+                "type": reusable["type"],
+                "url": reusable["payload"]["url"],
+                "size": None,
+                "is_reusable": True,
+                "received_at": datetime.now(UTC).isoformat(),
+            }
+        )
     content = events.echo_message(mid, params["message"])
     item = events.messaging_item(account, recipient_id, sandbox.timestamp(), "message", content)
     echo = events.bodies([(account, item)], "single", "messaging")[0]
@@ -181,7 +267,17 @@ def parse_params(pairs: list[tuple[str, str]]) -> Params:
 async def read_params(request: Request) -> Params:
     params = parse_params(parse_qsl(request.scope["query_string"].decode("latin-1")))
     body = await request.body()
-    if "json" in request.headers.get("content-type", ""):
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        # An upload's `filedata` part, beside form fields holding JSON strings.
+        form = await request.form()
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                params[key] = await value.read()
+            else:
+                params.update(parse_params([(key, value)]))
+        await form.close()
+    elif "json" in content_type:
         try:
             data = json.loads(body or b"{}")
         except ValueError:
@@ -272,6 +368,23 @@ def check_message(message: object) -> None:
         if attachment["type"] == "template":
             interactive.template(attachment.get("payload"))
     interactive.quick_replies(message)
+
+
+def reusable_upload(message: JSONObject) -> JSONObject | None:
+    """The attachment a send uploads for reuse (`is_reusable` beside its URL), if any."""
+    attachment = message.get("attachment")
+    payload = attachment.get("payload") if isinstance(attachment, dict) else None
+    if (
+        isinstance(payload, dict)
+        and payload.get("url")
+        and payload.get("is_reusable")
+        in (
+            True,
+            "true",
+        )
+    ):
+        return attachment
+    return None
 
 
 def rate_bucket(params: Params) -> Bucket:

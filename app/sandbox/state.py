@@ -38,6 +38,18 @@ class SentRecord(TypedDict):
     comment_id: NotRequired[str]  # a private reply's comment
 
 
+class UploadRecord(TypedDict):
+    """What `GET /_sandbox/uploads` lists for each file the Attachment Upload API took."""
+
+    attachment_id: str
+    account_id: str
+    type: str
+    url: str | None  # None for a file uploaded as `filedata`
+    size: int | None
+    is_reusable: bool
+    received_at: str
+
+
 class Sandbox:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -50,6 +62,11 @@ class Sandbox:
         self.ice_breakers: dict[str, list[dict[str, object]]] = {}
         # Comments emitted, by id (app/sandbox/comments.py).
         self.comments: dict[str, CommentRecord] = {}
+        self.uploads: list[UploadRecord] = []
+        # Reusable attachment id -> the account that uploaded it (only it may send it).
+        self.attachment_owners: dict[str, str] = {}
+        # Files a test put on the sandbox's CDN (/_sandbox/media/{name}): (type, bytes).
+        self.files: dict[str, tuple[str, bytes]] = {}
         self.profiles = Profiles()
         self.expired_media: set[str] = set()
         self.set_faults(Faults())
