@@ -26,9 +26,10 @@ from urllib.parse import urlparse
 
 import httpx
 
+from app.core.addresses import Resolver, resolve
 from app.core.errors import Unprocessable
 from app.core.settings import Settings
-from app.media.download import PROBE_BYTES, DownloadError, Resolver, probe, resolve
+from app.media.download import PROBE_BYTES, DownloadError, probe
 from app.media.models import AttachmentStatus
 from app.media.storage import MediaStore
 

@@ -9,7 +9,7 @@ The composite type `send_head` gains the columns at its end and the function sel
 `publish_sends` returns `send_head` rows (`h.*`), so it follows unchanged.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
