@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from app.api_keys.router import router as api_keys_router
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
 from app.core import errors
@@ -24,6 +25,7 @@ from app.messages import express as messages_express
 from app.messages.router import router as messages_router
 from app.meta.graph import GraphClient, create_session
 from app.participants.router import router as participants_router
+from app.profiles.router import groups_router
 from app.profiles.router import router as profiles_router
 
 
@@ -83,7 +85,14 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     )
     app.add_middleware(RequestIdMiddleware)
 
-    for router in (profiles_router, chats_router, messages_router, participants_router):
+    for router in (
+        profiles_router,
+        groups_router,
+        api_keys_router,
+        chats_router,
+        messages_router,
+        participants_router,
+    ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)
     app.include_router(media_router)

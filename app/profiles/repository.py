@@ -2,11 +2,12 @@
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
+from app.api_keys.models import ApiKey
 from app.profiles.models import Profile, ProfileGroup
 
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
@@ -61,3 +62,54 @@ async def group_name_of(session: AsyncSession, platform: str, platform_id: str) 
         .join(Profile, Profile.profile_group_id == ProfileGroup.id)
         .where(Profile.platform == platform, Profile.platform_id == platform_id)
     )
+
+
+def _groups(scope: Scope) -> Select[ProfileGroup, int]:
+    """The groups the key may see, each with its number of profiles."""
+    count = (
+        select(func.count(Profile.id))
+        .where(Profile.profile_group_id == ProfileGroup.id)
+        .scalar_subquery()
+    )
+    statement = select(ProfileGroup, count)
+    if scope.profile_group_id is not None:
+        statement = statement.where(ProfileGroup.id == scope.profile_group_id)
+    return statement
+
+
+async def list_groups(session: AsyncSession, scope: Scope) -> list[tuple[ProfileGroup, int]]:
+    rows = await session.execute(_groups(scope).order_by(ProfileGroup.id))
+    return [(group, count) for group, count in rows.all()]
+
+
+async def get_group(
+    session: AsyncSession, scope: Scope, group_id: int
+) -> tuple[ProfileGroup, int] | None:
+    row = (await session.execute(_groups(scope).where(ProfileGroup.id == group_id))).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def create_group(session: AsyncSession, name: str) -> ProfileGroup | None:
+    """A new group; None if one of this name exists."""
+    return await session.scalar(
+        insert(ProfileGroup)
+        .values(name=name)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(ProfileGroup)
+    )
+
+
+async def delete_group(session: AsyncSession, group_id: int) -> bool:
+    """Delete the group and its keys (a key of a deleted group has nothing to see); False if
+    it still has profiles (checked under the group's row lock)."""
+    locked = await session.scalar(
+        select(ProfileGroup.id).where(ProfileGroup.id == group_id).with_for_update()
+    )
+    has_profiles = await session.scalar(
+        select(func.count(Profile.id)).where(Profile.profile_group_id == group_id)
+    )
+    if locked is None or has_profiles:
+        return False
+    await session.execute(delete(ApiKey).where(ApiKey.profile_group_id == group_id))
+    await session.execute(delete(ProfileGroup).where(ProfileGroup.id == group_id))
+    return True

@@ -2,8 +2,10 @@ from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api_keys import service as api_keys
 from app.api_keys.auth import Scope
 from app.core import crypto, ids
+from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
 from app.core.settings import Settings
 from app.meta.graph import Account
@@ -98,3 +100,45 @@ def access_token(ciphertext: str, settings: Settings) -> str:
 @lru_cache(maxsize=4096)
 def _decrypted(secret_key: str, ciphertext: str) -> str:
     return crypto.decrypt(secret_key, ciphertext)
+
+
+def _group_serial(public_id: str) -> int:
+    serial = ids.decode(ids.Kind.PROFILE_GROUP, public_id)
+    if serial is None:
+        raise NotFound("Profile group")
+    return serial
+
+
+async def list_groups(session: AsyncSession, scope: Scope) -> list[tuple[ProfileGroup, int]]:
+    return await repository.list_groups(session, scope)
+
+
+async def get_group(
+    session: AsyncSession, scope: Scope, public_id: str
+) -> tuple[ProfileGroup, int]:
+    """The group and its number of profiles; NotFound if the key may not see it."""
+    found = await repository.get_group(session, scope, _group_serial(public_id))
+    if found is None:
+        raise NotFound("Profile group")
+    return found
+
+
+async def create_group(session: AsyncSession, scope: Scope, name: str) -> ProfileGroup:
+    scope.require_account_wide("create profile groups")
+    group = await repository.create_group(session, name)
+    if group is None:
+        raise APIError(409, f"A profile group named '{name}' exists already", [])
+    return group
+
+
+async def delete_group(session: AsyncSession, scope: Scope, public_id: str) -> None:
+    """Delete an empty group and its keys (told to every API process once committed)."""
+    group, count = await get_group(session, scope, public_id)
+    scope.require_account_wide("delete profile groups")
+    if count or not await repository.delete_group(session, group.id):
+        raise APIError(
+            409,
+            f"Profile group '{group.name}' still has profiles: erase them first "
+            "(DELETE /api/profiles/{id}?erase=true)",
+        )
+    after_commit(session, api_keys.signal_revocation)
