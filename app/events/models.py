@@ -20,6 +20,8 @@ class CustomerEventType(StrEnum):
     MESSAGE_DELETED = "message.deleted"
     REACTION_RECEIVED = "reaction.received"
     REFERRAL_RECEIVED = "referral.received"
+    PROFILE_CONNECTED = "profile.connected"
+    PROFILE_DISCONNECTED = "profile.disconnected"
 
 
 class CustomerEvent(SerialId, Base):

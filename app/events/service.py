@@ -5,7 +5,7 @@ Recording notes an event in its session; the lot is written by one statement bef
 earlier by `write_recorded` (an ORM object apiece, flushed one by one, would cost more than the
 rest of applying an inbound message)."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +17,7 @@ from app.events import repository
 from app.events.models import CustomerEventType
 from app.messages.models import Message, MessageRow
 from app.messages.schemas import MessageOut
+from app.profiles.models import Profile
 
 # Where a session keeps the events recorded and not written yet (its `info`).
 _RECORDED = "customer_events"
@@ -87,6 +88,25 @@ def chat_data(chat: Chat) -> dict[str, Any]:
         "last_outbound_at": _iso(chat.last_outbound_at),
         "last_message_at": _iso(chat.last_message_at),
     }
+
+
+def record_profile(
+    session: AsyncSession, profile: Profile, type: CustomerEventType, origin: str | None = None
+) -> None:
+    """Note a profile.connected or profile.disconnected event (Postproxy's ProfileEventData);
+    `origin` says who disconnected it: "user" (the API) or "automated" (Meta refused)."""
+    data = {
+        "id": ids.encode(ids.Kind.PROFILE, profile.id),
+        "name": profile.name or profile.username or profile.platform_id,
+        "platform": "instagram",
+        "profile_group_id": ids.encode(ids.Kind.PROFILE_GROUP, profile.profile_group_id),
+        "status": profile.status,
+        "uid": profile.platform_id,
+        "platform_id": profile.platform_id,
+        "username": profile.username,
+        "origin": origin,
+    }
+    record(session, profile.id, type, data, datetime.now(UTC))
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,4 +1,6 @@
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from app.api_keys.auth import CurrentScope
 from app.core.deps import Session
@@ -11,6 +13,7 @@ from app.profiles.schemas import (
     ProfileGroupOut,
     ProfileList,
     ProfileOut,
+    SuccessOut,
 )
 
 router = APIRouter(tags=["profiles"])
@@ -25,6 +28,23 @@ async def list_profiles(scope: CurrentScope, session: Session) -> ProfileList:
 @router.get("/profiles/{profile_id}", response_model=ProfileOut)
 async def get_profile(profile_id: str, scope: CurrentScope, session: Session) -> ProfileOut:
     return ProfileOut.of(await service.get_profile(session, scope, profile_id))
+
+
+@router.delete("/profiles/{profile_id}", response_model=SuccessOut)
+async def delete_profile(
+    profile_id: str,
+    scope: CurrentScope,
+    session: Session,
+    erase: Annotated[
+        bool,
+        Query(
+            description="Also erase its chats, messages, events, raw payloads and media "
+            "(otherwise they stay, and the profile is only disconnected)"
+        ),
+    ] = False,
+) -> SuccessOut:
+    await service.delete_profile(session, scope, profile_id, erase)
+    return SuccessOut(success=True)
 
 
 groups_router = APIRouter(tags=["profile groups"])

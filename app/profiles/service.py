@@ -8,8 +8,10 @@ from app.core import crypto, ids
 from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
 from app.core.settings import Settings
+from app.events import service as events
+from app.events.models import CustomerEventType
 from app.meta.graph import Account
-from app.profiles import repository
+from app.profiles import erasure, repository
 from app.profiles.models import Connection, Profile, ProfileGroup, ProfileStatus
 
 DEFAULT_GROUP = "default"
@@ -142,3 +144,14 @@ async def delete_group(session: AsyncSession, scope: Scope, public_id: str) -> N
             "(DELETE /api/profiles/{id}?erase=true)",
         )
     after_commit(session, api_keys.signal_revocation)
+
+
+async def delete_profile(session: AsyncSession, scope: Scope, public_id: str, erase: bool) -> None:
+    """Disconnect the profile (its history stays), or with `erase` remove it and everything
+    dmrelay keeps of it. Disconnecting one that is disconnected already changes nothing."""
+    profile = await get_profile(session, scope, public_id)
+    if erase:
+        await erasure.erase(session, profile)
+    elif profile.status != ProfileStatus.INACTIVE:
+        await erasure.disconnect(session, profile)
+        events.record_profile(session, profile, CustomerEventType.PROFILE_DISCONNECTED, "user")
