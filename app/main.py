@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from app.api_keys.router import router as api_keys_router
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
+from app.connections.router import callback_router
+from app.connections.router import router as connections_router
 from app.core import errors
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     for router in (
         profiles_router,
         groups_router,
+        connections_router,
         api_keys_router,
         chats_router,
         messages_router,
@@ -95,6 +98,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)
+    app.include_router(callback_router)
     app.include_router(media_router)
 
     @app.get("/healthz", include_in_schema=False)

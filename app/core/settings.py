@@ -6,6 +6,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 INSTAGRAM_GRAPH_URL = "https://graph.instagram.com"
 FACEBOOK_GRAPH_URL = "https://graph.facebook.com"
+# Instagram Login's authorize page and code exchange (meta doc §11.6).
+INSTAGRAM_AUTHORIZE_URL = "https://www.instagram.com/oauth/authorize"
+INSTAGRAM_CODE_EXCHANGE_URL = "https://api.instagram.com/oauth/access_token"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -43,6 +46,14 @@ class Settings(BaseSettings):
     # a fixed alphabet (app.core.ids), so they are opaque but not secret.
     secret_key: str | None = None
     sandbox_webhook_url: str | None = None
+
+    # Connecting accounts with Instagram Login: the Instagram app's id (its secret is
+    # INSTAGRAM_APP_SECRET), and dmrelay's callback exactly as registered with the app
+    # (https://<your host>/connect/instagram/callback).
+    instagram_app_id: str | None = None
+    instagram_redirect_uri: str | None = None
+    # How long a connection link (its signed state) may be used.
+    connect_state_seconds: int = 1800
 
     # Request bodies, in bytes: refused with 413 once past the cap, before anything is
     # authenticated or parsed. The largest JSON body dmrelay takes (a send: 1000 bytes of
@@ -119,6 +130,12 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
         return url
+
+    def instagram_login_url(self, which: Literal["authorize", "exchange"]) -> str:
+        if self.meta_graph_url:
+            path = "oauth/authorize" if which == "authorize" else "oauth/access_token"
+            return f"{self.meta_graph_url.rstrip('/')}/{path}"
+        return INSTAGRAM_AUTHORIZE_URL if which == "authorize" else INSTAGRAM_CODE_EXCHANGE_URL
 
     def graph_base_url(self, connection: str) -> str:
         if self.meta_graph_url:

@@ -1,4 +1,5 @@
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +59,7 @@ async def add_profile(
     name: str | None = None,
     page_id: str | None = None,
     move: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> Profile:
     """Connect an account, or reconnect it with a fresh token (it becomes active again).
 
@@ -74,6 +76,7 @@ async def add_profile(
         "page_id": page_id,
         "access_token_encrypted": crypto.encrypt(settings.secret_key, access_token),
         "status": ProfileStatus.ACTIVE,
+        **(extra or {}),
     }
     profile = await repository.upsert(session, values, group.id, move)
     if profile is None:

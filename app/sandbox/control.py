@@ -10,6 +10,9 @@ DELETE     /profiles             forget every profile, consent and request count
 GET|DELETE /profile_requests     Graph profile reads per IGSID
 GET        /media/{name}         bytes for attachment and profile picture URLs
 POST       /media/expire         {"names": [...]}: those answer 404 from now on
+GET|POST   /oauth                Instagram Login: who the authorize page approves as, or
+                                 {"deny": true}; GET also lists token calls and subscriptions
+POST       /oauth/age            {"seconds": N}: every issued token N seconds older
 """
 
 import random
@@ -24,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.sandbox import media
 from app.sandbox.events import AnyEvent, Batch, Item, Shape, Text, bodies, item_key, opens_profile
 from app.sandbox.faults import Faults
+from app.sandbox.oauth import OAuthControl
 from app.sandbox.profiles import ProfileFields
 from app.sandbox.state import Sandbox, SandboxDep
 
@@ -173,3 +177,32 @@ async def get_media(name: str, sandbox: SandboxDep) -> Response:
 async def expire_media(body: MediaNames, sandbox: SandboxDep) -> Answer:
     sandbox.expired_media.update(body.names)
     return {"expired": sorted(sandbox.expired_media)}
+
+
+@control.get("/oauth")
+async def get_oauth(sandbox: SandboxDep) -> Answer:
+    oauth = sandbox.oauth
+    return {
+        **oauth.control.model_dump(),
+        "calls": oauth.calls,
+        "subscribed": oauth.subscribed,
+        "tokens": len(oauth.tokens),
+    }
+
+
+@control.post("/oauth")
+async def set_oauth(body: OAuthControl, sandbox: SandboxDep) -> Answer:
+    sandbox.oauth.control = body
+    return body.model_dump()
+
+
+class Age(BaseModel):
+    seconds: float
+
+
+@control.post("/oauth/age")
+async def age_tokens(body: Age, sandbox: SandboxDep) -> Answer:
+    for issued in sandbox.oauth.tokens.values():
+        issued.issued_at -= body.seconds
+        issued.expires_at -= body.seconds
+    return {"success": True}

@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from app.sandbox import events
+from app.sandbox import events, oauth
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
@@ -48,9 +48,11 @@ async def graph_call(path: str, request: Request, sandbox: Sandbox) -> Response:
         if sandbox.faults.latency_ms:
             await asyncio.sleep(sandbox.faults.latency_ms / 1000)
         params = await read_params(request)
+        if node == "oauth":  # Instagram Login's authorize page and code exchange: no token
+            return oauth_call(request.method, edge, params, sandbox)
         token = check_token(access_token(request, params), sandbox.faults)
         if edge is None:
-            account = me(token)["user_id"]
+            account = (sandbox.oauth.me(token) or me(token))["user_id"]
         if random.random() < sandbox.faults.transient_rate:
             raise GraphError.transient(*random.choice(TRANSIENT_ERRORS))
         response = await dispatch(request, sandbox, node, edge, params, token)
@@ -64,11 +66,17 @@ async def dispatch(
     request: Request, sandbox: Sandbox, node: str, edge: str | None, params: Params, token: str
 ) -> Response:
     if request.method == "GET" and edge is None and node == "me":
-        return JSONResponse(me(token))
+        return JSONResponse(sandbox.oauth.me(token) or me(token))
+    if request.method == "GET" and edge is None and node == "access_token":
+        return oauth.long_lived(params, token, sandbox.oauth, sandbox.settings)
+    if request.method == "GET" and edge is None and node == "refresh_access_token":
+        return oauth.refresh(params, token, sandbox.oauth)
     if request.method == "GET" and edge is None and node.isdigit():
         base_url = str(request.base_url)
         return JSONResponse(sandbox.profiles.read(node, params.get("fields"), base_url))
     if request.method == "POST" and edge == "subscribed_apps":
+        subscriber = node if node != "me" else (sandbox.oauth.me(token) or me(token))["user_id"]
+        sandbox.oauth.subscribed[subscriber] = str(params.get("subscribed_fields", ""))
         return JSONResponse({"success": True})
     if request.method == "POST" and edge == "messages":
         return await send(request, sandbox, node, params)
@@ -123,6 +131,14 @@ async def until_disconnected(request: Request) -> None:
     # The body has been read, so the next ASGI message is the client hanging up.
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+def oauth_call(method: str, edge: str | None, params: Params, sandbox: Sandbox) -> Response:
+    if method == "GET" and edge == "authorize":
+        return oauth.authorize(params, sandbox.oauth, sandbox.settings)
+    if method == "POST" and edge == "access_token":
+        return oauth.exchange_code(params, sandbox.oauth, sandbox.settings)
+    raise unsupported(method, "oauth")
 
 
 def parse_params(pairs: list[tuple[str, str]]) -> Params:

@@ -13,6 +13,7 @@ from app.core.settings import Settings
 from app.sandbox import webhooks
 from app.sandbox.events import Body, JSONObject
 from app.sandbox.faults import Faults
+from app.sandbox.oauth import OAuth
 from app.sandbox.profiles import Profiles
 from app.sandbox.ratelimit import RateLimiter
 
@@ -41,6 +42,7 @@ class Sandbox:
         self.settings = settings
         self.sent: list[SentRecord] = []
         self.profiles = Profiles()
+        self.oauth = OAuth()
         self.expired_media: set[str] = set()
         self.set_faults(Faults())
         self._last_timestamp = 0
