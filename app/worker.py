@@ -8,6 +8,7 @@ import uvloop
 from arq.cron import CronJob
 from arq.worker import Function
 
+from app.connections import tasks as connections_tasks
 from app.core import idempotency
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import arq_pool, pack_job, redis_settings, unpack_job
@@ -35,6 +36,7 @@ CRON_JOBS: list[CronJob] = [
     *inbound_tasks.CRON_JOBS,
     *media_tasks.CRON_JOBS,
     *idempotency.CRON_JOBS,
+    *connections_tasks.CRON_JOBS,
 ]
 
 

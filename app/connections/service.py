@@ -8,24 +8,31 @@ and only then writes: the profile, created or reconnected, and `profile.connecte
 refused on the way (the state, the user, Meta) changes nothing and says why.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api_keys.auth import Scope
 from app.connections import state as states
 from app.connections.schemas import ConnectionInit
+from app.core import crypto
 from app.core.errors import Unprocessable
 from app.core.settings import Settings
 from app.events import service as events
 from app.events.models import CustomerEventType
+from app.messages import service as messages
 from app.meta.errors import GraphError
 from app.meta.graph import Account, GraphClient, GraphUnreachable, InstagramLogin
 from app.profiles import repository as profiles_repository
 from app.profiles import service as profiles
-from app.profiles.models import Connection, Profile, ProfileGroup
+from app.profiles.models import Connection, Profile, ProfileGroup, ProfileStatus
+
+log = logging.getLogger(__name__)
+# Meta refreshes a long-lived token only once it is at least 24 hours old.
+REFRESHABLE_AFTER_SECONDS = 86_400
 
 
 class Refused(Exception):
@@ -130,6 +137,7 @@ async def complete(
         | {"avatar_url": _text(me.get("profile_picture_url"))},
     )
     events.record_profile(session, profile, CustomerEventType.PROFILE_CONNECTED)
+    await messages.release_held(session, profile.id)
     return Connected(profile, back)
 
 
@@ -142,3 +150,63 @@ def token_columns(expires_in: int | None) -> dict[str, Any]:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+async def refresh_tokens(
+    sessions: async_sessionmaker[AsyncSession], graph: GraphClient, settings: Settings
+) -> int:
+    """Refresh the Instagram Login tokens that are due (at least 24 hours old, as Meta
+    requires, and within TOKEN_REFRESH_BEFORE_SECONDS of expiring); how many were refreshed.
+    A refusal marks the profile expired (and says so: profile.disconnected); a failure to
+    reach Meta is tried again on the next run."""
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        due = await profiles_repository.due_for_refresh(
+            session,
+            issued_before=now - timedelta(seconds=REFRESHABLE_AFTER_SECONDS),
+            expiring_before=now + timedelta(seconds=settings.token_refresh_before_seconds),
+        )
+    refreshed = 0
+    for profile_id in due:
+        async with sessions() as session, session.begin():
+            refreshed += await _refresh(session, graph, settings, profile_id)
+    return refreshed
+
+
+async def _refresh(
+    session: AsyncSession, graph: GraphClient, settings: Settings, profile_id: int
+) -> bool:
+    profile = await session.get(Profile, profile_id)
+    if profile is None or profile.status != ProfileStatus.ACTIVE:
+        return False
+    token = profiles.access_token(profile.access_token_encrypted, settings)
+    try:
+        issued = await InstagramLogin(graph, settings).refresh(token)
+        account = Account(
+            Connection.INSTAGRAM_LOGIN, profile.platform_id, None, issued.access_token
+        )
+        me = await graph.get_me(account)
+    except GraphUnreachable as error:
+        log.warning("profile %s: token refresh could not reach Meta (%s)", profile_id, error.detail)
+        return False
+    except GraphError as error:
+        if error.retryable:
+            log.warning("profile %s: token refresh failed for now: %s", profile_id, error.message)
+            return False
+        log.warning(
+            "profile %s: Meta refused its token refresh, so it is expired: %s",
+            profile_id,
+            error.message,
+        )
+        await profiles_repository.expire(session, profile_id)
+        return False
+    values = token_columns(issued.expires_in) | {
+        "access_token_encrypted": crypto.encrypt(settings.secret_key, issued.access_token),
+        "username": _text(me.get("username")) or profile.username,
+        "name": _text(me.get("name")) or profile.name,
+        "avatar_url": _text(me.get("profile_picture_url")),
+    }
+    # Only over the token it refreshed: a reconnect meanwhile brought a newer one.
+    return await profiles_repository.replace_token(
+        session, profile_id, profile.access_token_encrypted, values
+    )

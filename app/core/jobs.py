@@ -43,6 +43,7 @@ class JobName(StrEnum):
     SWEEP_WEBHOOK_DELIVERIES = "sweep_inbound"
     SWEEP_MEDIA_DELETIONS = "sweep_media_deletions"
     PURGE_IDEMPOTENCY_KEYS = "purge_idempotency_keys"
+    REFRESH_TOKENS = "refresh_tokens"
 
 
 # A job's arguments are plain data (see queue.pack_job): ids, and lists of ids or keys.

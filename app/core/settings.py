@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     instagram_redirect_uri: str | None = None
     # How long a connection link (its signed state) may be used.
     connect_state_seconds: int = 1800
+    # Instagram Login tokens live 60 days; they are refreshed once at least 24 hours old and
+    # this close to expiring (the refresh runs every REFRESH_TOKENS_INTERVAL_MINUTES).
+    token_refresh_before_seconds: int = 7 * 86_400
+    refresh_tokens_interval_minutes: int = 30
+    # Once Meta refuses a profile's token (code 190), its other sends are held this long
+    # (then tried, and failed if it is still refused), unless it is reconnected first.
+    expired_hold_seconds: float = 3600.0
 
     # Request bodies, in bytes: refused with 413 once past the cap, before anything is
     # authenticated or parsed. The largest JSON body dmrelay takes (a send: 1000 bytes of

@@ -3,7 +3,7 @@
 from typing import Any, cast
 
 from sqlalchemy import Table, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.events.models import CustomerEvent
 
@@ -11,6 +11,6 @@ from app.events.models import CustomerEvent
 _customer_events = cast(Table, CustomerEvent.__table__)
 
 
-async def insert_all(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+async def insert_all(session: AsyncSession | AsyncConnection, events: list[dict[str, Any]]) -> None:
     """Store these events (column values), in this order, by one statement."""
     await session.execute(insert(_customer_events), events)

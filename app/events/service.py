@@ -8,6 +8,7 @@ rest of applying an inbound message)."""
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
@@ -93,8 +94,16 @@ def chat_data(chat: Chat) -> dict[str, Any]:
 def record_profile(
     session: AsyncSession, profile: Profile, type: CustomerEventType, origin: str | None = None
 ) -> None:
-    """Note a profile.connected or profile.disconnected event (Postproxy's ProfileEventData);
-    `origin` says who disconnected it: "user" (the API) or "automated" (Meta refused)."""
+    """Note a profile.connected or profile.disconnected event."""
+    values = profile_event(profile, type, origin)
+    record(session, profile.id, type, values["data"], values["occurred_at"])
+
+
+def profile_event(
+    profile: Profile | Row[Any], type: CustomerEventType, origin: str | None = None
+) -> dict[str, Any]:
+    """A profile event's column values, its data Postproxy's ProfileEventData; `origin` says
+    who disconnected it: "user" (the API) or "automated" (Meta refused its token)."""
     data = {
         "id": ids.encode(ids.Kind.PROFILE, profile.id),
         "name": profile.name or profile.username or profile.platform_id,
@@ -106,7 +115,13 @@ def record_profile(
         "username": profile.username,
         "origin": origin,
     }
-    record(session, profile.id, type, data, datetime.now(UTC))
+    return {
+        "profile_id": profile.id,
+        "type": type,
+        "data": data,
+        "occurred_at": datetime.now(UTC),
+        "message_id": None,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

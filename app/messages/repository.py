@@ -24,6 +24,7 @@ from app.chats.models import Chat
 from app.core.models import sql_values
 from app.core.pagination import PageParams, fetch_page
 from app.messages.models import UNDELIVERED, Direction, Message, MessageStatus
+from app.profiles import repository as profiles_repository
 from app.profiles.models import Profile, ProfileStatus
 from app.profiles.repository import visible
 
@@ -256,6 +257,17 @@ def _head(row: asyncpg.Record) -> Head:
 # -- The send loop's other outcomes (SQLAlchemy Core, autocommit) ---------------------------
 
 
+async def release_held(session: AsyncSession, profile_id: int) -> set[int]:
+    """End the waits of the profile's undelivered messages; the chats they are in."""
+    chats = await session.scalars(
+        update(Message)
+        .where(Message.profile_id == profile_id, Message.status.in_(UNDELIVERED))
+        .values(next_attempt_at=None)
+        .returning(Message.chat_id)
+    )
+    return set(chats.all())
+
+
 def _on_attempt(message_id: int, attempts: int) -> tuple[ColumnElement[bool], ...]:
     """The message, if it is still undelivered and on this attempt."""
     return (
@@ -290,12 +302,9 @@ async def record_failure(
                 next_attempt_at=func.now() + retry_after if retry else None,
             )
         )
-        if expired_profile_id is not None:
-            await connection.execute(
-                update(Profile)
-                .where(Profile.id == expired_profile_id)
-                .values(status=ProfileStatus.EXPIRED)
-            )
+    if expired_profile_id is not None:
+        async with engine.begin() as connection:
+            await profiles_repository.expire(connection, expired_profile_id)
     return recorded.rowcount > 0
 
 

@@ -307,6 +307,10 @@ class Sender:
         published meanwhile stays published."""
         retry = failure.retryable and attempts < self.settings.max_attempts
         delay = _backoff(attempts, self.settings) if retry else None
+        if failure.is_token_error:
+            # The profile is expired: its other sends are held by the pause, without calling
+            # Meta, until it is reconnected (which ends the pause) or the pause ends.
+            await self.throttle.pause(message.profile_id, self.settings.expired_hold_seconds)
         if retry:
             reason = (
                 f"{failure.reason} Retrying (attempt {attempts} of {self.settings.max_attempts})."

@@ -18,6 +18,7 @@ from app.messages.models import Direction, Message, MessageStatus
 from app.messages.repository import Acceptance, Driver
 from app.messages.schemas import MessageSend
 from app.messages.sender import request_send
+from app.messages.throttle import unpause
 from app.profiles.models import ProfileStatus
 
 
@@ -81,6 +82,14 @@ def _refuse(accepted: Acceptance, tag: str | None) -> NoReturn:
 def queue_send(session: AsyncSession, chat_id: int) -> None:
     """Have a worker send the chat's messages once the session's transaction commits."""
     after_commit(session, partial(request_send, chat_id=chat_id))
+
+
+async def release_held(session: AsyncSession, profile_id: int) -> None:
+    """Send a reconnected profile's held messages now: their waits end, its pause too (once
+    committed), and their chats are queued."""
+    for chat_id in await repository.release_held(session, profile_id):
+        queue_send(session, chat_id)
+    after_commit(session, partial(unpause, profile_id=profile_id))
 
 
 async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message:

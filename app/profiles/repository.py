@@ -1,14 +1,18 @@
 """Every query on profiles and profile groups."""
 
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api_keys.auth import Scope
 from app.api_keys.models import ApiKey
-from app.profiles.models import Profile, ProfileGroup
+from app.events import repository as events_repository
+from app.events import service as events
+from app.events.models import CustomerEventType
+from app.profiles.models import Connection, Profile, ProfileGroup, ProfileStatus
 
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
@@ -113,3 +117,52 @@ async def delete_group(session: AsyncSession, group_id: int) -> bool:
     await session.execute(delete(ApiKey).where(ApiKey.profile_group_id == group_id))
     await session.execute(delete(ProfileGroup).where(ProfileGroup.id == group_id))
     return True
+
+
+async def expire(
+    connection: AsyncSession | AsyncConnection, profile_id: int, origin: str = "automated"
+) -> bool:
+    """Mark an active profile expired (Meta refused its token), with its profile.disconnected
+    event; False if it was not active."""
+    row = (
+        await connection.execute(
+            update(Profile)
+            .where(Profile.id == profile_id, Profile.status == ProfileStatus.ACTIVE)
+            .values(status=ProfileStatus.EXPIRED)
+            .returning(*cast(Table, Profile.__table__).c)
+        )
+    ).first()
+    if row is None:
+        return False
+    event = events.profile_event(row, CustomerEventType.PROFILE_DISCONNECTED, origin)
+    await events_repository.insert_all(connection, [event])
+    return True
+
+
+async def due_for_refresh(
+    session: AsyncSession, issued_before: datetime, expiring_before: datetime
+) -> list[int]:
+    """Active Instagram Login profiles whose token was issued before `issued_before` and
+    expires before `expiring_before` (a token of unknown age, added by hand, is left alone)."""
+    due = await session.scalars(
+        select(Profile.id).where(
+            Profile.status == ProfileStatus.ACTIVE,
+            Profile.connection == Connection.INSTAGRAM_LOGIN,
+            Profile.token_issued_at <= issued_before,
+            Profile.expires_at <= expiring_before,
+        )
+    )
+    return list(due.all())
+
+
+async def replace_token(
+    session: AsyncSession, profile_id: int, old_ciphertext: str, values: dict[str, Any]
+) -> bool:
+    """Store a refreshed token (and what came with it) if the profile still has the old one."""
+    replaced = await session.scalar(
+        update(Profile)
+        .where(Profile.id == profile_id, Profile.access_token_encrypted == old_ciphertext)
+        .values(**values)
+        .returning(Profile.id)
+    )
+    return replaced is not None
