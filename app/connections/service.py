@@ -109,7 +109,8 @@ async def complete(
     try:
         short_lived = await login.exchange_code(params["code"])
         issued = await login.long_lived(short_lived)
-        account = Account(Connection.INSTAGRAM_LOGIN, "me", None, issued.access_token)
+        proof = settings.instagram_login_appsecret_proof
+        account = Account(Connection.INSTAGRAM_LOGIN, "me", None, issued.access_token, proof)
         me = await graph.get_me(account)
         platform_id = str(me["user_id"])
         elsewhere = await profiles_repository.group_name_of(session, "instagram", platform_id)
@@ -134,7 +135,7 @@ async def complete(
         username=_text(me.get("username")),
         name=_text(me.get("name")),
         extra=token_columns(issued.expires_in)
-        | {"avatar_url": _text(me.get("profile_picture_url"))},
+        | {"avatar_url": _text(me.get("profile_picture_url")), "appsecret_proof": proof},
     )
     events.record_profile(session, profile, CustomerEventType.PROFILE_CONNECTED)
     await messages.release_held(session, profile.id)
@@ -183,7 +184,11 @@ async def _refresh(
     try:
         issued = await InstagramLogin(graph, settings).refresh(token)
         account = Account(
-            Connection.INSTAGRAM_LOGIN, profile.platform_id, None, issued.access_token
+            Connection.INSTAGRAM_LOGIN,
+            profile.platform_id,
+            None,
+            issued.access_token,
+            profile.appsecret_proof,
         )
         me = await graph.get_me(account)
     except GraphUnreachable as error:

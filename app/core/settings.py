@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # this close to expiring (the refresh runs every REFRESH_TOKENS_INTERVAL_MINUTES).
     token_refresh_before_seconds: int = 7 * 86_400
     refresh_tokens_interval_minutes: int = 30
+    # appsecret_proof (always with a Page token; with an Instagram Login token for profiles
+    # that opt in, as newly connected ones do when INSTAGRAM_LOGIN_APPSECRET_PROOF is set):
+    # the timestamped form, with appsecret_time, when this is set.
+    appsecret_proof_timestamped: bool = False
+    instagram_login_appsecret_proof: bool = False
     # Once Meta refuses a profile's token (code 190), its other sends are held this long
     # (then tried, and failed if it is still refused), unless it is reconnected first.
     expired_hold_seconds: float = 3600.0

@@ -183,6 +183,11 @@ RETURNING m.id, m.attempts
 """
 
 
+async def raw_appsecret_proof(db: asyncpg.Pool, profile_id: int) -> bool:
+    """Whether the profile opted in to appsecret_proof (with an Instagram Login token)."""
+    return bool(await db.fetchval("SELECT appsecret_proof FROM profiles WHERE id = $1", profile_id))
+
+
 async def raw_take_lease(db: asyncpg.Pool, chat_id: int, lease: timedelta, owner: int) -> bool:
     """Lease the chat to `owner` for `lease`, unless another worker's lease on it is live."""
     return await db.fetchval(_TAKE_LEASE, chat_id, lease, owner) is not None

@@ -92,6 +92,7 @@ def graph_account(profile: Profile, settings: Settings) -> Account:
         platform_id=profile.platform_id,
         page_id=profile.page_id,
         access_token=access_token(profile.access_token_encrypted, settings),
+        appsecret_proof=profile.appsecret_proof,
     )
 
 

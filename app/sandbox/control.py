@@ -12,6 +12,7 @@ GET        /media/{name}         bytes for attachment and profile picture URLs
 POST       /media/expire         {"names": [...]}: those answer 404 from now on
 GET|POST   /oauth                Instagram Login: who the authorize page approves as, or
                                  {"deny": true}; GET also lists token calls and subscriptions
+GET|DELETE /proofs               whether each Graph call carried appsecret_proof
 POST       /oauth/age            {"seconds": N}: every issued token N seconds older
 """
 
@@ -177,6 +178,18 @@ async def get_media(name: str, sandbox: SandboxDep) -> Response:
 async def expire_media(body: MediaNames, sandbox: SandboxDep) -> Answer:
     sandbox.expired_media.update(body.names)
     return {"expired": sorted(sandbox.expired_media)}
+
+
+@control.get("/proofs")
+async def list_proofs(sandbox: SandboxDep) -> Answer:
+    """Whether each Graph call with a token carried appsecret_proof, oldest first."""
+    return {"data": sandbox.proofs}
+
+
+@control.delete("/proofs")
+async def clear_proofs(sandbox: SandboxDep) -> Answer:
+    sandbox.proofs.clear()
+    return {"success": True}
 
 
 @control.get("/oauth")

@@ -7,9 +7,11 @@ none) works and unknown paths get Meta's own error.
 
 import asyncio
 import hashlib
+import hmac
 import json
 import random
 import re
+import time
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -51,6 +53,8 @@ async def graph_call(path: str, request: Request, sandbox: Sandbox) -> Response:
         if node == "oauth":  # Instagram Login's authorize page and code exchange: no token
             return oauth_call(request.method, edge, params, sandbox)
         token = check_token(access_token(request, params), sandbox.faults)
+        if node not in TOKEN_EXCHANGES:
+            check_proof(params, token, sandbox)
         if edge is None:
             account = (sandbox.oauth.me(token) or me(token))["user_id"]
         if random.random() < sandbox.faults.transient_rate:
@@ -198,6 +202,49 @@ def check_token(token: str | None, faults: Faults) -> str:
         # As Meta answers a token it cannot parse: quoting it.
         raise GraphError(190, f"Malformed access token {token}")
     return token
+
+
+# Authenticated by client_secret, never by appsecret_proof (meta doc §8).
+TOKEN_EXCHANGES = ("access_token", "refresh_access_token")
+PROOF_SECONDS = 300  # a timestamped proof's life (meta doc §8)
+
+
+def check_proof(params: Params, token: str, sandbox: Sandbox) -> None:
+    """appsecret_proof (meta doc §8), checked when given, and required when told to."""
+    proof, at = params.get("appsecret_proof"), params.get("appsecret_time")
+    sandbox.proofs.append(proof is not None)
+    if proof is None:
+        if sandbox.faults.require_appsecret_proof:
+            raise GraphError(
+                100, "appsecret_proof argument must be set", error_type="GraphMethodException"
+            )
+        return
+    message = token
+    if at is not None:
+        if not str(at).isdigit() or abs(time.time() - int(at)) > PROOF_SECONDS:
+            raise GraphError(
+                100,
+                "(#100) appsecret_time is invalid or expired",
+                error_type="GraphMethodException",
+            )
+        message = f"{token}|{at}"
+    settings = sandbox.settings
+    # A token the sandbox's Instagram Login issued is proved with the Instagram app's secret;
+    # any other may be either kind (the sandbox serves both hosts).
+    secrets_ = [settings.instagram_app_secret]
+    if token not in sandbox.oauth.tokens:
+        secrets_.append(settings.meta_app_secret)
+    expected = [
+        hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+        for secret in secrets_
+        if secret
+    ]
+    if not any(hmac.compare_digest(str(proof), e) for e in expected):
+        raise GraphError(
+            100,
+            "Invalid appsecret_proof provided in the API argument",
+            error_type="GraphMethodException",
+        )
 
 
 def check_send(params: Params) -> str:

@@ -43,6 +43,8 @@ class Sandbox:
         self.sent: list[SentRecord] = []
         self.profiles = Profiles()
         self.oauth = OAuth()
+        # Whether each Graph call with a token carried appsecret_proof, in order.
+        self.proofs: list[bool] = []
         self.expired_media: set[str] = set()
         self.set_faults(Faults())
         self._last_timestamp = 0
