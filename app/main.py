@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from app.api_keys.router import router as api_keys_router
 from app.api_keys.service import PrincipalCache
+from app.chat_syncs.router import router as chat_syncs_router
 from app.chats.router import router as chats_router
 from app.connections.router import callback_router
 from app.connections.router import router as connections_router
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         chats_router,
         messages_router,
         participants_router,
+        chat_syncs_router,
     ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)

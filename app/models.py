@@ -1,6 +1,7 @@
 """Every table, for Alembic: importing the model modules registers them on the metadata."""
 
 from app.api_keys.models import ApiKey
+from app.chat_syncs.models import ChatSync
 from app.chats.models import Chat
 from app.core.db import Base
 from app.core.idempotency import IdempotencyRecord
@@ -15,6 +16,7 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "Chat",
+    "ChatSync",
     "CustomerEvent",
     "IdempotencyRecord",
     "InboundEvent",

@@ -8,6 +8,7 @@ import uvloop
 from arq.cron import CronJob
 from arq.worker import Function
 
+from app.chat_syncs import tasks as chat_syncs_tasks
 from app.connections import tasks as connections_tasks
 from app.core import idempotency
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
@@ -30,6 +31,7 @@ FUNCTIONS: list[Function] = [
     *inbound_tasks.FUNCTIONS,
     *participants_tasks.FUNCTIONS,
     *media_tasks.FUNCTIONS,
+    *chat_syncs_tasks.FUNCTIONS,
 ]
 CRON_JOBS: list[CronJob] = [
     *messages_tasks.CRON_JOBS,

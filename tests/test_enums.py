@@ -8,6 +8,7 @@ from enum import StrEnum
 import asyncpg
 import pytest
 
+from app.chat_syncs.models import ChatSyncStatus, ChatSyncTrigger
 from app.core.db import Base
 from app.core.models import one_of
 from app.inbound.models import EventKind, InboundEventStatus, WebhookDeliveryStatus
@@ -22,6 +23,8 @@ CONSTRAINED = [
     ("inbound_events", "kind", EventKind),
     ("profiles", "status", ProfileStatus),
     ("profiles", "connection", Connection),
+    ("chat_syncs", "status", ChatSyncStatus),
+    ("chat_syncs", "trigger", ChatSyncTrigger),
 ]
 
 

@@ -129,6 +129,7 @@ async def _ids_of(clean, account) -> dict[str, str]:
     client = account.client
     chat = await client.chats.create(account.profile_id, CUSTOMER)
     message = await client.messages.send(chat.id, body="mine")
+    sync = await client.profiles.backfill_chats(account.profile_id, from_="2026-01-01")
     async with clean.sessionmaker() as session:
         key_id = await session.scalar(
             text("SELECT id FROM api_keys WHERE token_hash = :hash"),
@@ -141,6 +142,7 @@ async def _ids_of(clean, account) -> dict[str, str]:
         "message_id": message.id,
         "user_id": CUSTOMER,
         "key_id": ids.encode(ids.Kind.API_KEY, key_id),
+        "chat_sync_id": sync.id,
     }
 
 

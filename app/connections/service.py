@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api_keys.auth import Scope
+from app.chat_syncs import service as chat_syncs
 from app.connections import state as states
 from app.connections.schemas import ConnectionInit
 from app.core import crypto
@@ -139,6 +140,7 @@ async def complete(
     )
     events.record_profile(session, profile, CustomerEventType.PROFILE_CONNECTED)
     await messages.release_held(session, profile.id)
+    await chat_syncs.start_after_connect(session, profile)
     return Connected(profile, back)
 
 

@@ -24,6 +24,7 @@ class Kind(IntEnum):
     PROFILE = 3
     CHAT = 4
     MESSAGE = 5
+    CHAT_SYNC = 6
 
 
 @lru_cache(maxsize=65_536)

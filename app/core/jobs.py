@@ -38,6 +38,7 @@ class JobName(StrEnum):
     MIRROR_ATTACHMENT = "mirror_attachment"
     CHECK_STORY_MENTION = "check_story_mention"
     DELETE_MEDIA = "delete_media"
+    SYNC_CHATS = "sync_chats"
     # Periodic (arq cron jobs, stored as "cron:<name>").
     SWEEP_SENDS = "sweep"
     SWEEP_WEBHOOK_DELIVERIES = "sweep_inbound"

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # this close to expiring (the refresh runs every REFRESH_TOKENS_INTERVAL_MINUTES).
     token_refresh_before_seconds: int = 7 * 86_400
     refresh_tokens_interval_minutes: int = 30
+    # Backfill: Conversations API calls per second per account (Meta allows 2).
+    backfill_calls_per_second: float = 2.0
     # appsecret_proof (always with a Page token; with an Instagram Login token for profiles
     # that opt in, as newly connected ones do when INSTAGRAM_LOGIN_APPSECRET_PROOF is set):
     # the timestamped form, with appsecret_time, when this is set.

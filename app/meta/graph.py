@@ -174,6 +174,49 @@ class GraphClient:
         if status >= 300 or not (isinstance(payload, dict) and payload.get("success")):
             raise self._refusal(account, status, payload)
 
+    async def list_conversations(
+        self, account: Account, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the account's conversations, newest first (meta doc §7), and the
+        cursor of the next page (None on the last: Meta gives `next` only while there is
+        more, even after an empty page)."""
+        owner = "me" if account.connection == Connection.INSTAGRAM_LOGIN else account.page_id
+        params: dict[str, str | int] = {
+            "platform": "instagram",
+            "fields": "id,updated_time,participants",
+            "limit": limit,
+        }
+        if after is not None:
+            params["after"] = after
+        payload = await self._read(account, f"{owner}/conversations", params)
+        data = payload.get("data")
+        paging = _object(payload.get("paging"))
+        cursors = _object(paging.get("cursors"))
+        following = cursors.get("after") if paging.get("next") else None
+        return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else [], (
+            str(following) if following else None
+        )
+
+    async def conversation_message_ids(self, account: Account, conversation_id: str) -> list[str]:
+        """The ids of a conversation's messages, newest first."""
+        payload = await self._read(account, conversation_id, {"fields": "messages"})
+        messages = payload.get("messages")
+        data = messages.get("data") if isinstance(messages, dict) else None
+        return [str(m["id"]) for m in data or [] if isinstance(m, dict) and "id" in m]
+
+    async def message_details(self, account: Account, mid: str) -> dict[str, Any]:
+        return await self._read(
+            account, mid, {"fields": "id,created_time,from,to,message,attachments"}
+        )
+
+    async def _read(self, account: Account, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        status, payload, _ = await self._call(
+            "GET", self._url(account, path), account, params=params
+        )
+        if status < 300 and isinstance(payload, dict):
+            return payload
+        raise self._refusal(account, status, payload)
+
     async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
         """The User Profile API: what Meta shares about a participant who has messaged the
         account (before that, Meta answers code 230, "user consent is required")."""
@@ -276,6 +319,10 @@ def _token_refusal(status: int, payload: Any, doing: str) -> GraphError:
     error = GraphError.from_response(status, payload)
     error.message = error.message or f"Meta refused {doing}"
     return error
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def redact(text: str, secret: str) -> str:

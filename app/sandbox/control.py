@@ -12,6 +12,8 @@ GET        /media/{name}         bytes for attachment and profile picture URLs
 POST       /media/expire         {"names": [...]}: those answer 404 from now on
 GET|POST   /oauth                Instagram Login: who the authorize page approves as, or
                                  {"deny": true}; GET also lists token calls and subscriptions
+POST|DELETE /conversations       seed an account's conversations (shape: app.sandbox.conversations)
+                                 -> {ids}; GET lists the Conversations API calls answered
 GET|DELETE /proofs               whether each Graph call carried appsecret_proof
 POST       /oauth/age            {"seconds": N}: every issued token N seconds older
 """
@@ -26,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.sandbox import media
+from app.sandbox.conversations import Seed
 from app.sandbox.events import AnyEvent, Batch, Item, Shape, Text, bodies, item_key, opens_profile
 from app.sandbox.faults import Faults
 from app.sandbox.oauth import OAuthControl
@@ -218,4 +221,20 @@ async def age_tokens(body: Age, sandbox: SandboxDep) -> Answer:
     for issued in sandbox.oauth.tokens.values():
         issued.issued_at -= body.seconds
         issued.expires_at -= body.seconds
+    return {"success": True}
+
+
+@control.post("/conversations")
+async def seed_conversations(body: Seed, sandbox: SandboxDep) -> Answer:
+    return {"ids": sandbox.conversations.seed(body)}
+
+
+@control.get("/conversations")
+async def conversation_calls(sandbox: SandboxDep) -> Answer:
+    return {"calls": sandbox.conversations.calls}
+
+
+@control.delete("/conversations")
+async def clear_conversations(sandbox: SandboxDep) -> Answer:
+    sandbox.conversations.clear()
     return {"success": True}

@@ -75,6 +75,15 @@ async def dispatch(
         return oauth.long_lived(params, token, sandbox.oauth, sandbox.settings)
     if request.method == "GET" and edge is None and node == "refresh_access_token":
         return oauth.refresh(params, token, sandbox.oauth)
+    conversations = sandbox.conversations
+    if request.method == "GET" and edge == "conversations":
+        owner = (sandbox.oauth.me(token) or me(token))["user_id"] if node == "me" else node
+        url = f"{str(request.base_url).rstrip('/')}/{request.url.path.lstrip('/')}"
+        return JSONResponse(conversations.list(owner, params, url))
+    if request.method == "GET" and edge is None and node in conversations.by_id:
+        return JSONResponse(conversations.read_conversation(conversations.by_id[node]))
+    if request.method == "GET" and edge is None and node in conversations.by_mid:
+        return JSONResponse(conversations.read_message(node))
     if request.method == "GET" and edge is None and node.isdigit():
         base_url = str(request.base_url)
         return JSONResponse(sandbox.profiles.read(node, params.get("fields"), base_url))

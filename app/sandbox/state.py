@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from app.core.settings import Settings
 from app.sandbox import webhooks
+from app.sandbox.conversations import Conversations
 from app.sandbox.events import Body, JSONObject
 from app.sandbox.faults import Faults
 from app.sandbox.oauth import OAuth
@@ -43,6 +44,7 @@ class Sandbox:
         self.sent: list[SentRecord] = []
         self.profiles = Profiles()
         self.oauth = OAuth()
+        self.conversations = Conversations()
         # Whether each Graph call with a token carried appsecret_proof, in order.
         self.proofs: list[bool] = []
         self.expired_media: set[str] = set()

@@ -1,0 +1,17 @@
+"""Chat syncs' job: one backfill run."""
+
+from typing import Any
+
+from arq.cron import CronJob
+from arq.worker import Function
+
+from app.chat_syncs import service
+from app.core.jobs import JobName, task
+
+
+async def sync_chats(ctx: dict[str, Any], chat_sync_id: int) -> None:
+    await service.run(ctx["sessions"], ctx["graph"], ctx["settings"], chat_sync_id)
+
+
+FUNCTIONS: list[Function] = [task(sync_chats, JobName.SYNC_CHATS)]
+CRON_JOBS: list[CronJob] = []
