@@ -39,6 +39,7 @@ CRON_JOBS: list[CronJob] = [
     *media_tasks.CRON_JOBS,
     *idempotency.CRON_JOBS,
     *connections_tasks.CRON_JOBS,
+    *chat_syncs_tasks.CRON_JOBS,
 ]
 
 

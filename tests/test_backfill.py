@@ -103,3 +103,24 @@ async def test_a_backfill_imports_recent_history_once(admin, clean):
     assert await scalar(clean, "SELECT count(*) FROM messages") == 22
     listed = await admin.client.profiles.chat_syncs(profile_id, trigger="backfill")
     assert [s.id for s in listed.data] == [again.id] and listed.total == 1
+
+
+async def test_a_sync_whose_job_was_lost_is_queued_again(admin, clean):
+    from sqlalchemy import text
+
+    from app.chat_syncs import repository, service
+    from app.core import ids
+
+    await clean.sandbox("DELETE", "/_sandbox/conversations")
+    profile_id = ids.decode(ids.Kind.PROFILE, admin.profile_id)
+    async with clean.sessionmaker() as session, session.begin():
+        lost = await repository.start(session, profile_id, "backfill", None)  # no job queued
+        await session.execute(
+            text("UPDATE chat_syncs SET updated_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": lost.id},
+        )
+    public_id = ids.encode(ids.Kind.CHAT_SYNC, lost.id)
+    with pytest.raises(ConflictError):  # it holds the profile's one open sync
+        await admin.client.profiles.backfill_chats(admin.profile_id, from_="2026-01-01")
+    await service.sweep(clean.sessionmaker, clean.worker.pool)
+    assert (await _done(admin, admin.profile_id, public_id)).status == "completed"

@@ -120,3 +120,11 @@ async def import_conversation(
         )
     )
     return count
+
+
+async def stale(session: AsyncSession, quiet_since: datetime) -> list[int]:
+    """Open syncs with no progress since `quiet_since`: their job was lost, or its worker."""
+    found = await session.scalars(
+        select(ChatSync.id).where(ChatSync.status.in_(OPEN), ChatSync.updated_at < quiet_since)
+    )
+    return list(found.all())

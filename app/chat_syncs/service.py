@@ -11,9 +11,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api_keys.auth import Scope
@@ -21,7 +22,7 @@ from app.chat_syncs import repository
 from app.chat_syncs.models import ChatSync, ChatSyncTrigger
 from app.core import ids
 from app.core.errors import APIError, NotFound
-from app.core.jobs import Job, JobName, enqueue_after_commit
+from app.core.jobs import Job, JobName, enqueue, enqueue_after_commit
 from app.core.pagination import PageParams
 from app.core.settings import Settings
 from app.messages.models import Direction, MessageStatus
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 DETAILED = 20  # messages whose details Meta returns, per conversation
 PAGE_SIZE = 25
 TRIES = 3
+# A running sync commits every conversation, a few seconds apart at most.
+STALE_SECONDS = 120
 T = TypeVar("T")
 
 
@@ -59,12 +62,26 @@ async def start_after_connect(session: AsyncSession, profile: Profile) -> None:
     await _start(session, profile, ChatSyncTrigger.CONNECT, None)
 
 
+def _job(sync_id: int) -> Job:
+    return Job(JobName.SYNC_CHATS, (sync_id,), f"chat_sync:{sync_id}")
+
+
+async def sweep(sessions: async_sessionmaker[AsyncSession], redis: ArqRedis) -> None:
+    """Queue again the open syncs that made no progress for STALE_SECONDS (a job lost with
+    Redis, a worker killed): an open sync would otherwise refuse every later one. A job still
+    queued or running keeps its id, so this never runs a sync twice at once."""
+    async with sessions() as session:
+        quiet_since = datetime.now(UTC) - timedelta(seconds=STALE_SECONDS)
+        for sync_id in await repository.stale(session, quiet_since):
+            await enqueue(redis, _job(sync_id))
+
+
 async def _start(
     session: AsyncSession, profile: Profile, trigger: ChatSyncTrigger, since: datetime | None
 ) -> ChatSync | None:
     sync = await repository.start(session, profile.id, trigger, since)
     if sync is not None:
-        enqueue_after_commit(session, Job(JobName.SYNC_CHATS, (sync.id,), f"chat_sync:{sync.id}"))
+        enqueue_after_commit(session, _job(sync.id))
     return sync
 
 

@@ -6,7 +6,7 @@ from arq.cron import CronJob
 from arq.worker import Function
 
 from app.chat_syncs import service
-from app.core.jobs import JobName, task
+from app.core.jobs import JobName, periodic, task
 
 
 async def sync_chats(ctx: dict[str, Any], chat_sync_id: int) -> None:
@@ -14,4 +14,10 @@ async def sync_chats(ctx: dict[str, Any], chat_sync_id: int) -> None:
 
 
 FUNCTIONS: list[Function] = [task(sync_chats, JobName.SYNC_CHATS)]
-CRON_JOBS: list[CronJob] = []
+
+
+async def sweep_chat_syncs(ctx: dict[str, Any]) -> None:
+    await service.sweep(ctx["sessions"], ctx["redis"])
+
+
+CRON_JOBS: list[CronJob] = [periodic(sweep_chat_syncs, JobName.SWEEP_CHAT_SYNCS, second={30})]

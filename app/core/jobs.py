@@ -45,6 +45,7 @@ class JobName(StrEnum):
     SWEEP_MEDIA_DELETIONS = "sweep_media_deletions"
     PURGE_IDEMPOTENCY_KEYS = "purge_idempotency_keys"
     REFRESH_TOKENS = "refresh_tokens"
+    SWEEP_CHAT_SYNCS = "sweep_chat_syncs"
 
 
 # A job's arguments are plain data (see queue.pack_job): ids, and lists of ids or keys.

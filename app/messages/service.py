@@ -73,7 +73,8 @@ def _refuse(accepted: Acceptance, tag: str | None) -> NoReturn:
         raise APIError(
             422,
             f"The profile is {accepted.profile_status}: reconnect the Instagram account "
-            "(dmrelay profiles add … with a fresh access token) before sending",
+            "(POST /api/profile_groups/{id}/initialize_connection, or dmrelay profiles add … "
+            "with a fresh access token) before sending",
         )
     check_window(accepted.last_inbound_at, tag, accepted.now)
     raise RuntimeError(f"send to chat {accepted.chat_id} refused for no known reason")
