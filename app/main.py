@@ -7,9 +7,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from app.actions.router import router as actions_router
+from app.api_keys.router import router as api_keys_router
 from app.api_keys.service import PrincipalCache
+from app.chat_syncs.router import router as chat_syncs_router
 from app.chats.router import router as chats_router
 from app.comments.router import router as comments_router
+from app.connections.router import callback_router
+from app.connections.router import router as connections_router
 from app.core import errors
 from app.core.addresses import resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
@@ -32,6 +36,7 @@ from app.messages.router import router as messages_router
 from app.messages.throttle import ProfileThrottle
 from app.meta.graph import GraphClient, create_session
 from app.participants.router import router as participants_router
+from app.profiles.router import groups_router
 from app.profiles.router import router as profiles_router
 from app.webhooks.router import router as webhooks_router
 
@@ -102,9 +107,13 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
 
     for router in (
         profiles_router,
+        groups_router,
+        connections_router,
+        api_keys_router,
         chats_router,
         messages_router,
         participants_router,
+        chat_syncs_router,
         webhooks_router,
         actions_router,
         ice_breakers_router,
@@ -112,6 +121,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     ):
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)
+    app.include_router(callback_router)
     app.include_router(media_router)
 
     @app.get("/healthz", include_in_schema=False)

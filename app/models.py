@@ -1,6 +1,7 @@
 """Every table, for Alembic: importing the model modules registers them on the metadata."""
 
 from app.api_keys.models import ApiKey
+from app.chat_syncs.models import ChatSync
 from app.chats.models import Chat
 from app.comments.models import Comment
 from app.core.db import Base
@@ -18,6 +19,7 @@ __all__ = [
     "ApiKey",
     "Chat",
     "Comment",
+    "ChatSync",
     "CustomerEvent",
     "CustomerWebhook",
     "Dispatch",

@@ -8,6 +8,8 @@ import uvloop
 from arq.cron import CronJob
 from arq.worker import Function
 
+from app.chat_syncs import tasks as chat_syncs_tasks
+from app.connections import tasks as connections_tasks
 from app.core import idempotency
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import arq_pool, pack_job, redis_settings, unpack_job
@@ -31,6 +33,7 @@ FUNCTIONS: list[Function] = [
     *inbound_tasks.FUNCTIONS,
     *participants_tasks.FUNCTIONS,
     *media_tasks.FUNCTIONS,
+    *chat_syncs_tasks.FUNCTIONS,
 ]
 CRON_JOBS: list[CronJob] = [
     *messages_tasks.CRON_JOBS,
@@ -38,6 +41,8 @@ CRON_JOBS: list[CronJob] = [
     *media_tasks.CRON_JOBS,
     *idempotency.CRON_JOBS,
     *webhooks_tasks.CRON_JOBS,
+    *connections_tasks.CRON_JOBS,
+    *chat_syncs_tasks.CRON_JOBS,
 ]
 
 

@@ -39,6 +39,8 @@ os.environ.update(
     SECRET_KEY="test-secret-key",
     META_APP_SECRET="test-app-secret",
     INSTAGRAM_APP_SECRET="test-instagram-app-secret",
+    INSTAGRAM_APP_ID="test-instagram-app-id",
+    INSTAGRAM_REDIRECT_URI=f"{API_URL}/connect/instagram/callback",
     META_VERIFY_TOKEN="test-verify-token",
     META_GRAPH_URL=SANDBOX_URL,
     SANDBOX_WEBHOOK_URL=f"{API_URL}/webhooks/instagram",

@@ -8,6 +8,7 @@ from enum import StrEnum
 import asyncpg
 import pytest
 
+from app.chat_syncs.models import ChatSyncStatus, ChatSyncTrigger
 from app.core.db import Base
 from app.core.models import one_of
 from app.events.models import CustomerEventType
@@ -26,6 +27,8 @@ CONSTRAINED = [
     ("profiles", "connection", Connection),
     ("customer_events", "type", CustomerEventType),
     ("customer_webhook_dispatches", "status", DispatchStatus),
+    ("chat_syncs", "status", ChatSyncStatus),
+    ("chat_syncs", "trigger", ChatSyncTrigger),
 ]
 
 

@@ -27,6 +27,7 @@ JOB_ARGS = {
     "mirror_attachment": (9, 0),
     "check_story_mention": (9, 0, 2),
     "delete_media": (["ab/cd.png", "ef/gh.mp4"],),
+    "sync_chats": (3,),
 }
 
 

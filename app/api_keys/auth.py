@@ -15,6 +15,14 @@ class Scope:
 
     api_key_id: int
     profile_group_id: int | None
+    # Whether the key itself is account-wide (it may manage groups and keys), even when the
+    # request confined itself to one group with `profile_group_id`.
+    account_wide: bool = False
+
+    def require_account_wide(self, action: str) -> None:
+        """Refuse a group's key what only an account-wide key may do."""
+        if not self.account_wide:
+            raise APIError(403, f"Only an account-wide API key can {action}")
 
 
 def bearer_token(authorization: str) -> str | None:
@@ -47,7 +55,11 @@ async def _scope(
         if requested is None or (group is not None and requested != group):
             raise NotFound("Profile group")
         group = requested
-    return Scope(api_key_id=principal.api_key_id, profile_group_id=group)
+    return Scope(
+        api_key_id=principal.api_key_id,
+        profile_group_id=group,
+        account_wide=principal.profile_group_id is None,
+    )
 
 
 CurrentScope = Annotated[Scope, Depends(_scope, scope="function")]

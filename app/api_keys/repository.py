@@ -16,6 +16,7 @@ async def create(
     key = ApiKey(name=name, token_hash=token_hash, profile_group_id=profile_group_id)
     session.add(key)
     await session.flush()
+    await session.refresh(key)  # its server-made created_at, for the API's answer
     return key
 
 
@@ -61,3 +62,26 @@ async def find_unrevoked(session: AsyncSession, token_hash: str) -> Principal | 
     return (
         None if row is None else Principal(api_key_id=row.id, profile_group_id=row.profile_group_id)
     )
+
+
+def _unrevoked(profile_group_id: int | None) -> Select[ApiKey]:
+    """Unrevoked keys; of one group only, if given."""
+    statement = select(ApiKey).where(ApiKey.revoked_at.is_(None))
+    if profile_group_id is not None:
+        statement = statement.where(ApiKey.profile_group_id == profile_group_id)
+    return statement
+
+
+async def list_unrevoked(session: AsyncSession, profile_group_id: int | None) -> list[ApiKey]:
+    return list((await session.scalars(_unrevoked(profile_group_id).order_by(ApiKey.id))).all())
+
+
+async def get_unrevoked(
+    session: AsyncSession, key_id: int, profile_group_id: int | None
+) -> ApiKey | None:
+    return await session.scalar(_unrevoked(profile_group_id).where(ApiKey.id == key_id))
+
+
+async def group_exists(session: AsyncSession, group_id: int) -> bool:
+    found = await session.scalar(select(ProfileGroup.id).where(ProfileGroup.id == group_id))
+    return found is not None

@@ -3,6 +3,7 @@ import hashlib
 import logging
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,6 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api_keys import repository
 from app.api_keys.models import ApiKey
 from app.api_keys.schemas import KeyInfo, Principal
+from app.core import ids
+from app.core.db import after_commit
+from app.core.errors import APIError, NotFound
+
+if TYPE_CHECKING:
+    from app.api_keys.auth import Scope
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +130,45 @@ class PrincipalCache:
                 self.observe(marker, read_at)
                 failing = False
             await asyncio.sleep(WATCH_SECONDS)
+
+
+# The API's keys routes. A key is looked up within the caller's scope first (one it may not
+# see is "not found", whatever it is), then the caller must be account-wide.
+
+
+async def list_for(session: AsyncSession, scope: "Scope") -> list[ApiKey]:
+    scope.require_account_wide("manage API keys")
+    return await repository.list_unrevoked(session, scope.profile_group_id)
+
+
+async def create_for(
+    session: AsyncSession, scope: "Scope", name: str, group_public_id: str
+) -> tuple[ApiKey, str]:
+    group = ids.decode(ids.Kind.PROFILE_GROUP, group_public_id)
+    if (
+        group is None
+        or (scope.profile_group_id is not None and group != scope.profile_group_id)
+        or not await repository.group_exists(session, group)
+    ):
+        raise APIError(
+            404,
+            "Profile group not found",
+            [{"field": "profile_group_id", "message": "no profile group has this id"}],
+        )
+    scope.require_account_wide("manage API keys")
+    return await create(session, name, group)
+
+
+async def delete_for(session: AsyncSession, scope: "Scope", public_id: str) -> None:
+    """Revoke the key; every API process refuses it within a second of the commit."""
+    serial = ids.decode(ids.Kind.API_KEY, public_id)
+    key = (
+        None
+        if serial is None
+        else await repository.get_unrevoked(session, serial, scope.profile_group_id)
+    )
+    if key is None:
+        raise NotFound("API key")
+    scope.require_account_wide("manage API keys")
+    await revoke(session, key.id)
+    after_commit(session, signal_revocation)

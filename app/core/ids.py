@@ -30,6 +30,7 @@ class Kind(IntEnum):
     CUSTOMER_EVENT = 8
     # A dispatch: one event for one endpoint (X-PostProxy-Delivery); a test event's id too.
     DISPATCH = 9
+    CHAT_SYNC = 10
 
 
 @lru_cache(maxsize=65_536)

@@ -38,12 +38,15 @@ class JobName(StrEnum):
     MIRROR_ATTACHMENT = "mirror_attachment"
     CHECK_STORY_MENTION = "check_story_mention"
     DELETE_MEDIA = "delete_media"
+    SYNC_CHATS = "sync_chats"
     # Periodic (arq cron jobs, stored as "cron:<name>").
     SWEEP_SENDS = "sweep"
     SWEEP_WEBHOOK_DELIVERIES = "sweep_inbound"
     SWEEP_MEDIA_DELETIONS = "sweep_media_deletions"
     PURGE_IDEMPOTENCY_KEYS = "purge_idempotency_keys"
     PRUNE_CUSTOMER_EVENTS = "prune_customer_events"
+    REFRESH_TOKENS = "refresh_tokens"
+    SWEEP_CHAT_SYNCS = "sweep_chat_syncs"
 
 
 # A job's arguments are plain data (see queue.pack_job): ids, and lists of ids or keys.

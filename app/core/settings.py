@@ -6,6 +6,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 INSTAGRAM_GRAPH_URL = "https://graph.instagram.com"
 FACEBOOK_GRAPH_URL = "https://graph.facebook.com"
+# Instagram Login's authorize page and code exchange (meta doc §11.6).
+INSTAGRAM_AUTHORIZE_URL = "https://www.instagram.com/oauth/authorize"
+INSTAGRAM_CODE_EXCHANGE_URL = "https://api.instagram.com/oauth/access_token"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -43,6 +46,28 @@ class Settings(BaseSettings):
     # a fixed alphabet (app.core.ids), so they are opaque but not secret.
     secret_key: str | None = None
     sandbox_webhook_url: str | None = None
+
+    # Connecting accounts with Instagram Login: the Instagram app's id (its secret is
+    # INSTAGRAM_APP_SECRET), and dmrelay's callback exactly as registered with the app
+    # (https://<your host>/connect/instagram/callback).
+    instagram_app_id: str | None = None
+    instagram_redirect_uri: str | None = None
+    # How long a connection link (its signed state) may be used.
+    connect_state_seconds: int = 1800
+    # Instagram Login tokens live 60 days; they are refreshed once at least 24 hours old and
+    # this close to expiring (the refresh runs every REFRESH_TOKENS_INTERVAL_MINUTES).
+    token_refresh_before_seconds: int = 7 * 86_400
+    refresh_tokens_interval_minutes: int = 30
+    # Backfill: Conversations API calls per second per account (Meta allows 2).
+    backfill_calls_per_second: float = 2.0
+    # appsecret_proof (always with a Page token; with an Instagram Login token for profiles
+    # that opt in, as newly connected ones do when INSTAGRAM_LOGIN_APPSECRET_PROOF is set):
+    # the timestamped form, with appsecret_time, when this is set.
+    appsecret_proof_timestamped: bool = False
+    instagram_login_appsecret_proof: bool = False
+    # Once Meta refuses a profile's token (code 190), its other sends are held this long
+    # (then tried, and failed if it is still refused), unless it is reconnected first.
+    expired_hold_seconds: float = 3600.0
 
     # Request bodies, in bytes: refused with 413 once past the cap, before anything is
     # authenticated or parsed. The largest JSON body dmrelay takes (a send: 1000 bytes of
@@ -142,6 +167,12 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]
         return url
+
+    def instagram_login_url(self, which: Literal["authorize", "exchange"]) -> str:
+        if self.meta_graph_url:
+            path = "oauth/authorize" if which == "authorize" else "oauth/access_token"
+            return f"{self.meta_graph_url.rstrip('/')}/{path}"
+        return INSTAGRAM_AUTHORIZE_URL if which == "authorize" else INSTAGRAM_CODE_EXCHANGE_URL
 
     def graph_base_url(self, connection: str) -> str:
         if self.meta_graph_url:

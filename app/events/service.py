@@ -5,9 +5,10 @@ Recording notes an event in its session; the lot is written by one statement bef
 earlier by `write_recorded` (an ORM object apiece, flushed one by one, would cost more than the
 rest of applying an inbound message)."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.chats.models import Chat
@@ -108,7 +109,7 @@ def chat_data(chat: Chat) -> dict[str, Any]:
     }
 
 
-def profile_data(profile: Profile, origin: str | None = None) -> dict[str, Any]:
+def profile_data(profile: Profile | Row[Any], origin: str | None = None) -> dict[str, Any]:
     """A profile as Postproxy's profile.connected / profile.disconnected events carry it
     (ProfileEventData); `origin` on a disconnection: "user" or "automated"."""
     return {
@@ -134,6 +135,21 @@ def record_profile(
     """Note a profile.connected or profile.disconnected event, in the session's transaction
     (the one that connects or disconnects it)."""
     record(session, profile.id, type, profile_data(profile, origin), occurred_at)
+
+
+def profile_event(
+    profile: Profile | Row[Any], type: CustomerEventType, origin: str | None = None
+) -> dict[str, Any]:
+    """A profile event's column values, for a change made by a statement (no session):
+    `origin` says who disconnected it, "user" (the API) or "automated" (Meta refused its
+    token)."""
+    return {
+        "profile_id": profile.id,
+        "type": type,
+        "data": profile_data(profile, origin),
+        "occurred_at": datetime.now(UTC),
+        "message_id": None,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

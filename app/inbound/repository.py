@@ -30,7 +30,7 @@ from app.inbound.models import (
 )
 from app.inbound.parsing import ChatKey, Event
 from app.messages.models import Message, MessageRow
-from app.profiles.models import Profile
+from app.profiles.models import Profile, ProfileStatus
 
 
 def _table(model: type[Base]) -> Table:
@@ -358,7 +358,12 @@ async def _find_chats(
     wanted = chat_keys_table(keys)
     rows = await session.execute(
         select(wanted.c.account_id, wanted.c.participant_id, Profile.id, Chat.id)
-        .join(Profile, Profile.platform_id == wanted.c.account_id)
+        # A disconnected profile hears nothing until it is connected again.
+        .join(
+            Profile,
+            (Profile.platform_id == wanted.c.account_id)
+            & (Profile.status != ProfileStatus.INACTIVE),
+        )
         .outerjoin(
             Chat,
             (Chat.profile_id == Profile.id)

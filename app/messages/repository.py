@@ -26,6 +26,7 @@ from app.core.pagination import PageParams, fetch_page
 from app.events import service as events
 from app.events.models import CustomerEventType
 from app.messages.models import UNDELIVERED, Direction, Message, MessageRow, MessageStatus
+from app.profiles import repository as profiles_repository
 from app.profiles.models import Profile, ProfileStatus
 from app.profiles.repository import visible
 
@@ -190,6 +191,11 @@ RETURNING m.id, m.attempts
 """
 
 
+async def raw_appsecret_proof(db: asyncpg.Pool, profile_id: int) -> bool:
+    """Whether the profile opted in to appsecret_proof (with an Instagram Login token)."""
+    return bool(await db.fetchval("SELECT appsecret_proof FROM profiles WHERE id = $1", profile_id))
+
+
 async def raw_take_lease(db: asyncpg.Pool, chat_id: int, lease: timedelta, owner: int) -> bool:
     """Lease the chat to `owner` for `lease`, unless another worker's lease on it is live."""
     return await db.fetchval(_TAKE_LEASE, chat_id, lease, owner) is not None
@@ -266,6 +272,17 @@ def _head(row: asyncpg.Record) -> Head:
 # -- The send loop's other outcomes (SQLAlchemy Core, autocommit) ---------------------------
 
 
+async def release_held(session: AsyncSession, profile_id: int) -> set[int]:
+    """End the waits of the profile's undelivered messages; the chats they are in."""
+    chats = await session.scalars(
+        update(Message)
+        .where(Message.profile_id == profile_id, Message.status.in_(UNDELIVERED))
+        .values(next_attempt_at=None)
+        .returning(Message.chat_id)
+    )
+    return set(chats.all())
+
+
 def _on_attempt(message_id: int, attempts: int) -> tuple[ColumnElement[bool], ...]:
     """The message, if it is still undelivered and on this attempt."""
     return (
@@ -314,11 +331,7 @@ async def record_failure(
                     connection, _FAILURE_EVENTS[status], message, message.updated_at
                 )
             if expired_profile_id is not None:
-                await connection.execute(
-                    update(Profile)
-                    .where(Profile.id == expired_profile_id)
-                    .values(status=ProfileStatus.EXPIRED)
-                )
+                await profiles_repository.expire(connection, expired_profile_id)
     return failed is not None
 
 

@@ -45,6 +45,7 @@ from app.messages.repository import Answered, Claim, Head, Outbound
 from app.messages.throttle import Held, ProfileThrottle
 from app.meta.errors import NOT_OWNED_ATTACHMENT, TOKEN_CODE, GraphError
 from app.meta.graph import Account, GraphClient, GraphUnreachable, send_body
+from app.profiles.models import Connection
 from app.profiles.service import access_token
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class Sender:
         # happens after the send, so it may wait for the publish in flight.
         self._claims = Batcher(self._claim_all)
         self._publishes = Batcher(self._publish_all, one_at_a_time=True)
+        # Instagram Login profiles' appsecret_proof opt-in (not in the head), read once a
+        # minute per profile at most.
+        self._proof_opt_ins: dict[int, tuple[bool, float]] = {}
 
     async def send_chat(self, chat_id: int) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
@@ -335,7 +339,17 @@ class Sender:
             platform_id=head.platform_id,
             page_id=head.page_id,
             access_token=access_token(head.access_token_encrypted, self.settings),
+            appsecret_proof=head.connection == Connection.INSTAGRAM_LOGIN
+            and await self._proves_app(message.profile_id),
         )
+
+    async def _proves_app(self, profile_id: int) -> bool:
+        now = time.monotonic()
+        known = self._proof_opt_ins.get(profile_id)
+        if known is None or known[1] <= now:
+            known = (await repository.raw_appsecret_proof(self.db, profile_id), now + 60.0)
+            self._proof_opt_ins[profile_id] = known
+        return known[0]
 
     async def _failed(self, message: Outbound, attempts: int, failure: Failure) -> bool:
         """Record a failed attempt; False if the message will be retried (the chat waits).
@@ -343,6 +357,10 @@ class Sender:
         published meanwhile stays published."""
         retry = failure.retryable and attempts < self.settings.max_attempts
         delay = _backoff(attempts, self.settings) if retry else None
+        if failure.is_token_error:
+            # The profile is expired: its other sends are held by the pause, without calling
+            # Meta, until it is reconnected (which ends the pause) or the pause ends.
+            await self.throttle.pause(message.profile_id, self.settings.expired_hold_seconds)
         if retry:
             reason = (
                 f"{failure.reason} Retrying (attempt {attempts} of {self.settings.max_attempts})."

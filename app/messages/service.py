@@ -18,6 +18,7 @@ from app.messages.models import Direction, Message, MessageStatus
 from app.messages.repository import Acceptance, Driver
 from app.messages.schemas import MessageSend
 from app.messages.sender import request_send
+from app.messages.throttle import unpause
 from app.profiles.models import ProfileStatus
 
 
@@ -74,7 +75,8 @@ def _refuse(accepted: Acceptance, tag: str | None) -> NoReturn:
         raise APIError(
             422,
             f"The profile is {accepted.profile_status}: reconnect the Instagram account "
-            "(dmrelay profiles add … with a fresh access token) before sending",
+            "(POST /api/profile_groups/{id}/initialize_connection, or dmrelay profiles add … "
+            "with a fresh access token) before sending",
         )
     check_window(accepted.last_inbound_at, tag, accepted.now)
     raise RuntimeError(f"send to chat {accepted.chat_id} refused for no known reason")
@@ -83,6 +85,14 @@ def _refuse(accepted: Acceptance, tag: str | None) -> NoReturn:
 def queue_send(session: AsyncSession, chat_id: int) -> None:
     """Have a worker send the chat's messages once the session's transaction commits."""
     after_commit(session, partial(request_send, chat_id=chat_id))
+
+
+async def release_held(session: AsyncSession, profile_id: int) -> None:
+    """Send a reconnected profile's held messages now: their waits end, its pause too (once
+    committed), and their chats are queued."""
+    for chat_id in await repository.release_held(session, profile_id):
+        queue_send(session, chat_id)
+    after_commit(session, partial(unpause, profile_id=profile_id))
 
 
 async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message:

@@ -283,5 +283,10 @@ class ProfileThrottle:
             await self._redis.set(_pause_key(profile_id), "1", px=milliseconds)
 
 
+async def unpause(redis: Redis, profile_id: int) -> None:
+    """End the profile's pause (it was reconnected: its held sends may go now)."""
+    await redis.delete(_pause_key(profile_id))
+
+
 def _pause_key(profile_id: int) -> str:
     return f"dmrelay:paused:{profile_id}"

@@ -5,16 +5,20 @@ worker's hottest request, and with a hundred in flight httpx's connection pool c
 times more CPU per call than aiohttp, and more as concurrency grows (docs/performance.md).
 """
 
+import hashlib
+import hmac
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
 from app.core.settings import Settings
 from app.messages.interactive import meta_message
-from app.meta.errors import GraphError
+from app.meta.errors import GraphError, _int_or_none
 from app.profiles.models import Connection
 
 
@@ -27,6 +31,13 @@ class Account:
     page_id: str | None
     # Out of the repr, so that logging an account (or an error holding one) cannot leak it.
     access_token: str = field(repr=False)
+    # Prove the app with appsecret_proof on an Instagram Login token too (a Page token always
+    # is; Meta does not document it for Instagram Login, so each profile opts in).
+    appsecret_proof: bool = False
+
+    @property
+    def proves_app(self) -> bool:
+        return self.connection == Connection.FACEBOOK_LOGIN or self.appsecret_proof
 
     @property
     def send_path_id(self) -> str:
@@ -83,6 +94,8 @@ class GraphClient:
     ) -> tuple[int, Any, Mapping[str, str]]:
         """Status, JSON payload (None if not JSON) and headers; GraphUnreachable if none."""
         headers = {"Authorization": f"Bearer {account.access_token}"}
+        if account.proves_app:
+            kwargs["params"] = {**kwargs.get("params", {}), **self._proof(account)}
         try:
             async with self._http.request(method, url, headers=headers, **kwargs) as response:
                 try:
@@ -92,6 +105,23 @@ class GraphClient:
                 return response.status, payload, response.headers
         except (aiohttp.ClientError, TimeoutError) as error:
             raise GraphUnreachable.of(error, account.access_token) from error
+
+    def _proof(self, account: Account) -> dict[str, str]:
+        """appsecret_proof (meta doc §8): HMAC-SHA256 of the token keyed by the app's secret
+        (the Instagram app's for an Instagram Login token), or of `token|time` with
+        appsecret_time where APPSECRET_PROOF_TIMESTAMPED is set (valid for 5 minutes)."""
+        settings = self._settings
+        secret = (
+            settings.instagram_app_secret
+            if account.connection == Connection.INSTAGRAM_LOGIN
+            else settings.meta_app_secret
+        ) or ""
+        message, params = account.access_token, {}
+        if settings.appsecret_proof_timestamped:
+            params["appsecret_time"] = str(int(time.time()))
+            message = f"{message}|{params['appsecret_time']}"
+        digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+        return {"appsecret_proof": digest, **params}
 
     def _refusal(
         self, account: Account, status: int, payload: Any, backoff: float | None = None
@@ -164,6 +194,80 @@ class GraphClient:
             return str(payload["attachment_id"])
         raise self._refusal(account, status, payload, throttled_for(headers))
 
+    async def token_call(
+        self, method: str, url: str, token: str = "", **kwargs: Any
+    ) -> tuple[int, Any]:
+        """A call authenticated by its parameters (a token exchange): status and JSON."""
+        try:
+            async with self._http.request(method, url, **kwargs) as response:
+                try:
+                    payload = await response.json(content_type=None)
+                except ValueError:
+                    payload = None
+                return response.status, payload
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise GraphUnreachable.of(error, token) from error
+
+    async def get_me(self, account: Account) -> dict[str, Any]:
+        """The account an Instagram Login token is for (`user_id` is the id webhooks use)."""
+        status, payload, _ = await self._call(
+            "GET", self._url(account, "me"), account, params={"fields": ME_FIELDS}
+        )
+        if status < 300 and isinstance(payload, dict) and payload.get("user_id"):
+            return payload
+        raise self._refusal(account, status, payload)
+
+    async def subscribe(self, account: Account) -> None:
+        """Have Meta deliver the account's webhooks (without this, nothing arrives)."""
+        url = self._url(account, "me/subscribed_apps")
+        params = {"subscribed_fields": SUBSCRIBED_FIELDS}
+        status, payload, _ = await self._call("POST", url, account, params=params)
+        if status >= 300 or not (isinstance(payload, dict) and payload.get("success")):
+            raise self._refusal(account, status, payload)
+
+    async def list_conversations(
+        self, account: Account, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the account's conversations, newest first (meta doc §7), and the
+        cursor of the next page (None on the last: Meta gives `next` only while there is
+        more, even after an empty page)."""
+        owner = "me" if account.connection == Connection.INSTAGRAM_LOGIN else account.page_id
+        params: dict[str, str | int] = {
+            "platform": "instagram",
+            "fields": "id,updated_time,participants",
+            "limit": limit,
+        }
+        if after is not None:
+            params["after"] = after
+        payload = await self._read(account, f"{owner}/conversations", params)
+        data = payload.get("data")
+        paging = _object(payload.get("paging"))
+        cursors = _object(paging.get("cursors"))
+        following = cursors.get("after") if paging.get("next") else None
+        return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else [], (
+            str(following) if following else None
+        )
+
+    async def conversation_message_ids(self, account: Account, conversation_id: str) -> list[str]:
+        """The ids of a conversation's messages, newest first."""
+        payload = await self._read(account, conversation_id, {"fields": "messages"})
+        messages = payload.get("messages")
+        data = messages.get("data") if isinstance(messages, dict) else None
+        return [str(m["id"]) for m in data or [] if isinstance(m, dict) and "id" in m]
+
+    async def message_details(self, account: Account, mid: str) -> dict[str, Any]:
+        return await self._read(
+            account, mid, {"fields": "id,created_time,from,to,message,attachments"}
+        )
+
+    async def _read(self, account: Account, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        status, payload, _ = await self._call(
+            "GET", self._url(account, path), account, params=params
+        )
+        if status < 300 and isinstance(payload, dict):
+            return payload
+        raise self._refusal(account, status, payload)
+
     async def get_user_profile(self, account: Account, user_id: str) -> dict[str, Any]:
         """The User Profile API: what Meta shares about a participant who has messaged the
         account (before that, Meta answers code 230, "user consent is required")."""
@@ -174,6 +278,103 @@ class GraphClient:
         if status < 300 and isinstance(payload, dict):
             return payload
         raise self._refusal(account, status, payload)
+
+
+# What dmrelay asks Meta for, connecting with Instagram Login (meta doc §11.6): the account,
+# its messages, and comments (private replies).
+INSTAGRAM_LOGIN_SCOPES = (
+    "instagram_business_basic,instagram_business_manage_messages,instagram_business_manage_comments"
+)
+ME_FIELDS = "user_id,username,name,profile_picture_url"
+# The webhook fields dmrelay applies (app/inbound/parsing.py).
+SUBSCRIBED_FIELDS = (
+    "messages,messaging_postbacks,message_reactions,messaging_seen,messaging_referral,message_edit,"
+    "comments"
+)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str = field(repr=False)
+    # Seconds it lives, as Meta says (None: Meta did not say).
+    expires_in: int | None
+
+
+class InstagramLogin:
+    """The token calls of Instagram Login (meta doc §1, §11.6), authenticated by the Instagram
+    app's id and secret (never appsecret_proof), and the account reads that follow them."""
+
+    def __init__(self, graph: GraphClient, settings: Settings) -> None:
+        self._graph = graph
+        self._settings = settings
+
+    def authorize_url(self, state: str) -> str:
+        query = urlencode(
+            {
+                "client_id": self._settings.instagram_app_id,
+                "redirect_uri": self._settings.instagram_redirect_uri,
+                "response_type": "code",
+                "scope": INSTAGRAM_LOGIN_SCOPES,
+                "state": state,
+            }
+        )
+        return f"{self._settings.instagram_login_url('authorize')}?{query}"
+
+    async def exchange_code(self, code: str) -> str:
+        """A short-lived token for the authorize page's code."""
+        form = {
+            "client_id": self._settings.instagram_app_id or "",
+            "client_secret": self._settings.instagram_app_secret or "",
+            "grant_type": "authorization_code",
+            "redirect_uri": self._settings.instagram_redirect_uri or "",
+            "code": code,
+        }
+        url = self._settings.instagram_login_url("exchange")
+        status, payload = await self._graph.token_call("POST", url, data=form)
+        # Meta documents {"data": [{...}]}; clients also see the flat object (§11.6).
+        answer = payload.get("data", [payload]) if isinstance(payload, dict) else None
+        first = answer[0] if isinstance(answer, list) and answer else None
+        token = first.get("access_token") if isinstance(first, dict) else None
+        if status >= 300 or not isinstance(token, str):
+            raise _token_refusal(status, payload, "exchanging the authorization code")
+        return token
+
+    async def long_lived(self, short_lived: str) -> IssuedToken:
+        secret = self._settings.instagram_app_secret
+        params = {"grant_type": "ig_exchange_token", "client_secret": secret}
+        return await self._token("access_token", params, short_lived)
+
+    async def refresh(self, long_lived: str) -> IssuedToken:
+        return await self._token(
+            "refresh_access_token", {"grant_type": "ig_refresh_token"}, long_lived
+        )
+
+    async def _token(self, path: str, params: dict[str, Any], token: str) -> IssuedToken:
+        base = self._settings.graph_base_url(Connection.INSTAGRAM_LOGIN)
+        status, payload = await self._graph.token_call(
+            "GET", f"{base}/{path}", params={**params, "access_token": token}, token=token
+        )
+        issued = payload.get("access_token") if isinstance(payload, dict) else None
+        if status >= 300 or not isinstance(issued, str):
+            raise _token_refusal(status, payload, path.replace("_", " "))
+        expires_in = payload.get("expires_in")
+        return IssuedToken(issued, int(expires_in) if isinstance(expires_in, int | float) else None)
+
+
+def _token_refusal(status: int, payload: Any, doing: str) -> GraphError:
+    """Meta's refusal of a token call: a Graph error, or the code exchange's own shape
+    ({"error_type", "code", "error_message"})."""
+    if isinstance(payload, dict) and "error_message" in payload:
+        return GraphError(
+            _int_or_none(payload.get("code")), None, str(payload["error_message"]), status
+        )
+    error = GraphError.from_response(status, payload)
+    error.message = error.message or f"Meta refused {doing}"
+    return error
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def redact(text: str, secret: str) -> str:

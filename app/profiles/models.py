@@ -1,7 +1,16 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
@@ -54,6 +63,13 @@ class Profile(SerialId, Timestamps, Base):
         Text, nullable=False, server_default=ProfileStatus.ACTIVE.value
     )
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    avatar_url: Mapped[str | None] = mapped_column(Text)
+    # When the stored token was issued or last refreshed: Meta refreshes a long-lived
+    # Instagram Login token only once it is at least 24 hours old.
+    token_issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Send appsecret_proof with this profile's Instagram Login token (always sent with a
+    # Page token); Meta does not document it for Instagram Login, so it is opt-in.
+    appsecret_proof: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
     # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
     chat_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # Of those, the archived ones (a trigger, migration 0011): lists leave them out.

@@ -1,13 +1,18 @@
 """Every query on profiles and profile groups."""
 
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api_keys.auth import Scope
-from app.profiles.models import Profile, ProfileGroup
+from app.api_keys.models import ApiKey
+from app.events import repository as events_repository
+from app.events import service as events
+from app.events.models import CustomerEventType
+from app.profiles.models import Connection, Profile, ProfileGroup, ProfileStatus
 
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
@@ -61,3 +66,103 @@ async def group_name_of(session: AsyncSession, platform: str, platform_id: str) 
         .join(Profile, Profile.profile_group_id == ProfileGroup.id)
         .where(Profile.platform == platform, Profile.platform_id == platform_id)
     )
+
+
+def _groups(scope: Scope) -> Select[ProfileGroup, int]:
+    """The groups the key may see, each with its number of profiles."""
+    count = (
+        select(func.count(Profile.id))
+        .where(Profile.profile_group_id == ProfileGroup.id)
+        .scalar_subquery()
+    )
+    statement = select(ProfileGroup, count)
+    if scope.profile_group_id is not None:
+        statement = statement.where(ProfileGroup.id == scope.profile_group_id)
+    return statement
+
+
+async def list_groups(session: AsyncSession, scope: Scope) -> list[tuple[ProfileGroup, int]]:
+    rows = await session.execute(_groups(scope).order_by(ProfileGroup.id))
+    return [(group, count) for group, count in rows.all()]
+
+
+async def get_group(
+    session: AsyncSession, scope: Scope, group_id: int
+) -> tuple[ProfileGroup, int] | None:
+    row = (await session.execute(_groups(scope).where(ProfileGroup.id == group_id))).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def create_group(session: AsyncSession, name: str) -> ProfileGroup | None:
+    """A new group; None if one of this name exists."""
+    return await session.scalar(
+        insert(ProfileGroup)
+        .values(name=name)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(ProfileGroup)
+    )
+
+
+async def delete_group(session: AsyncSession, group_id: int) -> bool:
+    """Delete the group and its keys (a key of a deleted group has nothing to see); False if
+    it still has profiles (checked under the group's row lock)."""
+    locked = await session.scalar(
+        select(ProfileGroup.id).where(ProfileGroup.id == group_id).with_for_update()
+    )
+    has_profiles = await session.scalar(
+        select(func.count(Profile.id)).where(Profile.profile_group_id == group_id)
+    )
+    if locked is None or has_profiles:
+        return False
+    await session.execute(delete(ApiKey).where(ApiKey.profile_group_id == group_id))
+    await session.execute(delete(ProfileGroup).where(ProfileGroup.id == group_id))
+    return True
+
+
+async def expire(
+    connection: AsyncSession | AsyncConnection, profile_id: int, origin: str = "automated"
+) -> bool:
+    """Mark an active profile expired (Meta refused its token), with its profile.disconnected
+    event; False if it was not active."""
+    row = (
+        await connection.execute(
+            update(Profile)
+            .where(Profile.id == profile_id, Profile.status == ProfileStatus.ACTIVE)
+            .values(status=ProfileStatus.EXPIRED)
+            .returning(*cast(Table, Profile.__table__).c)
+        )
+    ).first()
+    if row is None:
+        return False
+    event = events.profile_event(row, CustomerEventType.PROFILE_DISCONNECTED, origin)
+    await events_repository.insert_all(connection, [event])
+    return True
+
+
+async def due_for_refresh(
+    session: AsyncSession, issued_before: datetime, expiring_before: datetime
+) -> list[int]:
+    """Active Instagram Login profiles whose token was issued before `issued_before` and
+    expires before `expiring_before` (a token of unknown age, added by hand, is left alone)."""
+    due = await session.scalars(
+        select(Profile.id).where(
+            Profile.status == ProfileStatus.ACTIVE,
+            Profile.connection == Connection.INSTAGRAM_LOGIN,
+            Profile.token_issued_at <= issued_before,
+            Profile.expires_at <= expiring_before,
+        )
+    )
+    return list(due.all())
+
+
+async def replace_token(
+    session: AsyncSession, profile_id: int, old_ciphertext: str, values: dict[str, Any]
+) -> bool:
+    """Store a refreshed token (and what came with it) if the profile still has the old one."""
+    replaced = await session.scalar(
+        update(Profile)
+        .where(Profile.id == profile_id, Profile.access_token_encrypted == old_ciphertext)
+        .values(**values)
+        .returning(Profile.id)
+    )
+    return replaced is not None

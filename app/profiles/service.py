@@ -1,13 +1,18 @@
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api_keys import service as api_keys
 from app.api_keys.auth import Scope
 from app.core import crypto, ids
+from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
 from app.core.settings import Settings
+from app.events import service as events
+from app.events.models import CustomerEventType
 from app.meta.graph import Account
-from app.profiles import repository
+from app.profiles import erasure, repository
 from app.profiles.models import Connection, Profile, ProfileGroup, ProfileStatus
 
 DEFAULT_GROUP = "default"
@@ -54,6 +59,7 @@ async def add_profile(
     name: str | None = None,
     page_id: str | None = None,
     move: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> Profile:
     """Connect an account, or reconnect it with a fresh token (it becomes active again).
 
@@ -70,6 +76,7 @@ async def add_profile(
         "page_id": page_id,
         "access_token_encrypted": crypto.encrypt(settings.secret_key, access_token),
         "status": ProfileStatus.ACTIVE,
+        **(extra or {}),
     }
     profile = await repository.upsert(session, values, group.id, move)
     if profile is None:
@@ -85,6 +92,7 @@ def graph_account(profile: Profile, settings: Settings) -> Account:
         platform_id=profile.platform_id,
         page_id=profile.page_id,
         access_token=access_token(profile.access_token_encrypted, settings),
+        appsecret_proof=profile.appsecret_proof,
     )
 
 
@@ -98,3 +106,58 @@ def access_token(ciphertext: str, settings: Settings) -> str:
 @lru_cache(maxsize=4096)
 def _decrypted(secret_key: str, ciphertext: str) -> str:
     return crypto.decrypt(secret_key, ciphertext)
+
+
+def _group_serial(public_id: str) -> int:
+    serial = ids.decode(ids.Kind.PROFILE_GROUP, public_id)
+    if serial is None:
+        raise NotFound("Profile group")
+    return serial
+
+
+async def list_groups(session: AsyncSession, scope: Scope) -> list[tuple[ProfileGroup, int]]:
+    return await repository.list_groups(session, scope)
+
+
+async def get_group(
+    session: AsyncSession, scope: Scope, public_id: str
+) -> tuple[ProfileGroup, int]:
+    """The group and its number of profiles; NotFound if the key may not see it."""
+    found = await repository.get_group(session, scope, _group_serial(public_id))
+    if found is None:
+        raise NotFound("Profile group")
+    return found
+
+
+async def create_group(session: AsyncSession, scope: Scope, name: str) -> ProfileGroup:
+    scope.require_account_wide("create profile groups")
+    group = await repository.create_group(session, name)
+    if group is None:
+        raise APIError(409, f"A profile group named '{name}' exists already", [])
+    return group
+
+
+async def delete_group(session: AsyncSession, scope: Scope, public_id: str) -> None:
+    """Delete an empty group and its keys (told to every API process once committed)."""
+    group, count = await get_group(session, scope, public_id)
+    scope.require_account_wide("delete profile groups")
+    if count or not await repository.delete_group(session, group.id):
+        raise APIError(
+            409,
+            f"Profile group '{group.name}' still has profiles: erase them first "
+            "(DELETE /api/profiles/{id}?erase=true)",
+        )
+    after_commit(session, api_keys.signal_revocation)
+
+
+async def delete_profile(session: AsyncSession, scope: Scope, public_id: str, erase: bool) -> None:
+    """Disconnect the profile (its history stays), or with `erase` remove it and everything
+    dmrelay keeps of it. Disconnecting one that is disconnected already changes nothing."""
+    profile = await get_profile(session, scope, public_id)
+    if erase:
+        await erasure.erase(session, profile)
+    elif profile.status != ProfileStatus.INACTIVE:
+        await erasure.disconnect(session, profile)
+        events.record_profile(
+            session, CustomerEventType.PROFILE_DISCONNECTED, profile, origin="user"
+        )

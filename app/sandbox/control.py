@@ -14,6 +14,12 @@ GET|DELETE /profile_requests     Graph profile reads per IGSID
 GET        /media/{name}         bytes for attachment and profile picture URLs
 PUT        /media/{name}         serve the body (with its Content-Type) at that name
 POST       /media/expire         {"names": [...]}: those answer 404 from now on
+GET|POST   /oauth                Instagram Login: who the authorize page approves as, or
+                                 {"deny": true}; GET also lists token calls and subscriptions
+POST|DELETE /conversations       seed an account's conversations (shape: app.sandbox.conversations)
+                                 -> {ids}; GET lists the Conversations API calls answered
+GET|DELETE /proofs               whether each Graph call carried appsecret_proof
+POST       /oauth/age            {"seconds": N}: every issued token N seconds older
 """
 
 import random
@@ -28,8 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.sandbox import media
 from app.sandbox.comments import NewComment
+from app.sandbox.conversations import Seed
 from app.sandbox.events import AnyEvent, Batch, Item, Shape, Text, bodies, item_key, opens_profile
 from app.sandbox.faults import Faults
+from app.sandbox.oauth import OAuthControl
 from app.sandbox.profiles import ProfileFields
 from app.sandbox.state import Sandbox, SandboxDep
 
@@ -212,3 +220,60 @@ async def put_media(name: str, request: Request, sandbox: SandboxDep) -> Answer:
 async def expire_media(body: MediaNames, sandbox: SandboxDep) -> Answer:
     sandbox.expired_media.update(body.names)
     return {"expired": sorted(sandbox.expired_media)}
+
+
+@control.get("/proofs")
+async def list_proofs(sandbox: SandboxDep) -> Answer:
+    """Whether each Graph call with a token carried appsecret_proof, oldest first."""
+    return {"data": sandbox.proofs}
+
+
+@control.delete("/proofs")
+async def clear_proofs(sandbox: SandboxDep) -> Answer:
+    sandbox.proofs.clear()
+    return {"success": True}
+
+
+@control.get("/oauth")
+async def get_oauth(sandbox: SandboxDep) -> Answer:
+    oauth = sandbox.oauth
+    return {
+        **oauth.control.model_dump(),
+        "calls": oauth.calls,
+        "subscribed": oauth.subscribed,
+        "tokens": len(oauth.tokens),
+    }
+
+
+@control.post("/oauth")
+async def set_oauth(body: OAuthControl, sandbox: SandboxDep) -> Answer:
+    sandbox.oauth.control = body
+    return body.model_dump()
+
+
+class Age(BaseModel):
+    seconds: float
+
+
+@control.post("/oauth/age")
+async def age_tokens(body: Age, sandbox: SandboxDep) -> Answer:
+    for issued in sandbox.oauth.tokens.values():
+        issued.issued_at -= body.seconds
+        issued.expires_at -= body.seconds
+    return {"success": True}
+
+
+@control.post("/conversations")
+async def seed_conversations(body: Seed, sandbox: SandboxDep) -> Answer:
+    return {"ids": sandbox.conversations.seed(body)}
+
+
+@control.get("/conversations")
+async def conversation_calls(sandbox: SandboxDep) -> Answer:
+    return {"calls": sandbox.conversations.calls}
+
+
+@control.delete("/conversations")
+async def clear_conversations(sandbox: SandboxDep) -> Answer:
+    sandbox.conversations.clear()
+    return {"success": True}

@@ -6,6 +6,7 @@
       "recipients": {"<IGSID>": {"code": int, "error_subcode": int|null, "message": str}},
       "revoked_tokens": ["<token>", ...],  # answered 190/460
       "malformed_tokens": ["<token>", ...],  # answered 190 "Malformed access token <token>"
+      "require_appsecret_proof": false,    # true: a call without a valid proof is refused
       "rate_limit": {                      # per path account id, sliding 1 s windows
         "per_second": int|null,            # text, links, stickers, actions; null: unlimited
         "audio_video_per_second": int|null,
@@ -68,3 +69,6 @@ class Faults(Strict):
     timeout: Timeout | None = None
     echo: Echo = Echo()
     unfetchable_media: list[str] = []
+    # As Meta with "Require App Secret" on: every call with a token must carry a valid
+    # appsecret_proof (a proof given is checked either way).
+    require_appsecret_proof: bool = False

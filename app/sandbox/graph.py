@@ -9,9 +9,11 @@ none) works and unknown paths get Meta's own error.
 
 import asyncio
 import hashlib
+import hmac
 import json
 import random
 import re
+import time
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -22,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from app.sandbox import actions, comments, events, interactive, messenger_profile
+from app.sandbox import actions, comments, events, interactive, messenger_profile, oauth
 from app.sandbox.errors import THROTTLE, TRANSIENT_ERRORS, GraphError, unsupported
 from app.sandbox.events import JSONObject
 from app.sandbox.faults import Faults
@@ -58,9 +60,13 @@ async def graph_call(path: str, request: Request, sandbox: Sandbox) -> Response:
         if sandbox.faults.latency_ms:
             await asyncio.sleep(sandbox.faults.latency_ms / 1000)
         params = await read_params(request)
+        if node == "oauth":  # Instagram Login's authorize page and code exchange: no token
+            return oauth_call(request.method, edge, params, sandbox)
         token = check_token(access_token(request, params), sandbox.faults)
+        if node not in TOKEN_EXCHANGES:
+            check_proof(params, token, sandbox)
         if edge is None:
-            account = me(token)["user_id"]
+            account = owner(sandbox, "me", token)
         if random.random() < sandbox.faults.transient_rate:
             raise GraphError.transient(*random.choice(TRANSIENT_ERRORS))
         response = await dispatch(request, sandbox, node, edge, params, token)
@@ -74,24 +80,39 @@ async def dispatch(
     request: Request, sandbox: Sandbox, node: str, edge: str | None, params: Params, token: str
 ) -> Response:
     if request.method == "GET" and edge is None and node == "me":
-        return JSONResponse(me(token))
+        return JSONResponse(sandbox.oauth.me(token) or me(token))
+    if request.method == "GET" and edge is None and node == "access_token":
+        return oauth.long_lived(params, token, sandbox.oauth, sandbox.settings)
+    if request.method == "GET" and edge is None and node == "refresh_access_token":
+        return oauth.refresh(params, token, sandbox.oauth)
+    conversations = sandbox.conversations
+    if request.method == "GET" and edge == "conversations":
+        url = f"{str(request.base_url).rstrip('/')}/{request.url.path.lstrip('/')}"
+        return JSONResponse(conversations.list(owner(sandbox, node, token), params, url))
+    if request.method == "GET" and edge is None and node in conversations.by_id:
+        return JSONResponse(conversations.read_conversation(conversations.by_id[node]))
+    if request.method == "GET" and edge is None and node in conversations.by_mid:
+        return JSONResponse(conversations.read_message(node))
     if request.method == "GET" and edge is None and node.isdigit():
         base_url = str(request.base_url)
         return JSONResponse(sandbox.profiles.read(node, params.get("fields"), base_url))
     if request.method == "POST" and edge == "subscribed_apps":
+        sandbox.oauth.subscribed[owner(sandbox, node, token)] = str(
+            params.get("subscribed_fields", "")
+        )
         return JSONResponse({"success": True})
     if request.method == "POST" and edge == "messages":
         return await send(request, sandbox, node, params)
     if edge == "messenger_profile":
-        return messenger_profile_call(request.method, sandbox, owner(node, token), params)
+        return messenger_profile_call(request.method, sandbox, owner(sandbox, node, token), params)
     if request.method == "POST" and edge == "message_attachments":
-        return upload(sandbox, owner(node, token), params)
+        return upload(sandbox, owner(sandbox, node, token), params)
     raise unsupported(request.method, node)
 
 
-def owner(node: str, token: str) -> str:
+def owner(sandbox: Sandbox, node: str, token: str) -> str:
     """The account a call acts as: the path's id, or the token's for /me."""
-    return me(token)["user_id"] if node == "me" else node
+    return (sandbox.oauth.me(token) or me(token))["user_id"] if node == "me" else node
 
 
 def upload(sandbox: Sandbox, account: str, params: Params) -> Response:
@@ -246,6 +267,14 @@ async def until_disconnected(request: Request) -> None:
         pass
 
 
+def oauth_call(method: str, edge: str | None, params: Params, sandbox: Sandbox) -> Response:
+    if method == "GET" and edge == "authorize":
+        return oauth.authorize(params, sandbox.oauth, sandbox.settings)
+    if method == "POST" and edge == "access_token":
+        return oauth.exchange_code(params, sandbox.oauth, sandbox.settings)
+    raise unsupported(method, "oauth")
+
+
 def parse_params(pairs: list[tuple[str, str]]) -> Params:
     """Form/query pairs as Graph reads them: JSON-string values and bracket keys both nest."""
     params: Params = {}
@@ -313,6 +342,49 @@ def check_token(token: str | None, faults: Faults) -> str:
         # As Meta answers a token it cannot parse: quoting it.
         raise GraphError(190, f"Malformed access token {token}")
     return token
+
+
+# Authenticated by client_secret, never by appsecret_proof (meta doc §8).
+TOKEN_EXCHANGES = ("access_token", "refresh_access_token")
+PROOF_SECONDS = 300  # a timestamped proof's life (meta doc §8)
+
+
+def check_proof(params: Params, token: str, sandbox: Sandbox) -> None:
+    """appsecret_proof (meta doc §8), checked when given, and required when told to."""
+    proof, at = params.get("appsecret_proof"), params.get("appsecret_time")
+    sandbox.proofs.append(proof is not None)
+    if proof is None:
+        if sandbox.faults.require_appsecret_proof:
+            raise GraphError(
+                100, "appsecret_proof argument must be set", error_type="GraphMethodException"
+            )
+        return
+    message = token
+    if at is not None:
+        if not str(at).isdigit() or abs(time.time() - int(at)) > PROOF_SECONDS:
+            raise GraphError(
+                100,
+                "(#100) appsecret_time is invalid or expired",
+                error_type="GraphMethodException",
+            )
+        message = f"{token}|{at}"
+    settings = sandbox.settings
+    # A token the sandbox's Instagram Login issued is proved with the Instagram app's secret;
+    # any other may be either kind (the sandbox serves both hosts).
+    secrets_ = [settings.instagram_app_secret]
+    if token not in sandbox.oauth.tokens:
+        secrets_.append(settings.meta_app_secret)
+    expected = [
+        hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+        for secret in secrets_
+        if secret
+    ]
+    if not any(hmac.compare_digest(str(proof), e) for e in expected):
+        raise GraphError(
+            100,
+            "Invalid appsecret_proof provided in the API argument",
+            error_type="GraphMethodException",
+        )
 
 
 def check_send(params: Params) -> str:

@@ -12,8 +12,10 @@ from fastapi import Depends, Request
 from app.core.settings import Settings
 from app.sandbox import webhooks
 from app.sandbox.comments import CommentRecord
+from app.sandbox.conversations import Conversations
 from app.sandbox.events import Body, JSONObject
 from app.sandbox.faults import Faults
+from app.sandbox.oauth import OAuth
 from app.sandbox.profiles import Profiles
 from app.sandbox.ratelimit import RateLimiter
 
@@ -68,6 +70,10 @@ class Sandbox:
         # Files a test put on the sandbox's CDN (/_sandbox/media/{name}): (type, bytes).
         self.files: dict[str, tuple[str, bytes]] = {}
         self.profiles = Profiles()
+        self.oauth = OAuth()
+        self.conversations = Conversations()
+        # Whether each Graph call with a token carried appsecret_proof, in order.
+        self.proofs: list[bool] = []
         self.expired_media: set[str] = set()
         self.set_faults(Faults())
         self._last_timestamp = 0

@@ -251,6 +251,7 @@ async def test_faults_are_replaced_validated_and_cleared(client):
         "timeout": None,
         "echo": {"mode": "after", "delay_ms": 2000},
         "unfetchable_media": [],
+        "require_appsecret_proof": False,
     }
     for bad in ({"transient_rate": 2}, {"latency_ms": -1}, {"recipients": {IGSID: {}}}, {"x": 1}):
         assert (await client.post("/_sandbox/faults", json=bad)).status_code == 422

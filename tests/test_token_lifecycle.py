@@ -1,0 +1,132 @@
+"""An Instagram Login token's life: refreshed before it expires (only once 24 hours old, as
+Meta requires), the profile expired when Meta refuses it (on refresh or on a send, with
+profile.disconnected), and reconnected through the connect flow, which sends what was held."""
+
+import time
+
+from sqlalchemy import text
+
+from app.connections.service import refresh_tokens
+from app.core import ids
+from app.profiles.service import access_token
+from tests.conftest import wait_for, worker_idle
+from tests.inbound import customer_events, scalar
+from tests.test_connect import _group, admin, authorize, browse, landed, sandbox_account, start
+
+__all__ = ["admin"]  # the fixture, used by name
+CUSTOMER = "1700000000000601"
+
+
+async def connected(admin, clean, group_id: str) -> str:
+    await sandbox_account(clean)
+    back = landed(await browse(await authorize(clean, await start(admin, group_id))))
+    assert back["success"] == ["true"], back
+    return back["profile_id"][0]
+
+
+async def _ciphertext(clean, profile_id: str) -> str:
+    serial = ids.decode(ids.Kind.PROFILE, profile_id)
+    return await scalar(
+        clean, "SELECT access_token_encrypted FROM profiles WHERE id = :id", id=serial
+    )
+
+
+async def _make_due(clean, profile_id: str) -> None:
+    """As if the token were 25 hours old and 3 days from expiring."""
+    await clean.sandbox("POST", "/_sandbox/oauth/age", json={"seconds": 25 * 3600})
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE profiles SET token_issued_at = now() - interval '25 hours', "
+                "expires_at = now() + interval '3 days' WHERE id = :id"
+            ),
+            {"id": ids.decode(ids.Kind.PROFILE, profile_id)},
+        )
+
+
+async def _refresh(clean) -> int:
+    return await refresh_tokens(clean.sessionmaker, clean.api.state.graph, clean.settings)
+
+
+async def _published(admin, message_id: str) -> bool:
+    return (await admin.client.messages.get(message_id)).status == "published"
+
+
+async def _revoke(clean, profile_id: str) -> None:
+    token = access_token(await _ciphertext(clean, profile_id), clean.settings)
+    await clean.sandbox("POST", "/_sandbox/faults", json={"revoked_tokens": [token]})
+
+
+async def test_a_token_is_refreshed_once_due_and_keeps_working(admin, clean):
+    profile_id = await connected(admin, clean, await _group(admin))
+    first = await _ciphertext(clean, profile_id)
+
+    # Not 24 hours old: Meta would refuse, so it is not asked.
+    assert await _refresh(clean) == 0
+    calls = (await clean.sandbox("GET", "/_sandbox/oauth")).json()["calls"]
+    assert "refresh_access_token" not in [c["path"] for c in calls]
+
+    await _make_due(clean, profile_id)
+    assert await _refresh(clean) == 1
+    calls = (await clean.sandbox("GET", "/_sandbox/oauth")).json()["calls"]
+    assert [c["path"] for c in calls].count("refresh_access_token") == 1
+    assert await _ciphertext(clean, profile_id) != first
+    profile = await admin.client.profiles.get(profile_id)
+    assert profile.status == "active"
+    assert profile.expires_at.timestamp() - time.time() > 59 * 86400
+    assert await _refresh(clean) == 0  # fresh again: not due
+
+    chat = await admin.client.chats.create(profile_id, CUSTOMER)
+    sent = await admin.client.messages.send(chat.id, body="with the refreshed token")
+    await wait_for(lambda: _published(admin, sent.id))
+
+
+async def test_a_refused_refresh_expires_the_profile_until_it_is_reconnected(admin, clean):
+    group_id = await _group(admin)
+    profile_id = await connected(admin, clean, group_id)
+    await _make_due(clean, profile_id)
+    await _revoke(clean, profile_id)
+
+    assert await _refresh(clean) == 0
+    assert (await admin.client.profiles.get(profile_id)).status == "expired"
+    disconnected = [d for k, d in await customer_events(clean) if k == "profile.disconnected"]
+    assert [(d["id"], d["status"], d["origin"]) for d in disconnected] == [
+        (profile_id, "expired", "automated")
+    ]
+
+    assert await connected(admin, clean, group_id) == profile_id
+    assert (await admin.client.profiles.get(profile_id)).status == "active"
+    kinds = [kind for kind, _ in await customer_events(clean)]
+    assert kinds.count("profile.connected") == 2
+
+
+async def test_a_send_meta_refuses_for_the_token_holds_the_rest_until_reconnected(admin, clean):
+    group_id = await _group(admin)
+    profile_id = await connected(admin, clean, group_id)
+    chat = await admin.client.chats.create(profile_id, CUSTOMER)
+    await _revoke(clean, profile_id)
+    # Two sends accepted before anyone knows the token is dead.
+    clean.worker.allow_pick_jobs = False
+    try:
+        refused = await admin.client.messages.send(chat.id, body="refused for the token")
+        held = await admin.client.messages.send(chat.id, body="held until reconnected")
+    finally:
+        clean.worker.allow_pick_jobs = True
+
+    async def first_failed() -> bool:
+        return (await admin.client.messages.get(refused.id)).status == "failed"
+
+    await wait_for(first_failed)
+    failed = await admin.client.messages.get(refused.id)
+    assert failed.error_details.platform_error_code == "190"
+    assert (await admin.client.profiles.get(profile_id)).status == "expired"
+    await worker_idle(clean)
+    # The next is held back, not sent with the dead token and not failed.
+    assert (await admin.client.messages.get(held.id)).status == "pending"
+    kinds = [kind for kind, _ in await customer_events(clean)]
+    assert kinds.count("profile.disconnected") == 1
+
+    assert await connected(admin, clean, group_id) == profile_id
+    await wait_for(lambda: _published(admin, held.id), timeout=30)
+    sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    assert [r["message"]["text"] for r in sent] == ["held until reconnected"]
