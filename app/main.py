@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
@@ -14,6 +14,7 @@ from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
 from app.core.express import ExpressLane, Route
 from app.core.idempotency import Replay
+from app.core.metrics import HttpMetrics, exposition
 from app.core.queue import arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
@@ -21,6 +22,7 @@ from app.inbound import receipt
 from app.inbound.router import router as inbound_router
 from app.media.router import router as media_router
 from app.messages import express as messages_express
+from app.messages.monitoring import backlog_collector
 from app.messages.router import router as messages_router
 from app.meta.graph import GraphClient, create_session
 from app.participants.router import router as participants_router
@@ -82,6 +84,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         path_limits={receipt.PATH: settings.webhook_max_body_bytes},
     )
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: counts every answer, the middlewares' own 503s and 500s included.
+    app.add_middleware(HttpMetrics)
 
     for router in (profiles_router, chats_router, messages_router, participants_router):
         app.include_router(router, prefix="/api")
@@ -100,5 +104,12 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         if is_ready:
             return JSONResponse(body)
         return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics (app/core/metrics.py), with the send backlog read now."""
+        backlog = await backlog_collector(app.state, settings.readiness_timeout_seconds)
+        body, content_type = exposition(backlog)
+        return Response(body, media_type=content_type)
 
     return app

@@ -98,8 +98,9 @@ def worker_options() -> dict[str, Any]:
 def create_worker(**overrides: Any) -> ResilientWorker:
     """The worker, on a Redis pool that connects on first use: one started while Redis is
     down waits for it."""
-    options = {**worker_options(), **overrides}
-    return ResilientWorker(redis_pool=arq_pool(get_settings()), **options)
+    settings = get_settings()
+    options = {"http_port": settings.worker_http_port, **worker_options(), **overrides}
+    return ResilientWorker(redis_pool=arq_pool(settings), **options)
 
 
 def run() -> None:

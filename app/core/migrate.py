@@ -23,13 +23,13 @@ def alembic_config(settings: Settings) -> Config:
     return config
 
 
-async def create_database_if_missing(database_url: str) -> bool:
+async def create_database_if_missing(database_url: str, timeout: float = 60.0) -> bool:
     url = make_url(database_url)
     name = url.database
     if name is None:
         raise ValueError("DATABASE_URL names no database to create or upgrade")
     admin = url.set(drivername="postgresql", database="postgres")
-    connection = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    connection = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=timeout)
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
@@ -41,7 +41,9 @@ async def create_database_if_missing(database_url: str) -> bool:
 
 
 def migrate(settings: Settings) -> None:
-    asyncio.run(create_database_if_missing(settings.database_url))
+    asyncio.run(
+        create_database_if_missing(settings.database_url, settings.database_connect_timeout_seconds)
+    )
     command.upgrade(alembic_config(settings), "head")
 
 

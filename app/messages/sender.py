@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.batching import Batcher
 from app.core.jobs import Job, JobName, enqueue, enqueue_first_free
+from app.core.metrics import SEND_ATTEMPTS
 from app.core.settings import Settings
 from app.messages import repository
 from app.messages.lease import ChatLeases, Lease, LeaseLost
@@ -81,10 +82,19 @@ class Failure:
     details: dict[str, str | None]
     retryable: bool
     is_token_error: bool = False
+    # For the metrics: Meta's error code, "none" if its answer had none, "unreachable" if
+    # there was no answer.
+    code: str = "none"
 
     @classmethod
     def of_graph_error(cls, error: GraphError) -> "Failure":
-        return cls(error.explain(), error.details(), error.retryable, error.code == TOKEN_CODE)
+        return cls(
+            error.explain(),
+            error.details(),
+            error.retryable,
+            error.code == TOKEN_CODE,
+            str(error.code) if error.code is not None else "none",
+        )
 
     @classmethod
     def of_unreachable(cls, error: GraphUnreachable) -> "Failure":
@@ -96,6 +106,7 @@ class Failure:
                 "platform_error_message": error.detail,
             },
             retryable=True,
+            code="unreachable",
         )
 
 
@@ -179,6 +190,7 @@ class Sender:
                 await self.leases.keep(lease)
                 answer = await self.graph.send_message(account, _body(head))
         except Held as held:
+            SEND_ATTEMPTS.labels("held", "").inc()
             await self._give_back(message, attempts, timedelta(seconds=held.seconds))
             return None
         except LeaseLost:
@@ -194,6 +206,7 @@ class Sender:
                 return await self._next_head(message.chat_id)
             failure = Failure.of_unreachable(error)
         else:
+            SEND_ATTEMPTS.labels("published", "").inc()
             await self._pause_if_throttled(message.profile_id, answer.throttled_for, False)
             return await self._publish(
                 Answered(message, attempts, answer.message_id, datetime.now(UTC))
@@ -316,6 +329,7 @@ class Sender:
         else:
             reason = failure.reason
         log.info("message %s attempt %s failed: %s", message.id, attempts, failure.details)
+        SEND_ATTEMPTS.labels("retrying" if retry else "failed", failure.code).inc()
         recorded = await repository.record_failure(
             self.engine,
             message.id,

@@ -6,12 +6,14 @@ times more CPU per call than aiohttp, and more as concurrency grows (docs/perfor
 """
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from app.core.metrics import META_REQUEST_DURATION
 from app.core.settings import Settings
 from app.meta.errors import GraphError
 from app.profiles.models import Connection
@@ -75,19 +77,25 @@ class GraphClient:
         self._http = http
 
     async def _call(
-        self, method: str, url: str, account: Account, **kwargs: Any
+        self, operation: str, method: str, url: str, account: Account, **kwargs: Any
     ) -> tuple[int, Any, Mapping[str, str]]:
-        """Status, JSON payload (None if not JSON) and headers; GraphUnreachable if none."""
+        """Status, JSON payload (None if not JSON) and headers; GraphUnreachable if none.
+        Timed, per `operation`, for the metrics."""
         headers = {"Authorization": f"Bearer {account.access_token}"}
+        started = time.perf_counter()
+        outcome = "unreachable"  # unless it answers
         try:
             async with self._http.request(method, url, headers=headers, **kwargs) as response:
                 try:
                     payload = await response.json(content_type=None)
                 except ValueError:
                     payload = None
+                outcome = "ok" if response.status < 300 else "error"
                 return response.status, payload, response.headers
         except (aiohttp.ClientError, TimeoutError) as error:
             raise GraphUnreachable.of(error, account.access_token) from error
+        finally:
+            META_REQUEST_DURATION.labels(operation, outcome).observe(time.perf_counter() - started)
 
     def _refusal(
         self, account: Account, status: int, payload: Any, backoff: float | None = None
@@ -107,7 +115,7 @@ class GraphClient:
         GraphUnreachable (whether Meta got the request may then be unknown: the caller
         decides)."""
         url = self._url(account, f"{account.send_path_id}/messages")
-        status, payload, headers = await self._call("POST", url, account, json=body)
+        status, payload, headers = await self._call("send_message", "POST", url, account, json=body)
         backoff = throttled_for(headers)
         if status < 300 and isinstance(payload, dict) and "message_id" in payload:
             return SendAnswer(str(payload["message_id"]), backoff)
@@ -118,7 +126,7 @@ class GraphClient:
         account (before that, Meta answers code 230, "user consent is required")."""
         url = self._url(account, user_id)
         status, payload, _ = await self._call(
-            "GET", url, account, params={"fields": USER_PROFILE_FIELDS}
+            "get_user_profile", "GET", url, account, params={"fields": USER_PROFILE_FIELDS}
         )
         if status < 300 and isinstance(payload, dict):
             return payload
