@@ -229,10 +229,10 @@ async def test_a_stalled_redis_answers_503_where_it_is_needed_and_sends_are_kept
             ready = await api.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"] == {
-            "postgresql": "ok",
-            "redis": "unavailable",
-            "migrations": "ok",
-        }
+                "postgresql": "ok",
+                "redis": "unavailable",
+                "migrations": "ok",
+            }
             # An Idempotency-Key needs Redis's lock: refused, as nothing was done.
             keyed = await api.post(
                 f"/api/chats/{chat.id}/messages",

@@ -108,8 +108,13 @@ def route_of(scope: Scope) -> str:
     express = scope.get(ROUTE_KEY)
     if express is not None:
         return str(express)
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+    # FastAPI 0.16x serves an included router's routes as the router's (scope["route"] is the
+    # route without its prefix) and keeps the effective route, prefix included, here; before,
+    # scope["route"] had the full path. tests/test_metrics.py checks the label.
+    fastapi = scope.get("fastapi")
+    route = fastapi.get("effective_route_context") if isinstance(fastapi, dict) else None
+    route = route or scope.get("route")
+    path = getattr(route, "path_format", None)
     return path if isinstance(path, str) else UNMATCHED
 
 
