@@ -98,8 +98,10 @@ def cmd_api(args: argparse.Namespace) -> None:
         preflight.check(preflight.Role.OTHER, "api")
         _check_http("api --check", f"http://127.0.0.1:{args.port}/readyz")
         return
-    preflight.check(preflight.Role.API, "api")
+    settings = preflight.check(preflight.Role.API, "api")
     import uvicorn
+
+    from app.core import logs
 
     _metrics_directory(args.workers)
     uvicorn.run(
@@ -108,7 +110,10 @@ def cmd_api(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level="info",
+        log_config=logs.dict_config(settings.log_format, settings.log_level),
+        # The API writes its own access line (app/core/metrics.py:HttpMetrics): the route's
+        # template, not the path and query (where Meta's handshake puts the verify token).
+        access_log=False,
     )
 
 
@@ -142,9 +147,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
             )
         _check_http("worker --check", f"http://127.0.0.1:{settings.worker_http_port}/healthz")
         return
-    preflight.check(preflight.Role.WORKER, "worker")
+    settings = preflight.check(preflight.Role.WORKER, "worker")
+    from app.core import logs
     from app.worker import run
 
+    logs.configure(settings.log_format, settings.log_level)
     run()
 
 

@@ -1,7 +1,6 @@
 """The arq worker: every capability's jobs (its tasks.py), assembled, with the resources
 they share."""
 
-import logging
 from typing import Any
 
 import uvloop
@@ -104,9 +103,7 @@ def create_worker(**overrides: Any) -> ResilientWorker:
 
 
 def run() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """The worker, until told to stop; logging configured by the caller (app/cli.py)."""
     # uvloop (which uvicorn serves the API with) turns the loop several times faster than
     # asyncio's: a worker with a hundred chats in flight spends much of its time there.
     uvloop.install()

@@ -11,6 +11,7 @@ On the hot path a count is a dict lookup and a locked add (`HttpMetrics` keeps t
 children it has used), so the accept path pays a few microseconds for it.
 """
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+access = logging.getLogger("dmrelay.access")
 
 # Seconds: an accept takes about a millisecond, a Graph call tens to hundreds of them.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -120,7 +123,8 @@ def route_of(scope: Scope) -> str:
 
 class HttpMetrics:
     """Counts every HTTP request (outermost, so 503s and 500s of the middlewares are counted),
-    and times it until its answer is sent."""
+    times it until its answer is sent, and writes its access line (at INFO: the route's
+    template, never the path and query, which may carry a verify token)."""
 
     def __init__(self, app: ASGIApp, clock: Callable[[], float] = time.perf_counter) -> None:
         self.app = app
@@ -144,7 +148,21 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            self._count(route_of(scope), scope["method"], status, self.clock() - started)
+            route, method, seconds = route_of(scope), scope["method"], self.clock() - started
+            self._count(route, method, status, seconds)
+            if access.isEnabledFor(logging.INFO):
+                access.info(
+                    "%s %s %d",
+                    method,
+                    route,
+                    status,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                    },
+                )
 
     def _count(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)

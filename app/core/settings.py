@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = 5.0
     # GET /readyz: how long each dependency has to answer.
     readiness_timeout_seconds: float = 2.0
+    # Logs: one JSON object per line, or text for a terminal (app/core/logs.py).
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The worker's own HTTP port (GET /healthz, GET /metrics; `dmrelay worker --check`), on
     # all interfaces; unset, it serves none (several workers on one host need one each).
     worker_http_port: Port | None = None

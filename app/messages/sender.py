@@ -32,6 +32,7 @@ import asyncpg
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core import logs
 from app.core.batching import Batcher
 from app.core.jobs import Job, JobName, enqueue, enqueue_first_free
 from app.core.metrics import SEND_ATTEMPTS
@@ -136,6 +137,7 @@ class Sender:
         self._publishes = Batcher(self._publish_all, one_at_a_time=True)
 
     async def send_chat(self, chat_id: int) -> None:
+        logs.bind(chat_id=chat_id)  # a job is a task of its own
         deadline = time.monotonic() + DRAIN_SECONDS
         while (lease := await self.leases.take(chat_id)) is not None:
             try:
@@ -170,6 +172,7 @@ class Sender:
         or the chat must now wait. Raises LeaseLost, having sent nothing, if another worker
         has the chat."""
         message = head.message
+        logs.bind(message_id=message.id, profile_id=message.profile_id)
         if message.claimed_until is not None and await self._unfinished_attempt_delivered(message):
             return await self._next_head(message.chat_id)
         await self.leases.keep(lease)
