@@ -1,5 +1,6 @@
 """Docker cannot run here, so the Dockerfile and compose file are checked against the code."""
 
+import json
 import os
 import re
 import shlex
@@ -211,3 +212,31 @@ def test_docker_compose_accepts_the_file(tmp_path):
     assert resolved["worker"]["environment"]["MAX_ATTEMPTS"] == "7"
     assert resolved["api"]["environment"]["SECRET_KEY"] == "from-dotenv"
     assert set(resolved) == {"postgres", "redis", "migrate", "api", "worker", "sandbox"}
+
+
+def _exported_series() -> set[str]:
+    """Every dmrelay series name /metrics can show, by family type."""
+    from prometheus_client import REGISTRY
+
+    import app.core.metrics  # noqa: F401 - defines them
+    from app.messages.monitoring import BacklogCollector
+    from app.messages.repository import Backlog
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
+    backlog = BacklogCollector(Backlog({"pending": 0}, None), 0, 0)
+    return {
+        family.name + suffix
+        for family in [*REGISTRY.collect(), *backlog.collect()]
+        if family.name.startswith("dmrelay_")
+        for suffix in suffixes[family.type]
+    }
+
+
+def test_the_grafana_dashboard_shows_every_metric_and_only_real_ones():
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    shown = set(re.findall(r"\bdmrelay_[a-z_]+", " ".join(expressions)))
+    exported = _exported_series()
+    assert shown <= exported, shown - exported
+    families = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in exported}
+    assert {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in shown} == families

@@ -69,6 +69,12 @@ def check(role: Role, command: str) -> Settings:
                 "SECRET_KEY is not set: it encrypts the access tokens stored in the database "
                 "(any long random string; keep it stable)"
             )
+        if role == Role.API and not (settings.meta_app_secret or settings.instagram_app_secret):
+            warn(
+                command,
+                "neither META_APP_SECRET nor INSTAGRAM_APP_SECRET is set: Meta's webhooks "
+                "cannot be verified, and are refused",
+            )
         if role in (Role.API, Role.WORKER):
             for warning in asyncio.run(_probe(settings)):
                 warn(command, warning)
