@@ -77,16 +77,20 @@ LAST_TEST = "test_no_secret_or_message_text_in_the_whole_runs_logs"
 
 @pytest.fixture(scope="session", autouse=True)
 def run_log():
-    from app.core.logs import JsonFormatter
+    from app.core.logs import QUIET, JsonFormatter
 
     handler = logging.FileHandler(RUN_LOG, encoding="utf-8")
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    level = root.level
+    levels = {name: logging.getLogger(name).level for name in ["", *QUIET]}
     root.addHandler(handler)
-    root.setLevel(logging.INFO)  # what a process logs by default (LOG_LEVEL)
+    # As a dmrelay process logs (app/core/logs.py:dict_config), with LOG_LEVEL's default.
+    root.setLevel(logging.INFO)
+    for name, level in QUIET.items():
+        logging.getLogger(name).setLevel(level)
     yield RUN_LOG
-    root.setLevel(level)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     root.removeHandler(handler)
     handler.close()
 

@@ -43,7 +43,7 @@ async def test_a_missing_secret_key_stops_the_process(command):
     [
         (
             {"DATABASE_URL": "mysql://root:hunter2@db/x"},
-            "DATABASE_URL: not a PostgreSQL URL naming a database",
+            "DATABASE_URL: not a PostgreSQL URL (postgresql://",
         ),
         ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL: not a Redis URL"),
         ({"META_GRAPH_URL": "graph.example"}, "META_GRAPH_URL: not an http(s) URL with a host"),

@@ -22,6 +22,11 @@ from typing import Any
 FIELDS = ("request_id", "message_id", "chat_id", "profile_id")
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
 
+# Libraries whose INFO lines say nothing an operator needs, or too much: httpx logs each
+# request's URL (a media download's signed CDN link); alembic, its plugins as /readyz reads
+# the migrations.
+QUIET = {"httpx": "WARNING", "httpcore": "WARNING", "alembic": "WARNING"}
+
 _bound: ContextVar[dict[str, Any] | None] = ContextVar("dmrelay_log_context", default=None)
 
 
@@ -110,8 +115,7 @@ def dict_config(log_format: str, level: str) -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {
             **{name: through_root for name in ("uvicorn", "uvicorn.error", "arq")},
-            # Reading the migrations (for /readyz) announces its plugins at INFO.
-            "alembic": {"level": "WARNING"},
+            **{name: {"level": level} for name, level in QUIET.items()},
         },
     }
 

@@ -127,11 +127,8 @@ class Settings(BaseSettings):
                 url = "postgresql+asyncpg://" + url[len(prefix) :]
         # Checked here, so that a wrong one stops the process at start with one line
         # (app/core/preflight.py); the URL itself is never quoted: it may hold a password.
-        parts = urlsplit(url)
-        if parts.scheme != "postgresql+asyncpg" or not parts.path.strip("/"):
-            raise ValueError(
-                "not a PostgreSQL URL naming a database (postgresql://user:password@host:5432/name)"
-            )
+        if urlsplit(url).scheme != "postgresql+asyncpg":
+            raise ValueError("not a PostgreSQL URL (postgresql://user:password@host:5432/name)")
         return url
 
     @field_validator("redis_url")
