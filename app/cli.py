@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
@@ -48,28 +49,109 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
+    import asyncpg
+
+    from app.core import preflight
     from app.core.migrate import migrate
 
-    migrate(get_settings())
+    settings = preflight.check(preflight.Role.MIGRATE, "migrate")
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            migrate(settings)
+            break
+        except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as error:
+            # Down, or not up yet (a container starting beside it): waited for up to --wait.
+            reason = str(error) or type(error).__name__
+            if time.monotonic() >= deadline:
+                preflight.fail("migrate", f"PostgreSQL is not answering ({reason})")
+            preflight.warn("migrate", f"PostgreSQL is not answering ({reason}); trying again")
+            time.sleep(1)
+        except asyncpg.PostgresError as error:
+            preflight.fail("migrate", f"PostgreSQL refused: {error}")
     print("database is up to date")
 
 
+def _check_http(command: str, url: str) -> None:
+    """Exit 0 if `url` answers 200, else 1 with its sentence: for an orchestrator's check."""
+    import httpx
+
+    from app.core import preflight
+
+    try:
+        answer = httpx.get(url, timeout=5.0)
+    except httpx.HTTPError as error:
+        preflight.fail(command, f"nothing answers at {url} ({error})")
+    if answer.status_code != 200:
+        try:
+            reason = answer.json().get("error", answer.text)
+        except ValueError:
+            reason = answer.text
+        preflight.fail(command, f"{url} answered {answer.status_code}: {reason}")
+    print(f"{url}: ok")
+
+
 def cmd_api(args: argparse.Namespace) -> None:
+    from app.core import preflight
+
+    if args.check:
+        preflight.check(preflight.Role.OTHER, "api")
+        _check_http("api --check", f"http://127.0.0.1:{args.port}/readyz")
+        return
+    settings = preflight.check(preflight.Role.API, "api")
     import uvicorn
 
+    from app.core import logs
+
+    _metrics_directory(args.workers)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level="info",
+        log_config=logs.dict_config(settings.log_format, settings.log_level),
+        # The API writes its own access line (app/core/metrics.py:HttpMetrics): the route's
+        # template, not the path and query (where Meta's handshake puts the verify token).
+        access_log=False,
     )
 
 
+def _metrics_directory(workers: int) -> None:
+    """Several API processes share their metrics through files (prometheus-client's
+    multiprocess mode): in PROMETHEUS_MULTIPROC_DIR if given, else in a directory of our own;
+    emptied, as the processes that wrote there are gone."""
+    from app.core.metrics import MULTIPROC_ENV
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory is None and workers > 1:
+        import tempfile
+
+        directory = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="dmrelay-metrics-")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
+    from app.core import preflight
+
+    if args.check:
+        settings = preflight.check(preflight.Role.OTHER, "worker")
+        if settings.worker_http_port is None:
+            preflight.fail(
+                "worker --check",
+                "WORKER_HTTP_PORT is not set, so the worker serves no health check",
+            )
+        _check_http("worker --check", f"http://127.0.0.1:{settings.worker_http_port}/healthz")
+        return
+    settings = preflight.check(preflight.Role.WORKER, "worker")
+    from app.core import logs
     from app.worker import run
 
+    logs.configure(settings.log_format, settings.log_level)
     run()
 
 
@@ -225,6 +307,8 @@ def cmd_profiles_add(args: argparse.Namespace) -> None:
     from app.profiles.models import Connection
     from app.profiles.schemas import ProfileOut
 
+    if not get_settings().secret_key:
+        sys.exit("SECRET_KEY is not set: it encrypts the access token before it is stored")
     if args.connection == Connection.FACEBOOK_LOGIN and not args.page_id:
         sys.exit("--page-id is required with --connection facebook_login")
     access_token = _access_token(args.access_token)
@@ -259,14 +343,31 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="dmrelay", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("migrate", help="create the database if missing, then upgrade it")
+    migrate = commands.add_parser("migrate", help="create the database if missing, then upgrade it")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for PostgreSQL to answer (a container starting beside it)",
+    )
 
     api = commands.add_parser("api", help="serve the REST API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=1)
+    api.add_argument(
+        "--check",
+        action="store_true",
+        help="ask the API on --port whether it is ready (GET /readyz): exit 0 if so, else 1",
+    )
 
-    commands.add_parser("worker", help="run the background worker")
+    worker = commands.add_parser("worker", help="run the background worker")
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="ask the worker on WORKER_HTTP_PORT whether it is healthy: exit 0 if so, else 1",
+    )
 
     sandbox = commands.add_parser("sandbox", help="serve the sandbox Graph API (a fake of Meta's)")
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -334,6 +435,11 @@ HANDLERS = {
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     subcommand = getattr(args, "keys", None) or getattr(args, "profiles", None)
+    if args.command not in ("api", "worker", "migrate"):
+        from app.core import preflight
+
+        # A wrong setting is one line here too, not a traceback.
+        preflight.check(preflight.Role.OTHER, " ".join(filter(None, [args.command, subcommand])))
     HANDLERS[(args.command, subcommand)](args)
 
 

@@ -69,6 +69,8 @@ def _environment(
             sys.exit("SECRET_KEY must be set when dmrelay talks to Meta")
     env = dict(os.environ)
     env.setdefault("MEDIA_BASE_URL", f"http://127.0.0.1:{api_port}/media")
+    # Read by a person at a terminal, not a log collector.
+    env.setdefault("LOG_FORMAT", "text")
     if use_sandbox:
         env.update({k: v for k, v in _dev_secrets().items() if k not in env})
         # Asked for the sandbox, the Graph API is the sandbox, whatever else is configured.

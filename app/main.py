@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.actions.router import router as actions_router
 from app.api_keys.router import router as api_keys_router
@@ -21,6 +21,7 @@ from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
 from app.core.express import ExpressLane, Route
 from app.core.idempotency import Replay
+from app.core.metrics import HttpMetrics, exposition
 from app.core.queue import arq_pool
 from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
@@ -32,6 +33,7 @@ from app.media.outbound import MediaTools
 from app.media.router import router as media_router
 from app.media.storage import create_store
 from app.messages import express as messages_express
+from app.messages.monitoring import backlog_collector
 from app.messages.router import router as messages_router
 from app.messages.throttle import ProfileThrottle
 from app.meta.graph import GraphClient, create_session
@@ -104,6 +106,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         upload_limits=[(messages_express.ROUTE.path, settings.media_upload_max_bytes)],
     )
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: counts every answer, the middlewares' own 503s and 500s included.
+    app.add_middleware(HttpMetrics)
 
     for router in (
         profiles_router,
@@ -136,5 +140,12 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         if is_ready:
             return JSONResponse(body)
         return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics (app/core/metrics.py), with the send backlog read now."""
+        backlog = await backlog_collector(app.state, settings.readiness_timeout_seconds)
+        body, content_type = exposition(backlog)
+        return Response(body, media_type=content_type)
 
     return app

@@ -1,7 +1,6 @@
 """The arq worker: every capability's jobs (its tasks.py), assembled, with the resources
 they share."""
 
-import logging
 from typing import Any
 
 import uvloop
@@ -114,14 +113,13 @@ def worker_options() -> dict[str, Any]:
 def create_worker(**overrides: Any) -> ResilientWorker:
     """The worker, on a Redis pool that connects on first use: one started while Redis is
     down waits for it."""
-    options = {**worker_options(), **overrides}
-    return ResilientWorker(redis_pool=arq_pool(get_settings()), **options)
+    settings = get_settings()
+    options = {"http_port": settings.worker_http_port, **worker_options(), **overrides}
+    return ResilientWorker(redis_pool=arq_pool(settings), **options)
 
 
 def run() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """The worker, until told to stop; logging configured by the caller (app/cli.py)."""
     # uvloop (which uvicorn serves the API with) turns the loop several times faster than
     # asyncio's: a worker with a hundred chats in flight spends much of its time there.
     uvloop.install()

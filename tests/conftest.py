@@ -3,12 +3,14 @@ API, all served on free local ports in the test session's event loop."""
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -66,6 +68,46 @@ os.environ.update(
     WEBHOOK_RETRY_SCHEDULE_SECONDS="0,0.2,0.4,0.6,0.8",
     WEBHOOK_POLL_SECONDS="0.2",
 )
+
+# The whole run's logs, written as a dmrelay process writes them (app/core/logs.py), and the
+# secrets and message texts the run used: the last test greps the one for the other
+# (tests/test_secrets_in_logs.py).
+RUN_LOG = Path(tempfile.mkdtemp(prefix="dmrelay-test-logs-")) / "run.log"
+SECRETS_USED: set[str] = {
+    os.environ[name]
+    for name in ("SECRET_KEY", "META_APP_SECRET", "INSTAGRAM_APP_SECRET", "META_VERIFY_TOKEN")
+}
+# Texts shorter than this are too common ("hi", "hello") to mean a leak when found.
+MEMORABLE_TEXT = 12
+LAST_TEST = "test_no_secret_or_message_text_in_the_whole_runs_logs"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_log():
+    from app.core.logs import QUIET, JsonFormatter
+
+    handler = logging.FileHandler(RUN_LOG, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ["", *QUIET]}
+    root.addHandler(handler)
+    # As a dmrelay process logs (app/core/logs.py:dict_config), with LOG_LEVEL's default.
+    root.setLevel(logging.INFO)
+    for name, level in QUIET.items():
+        logging.getLogger(name).setLevel(level)
+    yield RUN_LOG
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    root.removeHandler(handler)
+    handler.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The grep of the run's logs runs last, after any reordering, to see all of them."""
+    last = [item for item in items if item.name == LAST_TEST]
+    items[:] = [item for item in items if item.name != LAST_TEST] + last
+
 
 from app.core.db import create_engine, create_sessionmaker  # noqa: E402
 from app.core.migrate import alembic_config, create_database_if_missing  # noqa: E402
@@ -195,6 +237,11 @@ async def empty(stack: Stack, *, then_pick_jobs: bool = True) -> None:
         await worker.pool.flushdb()
     finally:
         worker.allow_pick_jobs = then_pick_jobs
+    # What the last test sent reached "Meta": its texts must not be in the logs either.
+    for record in (await stack.sandbox("GET", "/_sandbox/sent")).json()["data"]:
+        sent_text = (record.get("message") or {}).get("text") or ""
+        if len(sent_text) >= MEMORABLE_TEXT:
+            SECRETS_USED.add(sent_text)
     await stack.sandbox("DELETE", "/_sandbox/sent")
     await stack.sandbox("POST", "/_sandbox/faults", json={})
 
@@ -266,6 +313,7 @@ async def connect(
         _, api_token = await keys.create(
             session, "test", key_group_row.id if key_group_row else None
         )
+    SECRETS_USED.update({token, api_token})
     client = PostProxy(api_token, base_url=stack.api_url)
     return Account(client, api_token, ids.encode(ids.Kind.PROFILE, profile.id), platform_id)
 

@@ -169,7 +169,11 @@ async def test_a_database_that_does_not_answer_gives_503_and_readyz_says_so(acco
             assert (await api.get("/healthz")).status_code == 200
             ready = await api.get("/readyz")
             assert ready.status_code == 503
-            assert ready.json()["checks"] == {"postgresql": "unavailable", "redis": "ok"}
+            assert ready.json()["checks"] == {
+                "postgresql": "unavailable",
+                "redis": "ok",
+                "migrations": "unknown",
+            }
             assert DATABASE_DOWN in ready.json()["error"]
             # The express lane (signed webhooks always take it) and a FastAPI route.
             webhook = await api.post(
@@ -190,7 +194,11 @@ async def test_the_api_starts_while_redis_is_down_and_a_send_is_kept(account, cl
         assert (await api.get("/healthz")).json() == {"status": "ok"}
         ready = await api.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json()["checks"] == {"postgresql": "ok", "redis": "unavailable"}
+        assert ready.json()["checks"] == {
+            "postgresql": "ok",
+            "redis": "unavailable",
+            "migrations": "ok",
+        }
         assert REDIS_DOWN in ready.json()["error"]
         send = await api.post(
             f"/api/chats/{chat.id}/messages",
@@ -220,7 +228,11 @@ async def test_a_stalled_redis_answers_503_where_it_is_needed_and_sends_are_kept
         async with _api(settings) as api:
             ready = await api.get("/readyz")
             assert ready.status_code == 503
-            assert ready.json()["checks"] == {"postgresql": "ok", "redis": "unavailable"}
+            assert ready.json()["checks"] == {
+                "postgresql": "ok",
+                "redis": "unavailable",
+                "migrations": "ok",
+            }
             # An Idempotency-Key needs Redis's lock: refused, as nothing was done.
             keyed = await api.post(
                 f"/api/chats/{chat.id}/messages",
@@ -296,3 +308,54 @@ async def test_waiting_for_a_driver_connection_is_bounded_only_when_all_are_take
             assert await connection.fetchval("SELECT 2") == 2
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "ready", "migrations"),
+    [(None, False, "behind"), ("0001", False, "behind"), ("9999", True, "ahead")],
+)
+async def test_readyz_says_when_the_database_is_not_migrated_for_this_version(
+    clean, version, ready, migrations
+):
+    """A database short of this version's migrations is not ready (a newer version's is, so a
+    rolling upgrade keeps serving); the sentence says what to run."""
+    from app.core.migrate import create_database_if_missing, revisions
+
+    url = make_url(clean.settings.database_url)
+    other = url.set(database=f"{url.database}_schema")
+    await create_database_if_missing(other.render_as_string(hide_password=False))
+    plain = other.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(plain)
+    try:
+        await connection.execute("DROP TABLE IF EXISTS alembic_version")
+        if version is not None:
+            await connection.execute("CREATE TABLE alembic_version (version_num text)")
+            await connection.execute("INSERT INTO alembic_version VALUES ($1)", version)
+    finally:
+        await connection.close()
+    settings = _settings(clean.settings, database_url=other.render_as_string(hide_password=False))
+    async with _api(settings) as api:
+        answer = await api.get("/readyz")
+    assert answer.status_code == (200 if ready else 503), answer.text
+    assert answer.json()["checks"] == {
+        "postgresql": "ok",
+        "redis": "ok",
+        "migrations": migrations,
+    }
+    if not ready:
+        found = f"at migration {version}" if version else "not migrated"
+        assert answer.json()["error"] == (
+            f"Not ready. The database is {found}; this version needs {revisions().head}: "
+            "run `dmrelay migrate`."
+        )
+        assert int(answer.headers["Retry-After"]) > 0
+
+
+async def test_readyz_is_ready_on_the_migrated_database(clean):
+    async with httpx.AsyncClient(base_url=clean.api_url) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "status": "ready",
+        "checks": {"postgresql": "ok", "redis": "ok", "migrations": "ok"},
+    }

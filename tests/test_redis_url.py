@@ -168,7 +168,7 @@ async def test_the_api_and_the_worker_use_a_password_protected_tls_redis(
             answer = await api.get("/readyz")
             return answer.json() == {
                 "status": "ready",
-                "checks": {"postgresql": "ok", "redis": "ok"},
+                "checks": {"postgresql": "ok", "redis": "ok", "migrations": "ok"},
             }
 
         await wait_for(ready, timeout=30)

@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
@@ -20,7 +20,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import State
 
+from app.core.migrate import revisions
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How soon a client may try again: long enough for a restart or a lock to clear.
 RETRY_AFTER_SECONDS = 5
@@ -85,19 +89,44 @@ def _is_postgresql_outage(error: BaseException) -> bool:
     ) or (isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS)
 
 
-async def _ping_postgresql(state: State) -> None:
+class Schema(StrEnum):
+    """Where the database's schema stands against this version's migrations."""
+
+    AT_HEAD = "ok"
+    BEHIND = "behind"  # `dmrelay migrate` has not been run for this version
+    AHEAD = "ahead"  # a newer version migrated it: this one may still serve (a rolling upgrade)
+    UNKNOWN = "unknown"  # PostgreSQL did not answer
+
+
+async def _ping_postgresql(state: State) -> str | None:
+    """PostgreSQL answers; with its schema's migration (None: not migrated), in the same
+    round trip."""
     async with state.driver_pool.acquire() as connection:
-        await connection.fetchval("SELECT 1")
+        try:
+            version: str | None = await connection.fetchval(
+                "SELECT max(version_num) FROM alembic_version"
+            )
+        except asyncpg.UndefinedTableError:
+            return None
+    return version
+
+
+def schema_of(version: str | None) -> Schema:
+    expected = revisions()
+    if version == expected.head:
+        return Schema.AT_HEAD
+    if version is not None and version not in expected.known:
+        return Schema.AHEAD
+    return Schema.BEHIND
+
+
+def behind_sentence(version: str | None) -> str:
+    found = f"at migration {version}" if version else "not migrated"
+    return f"The database is {found}; this version needs {revisions().head}: run `dmrelay migrate`."
 
 
 async def _ping_redis(state: State) -> None:
     await state.arq_pool.ping()
-
-
-_PROBES: dict[Dependency, Callable[[State], Awaitable[None]]] = {
-    Dependency.POSTGRESQL: _ping_postgresql,
-    Dependency.REDIS: _ping_redis,
-}
 
 
 class Readiness(TypedDict):
@@ -105,29 +134,42 @@ class Readiness(TypedDict):
 
     error: NotRequired[str]
     status: Literal["ready", "unavailable"]
-    checks: dict[str, Literal["ok", "unavailable"]]  # per Dependency
+    # Per Dependency ("ok", "unavailable"), and "migrations": a Schema's value.
+    checks: dict[str, str]
 
 
 async def readiness(state: State, timeout: float) -> tuple[bool, Readiness]:
     """Whether the API can serve, and GET /readyz's body: each dependency asked at once,
-    each given `timeout` seconds."""
+    each given `timeout` seconds, and the database's schema at the head this version needs
+    (one a newer version migrated still serves, as during a rolling upgrade)."""
 
-    async def check(dependency: Dependency) -> bool:
+    async def check(
+        probe: Callable[[State], Awaitable[T]], dependency: Dependency
+    ) -> tuple[bool, T | None]:
         try:
             async with asyncio.timeout(timeout):
-                await _PROBES[dependency](state)
+                return True, await probe(state)
         except Exception as error:
             log.warning("readiness: %s is unavailable (%r)", dependency, error)
-            return False
-        return True
+            return False, None
 
-    results = await asyncio.gather(*(check(dependency) for dependency in Dependency))
-    checks: dict[str, Literal["ok", "unavailable"]] = {
-        str(dependency): "ok" if up else "unavailable"
-        for dependency, up in zip(Dependency, results, strict=True)
+    (postgresql_up, version), (redis_up, _) = await asyncio.gather(
+        check(_ping_postgresql, Dependency.POSTGRESQL), check(_ping_redis, Dependency.REDIS)
+    )
+    schema = schema_of(version) if postgresql_up else Schema.UNKNOWN
+    checks = {
+        Dependency.POSTGRESQL: "ok" if postgresql_up else "unavailable",
+        Dependency.REDIS: "ok" if redis_up else "unavailable",
+        "migrations": schema.value,
     }
-    down = [dependency for dependency, up in zip(Dependency, results, strict=True) if not up]
-    if not down:
+    problems = [
+        MESSAGES[dependency]
+        for dependency, up in ((Dependency.POSTGRESQL, postgresql_up), (Dependency.REDIS, redis_up))
+        if not up
+    ]
+    if schema == Schema.BEHIND:
+        problems.append(behind_sentence(version))
+    if not problems:
         return True, {"status": "ready", "checks": checks}
-    sentence = " ".join(MESSAGES[dependency] for dependency in down)
+    sentence = " ".join(problems)
     return False, {"error": f"Not ready. {sentence}", "status": "unavailable", "checks": checks}

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.metrics import ROUTE_KEY
+
 
 @dataclass(frozen=True)
 class ExpressRequest:
@@ -44,6 +46,9 @@ class Route:
     method: str
     path: re.Pattern[str]
     handler: Handler
+    # The FastAPI route's path template, for the metrics' route label (app/core/metrics.py):
+    # one label for the route, whichever lane answered.
+    template: str
 
 
 class ExpressLane:
@@ -65,6 +70,7 @@ class ExpressLane:
             await self.app(scope, _replay(body, receive), send)
             return
         self.answered[route] += 1
+        scope[ROUTE_KEY] = route.template
         # Framed as FastAPI frames it: a Content-Length, not chunked.
         headers = [
             (b"content-type", b"application/json"),

@@ -4,6 +4,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import logs
 from app.core.availability import MESSAGES, RETRY_AFTER_SECONDS, unavailable
 from app.core.errors import error_body
 
@@ -26,6 +27,8 @@ class RequestIdMiddleware:
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _ACCEPTABLE.match(incoming) else uuid.uuid4().hex
+        # On every line logged while answering (a request is a task of its own).
+        logs.bind(request_id=request_id)
         header = (b"x-request-id", request_id.encode())
         started = False
 

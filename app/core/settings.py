@@ -1,5 +1,6 @@
 from functools import lru_cache
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,6 +36,12 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = 5.0
     # GET /readyz: how long each dependency has to answer.
     readiness_timeout_seconds: float = 2.0
+    # Logs: one JSON object per line, or text for a terminal (app/core/logs.py).
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The worker's own HTTP port (GET /healthz, GET /metrics; `dmrelay worker --check`), on
+    # all interfaces; unset, it serves none (several workers on one host need one each).
+    worker_http_port: Port | None = None
     # When set, replaces both Graph hosts: that is how the sandbox is used.
     meta_graph_url: str | None = None
     meta_graph_version: str = "v25.0"
@@ -165,7 +172,34 @@ class Settings(BaseSettings):
         # A plain postgresql:// URL is accepted; SQLAlchemy needs the driver named.
         for prefix in ("postgresql://", "postgres://"):
             if url.startswith(prefix):
-                return "postgresql+asyncpg://" + url[len(prefix) :]
+                url = "postgresql+asyncpg://" + url[len(prefix) :]
+        # Checked here, so that a wrong one stops the process at start with one line
+        # (app/core/preflight.py); the URL itself is never quoted: it may hold a password.
+        if urlsplit(url).scheme != "postgresql+asyncpg":
+            raise ValueError("not a PostgreSQL URL (postgresql://user:password@host:5432/name)")
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("not a Redis URL (redis://host:6379/0, rediss://… or unix://…)")
+        return url
+
+    @field_validator(
+        "meta_graph_url",
+        "media_base_url",
+        "sandbox_webhook_url",
+        "s3_endpoint_url",
+        "s3_public_base_url",
+    )
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if not url:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL with a host")
         return url
 
     def instagram_login_url(self, which: Literal["authorize", "exchange"]) -> str:

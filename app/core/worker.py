@@ -7,11 +7,14 @@ fails if that surface changes in an arq release within the pinned range.
 
 import asyncio
 import logging
+import time
 from signal import Signals
 from typing import Any
 
 from arq.worker import Worker
 from redis.exceptions import RedisError
+
+from app.core import worker_http
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,13 @@ class ResilientWorker(Worker):
     must be idempotent.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, http_port: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stopping = False
+        # Its health, as its HTTP port (app/core/worker_http.py) reports it.
+        self.http_port = http_port
+        self.last_poll: float | None = None
+        self.waiting_for_redis = False
         # arq stops a worker by cancelling its main task once its jobs are done. On Python
         # 3.11 that cancellation can be lost: redis-py sends each command under
         # asyncio.wait_for, which returns a send that finished at the moment it was
@@ -41,6 +48,17 @@ class ResilientWorker(Worker):
         self._stopping = True
 
     async def main(self) -> None:
+        runner = None
+        if self.http_port is not None:
+            # Before Redis answers: an orchestrator asks from the start.
+            runner = await worker_http.start(self, self.http_port)
+        try:
+            await self._main()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+
+    async def _main(self) -> None:
         # arq's main loop ends with the first Redis error (at start-up or in any poll):
         # wait, then enter it again. Jobs under way keep running meanwhile.
         while True:
@@ -49,6 +67,7 @@ class ResilientWorker(Worker):
                 return
             except (RedisError, OSError) as error:
                 # Includes the WatchError redis-py raises for a connection lost mid-WATCH.
+                self.waiting_for_redis = True
                 log.warning(
                     "Redis is unavailable (%s); trying again in %.0f s", error, REDIS_RETRY_SECONDS
                 )
@@ -58,6 +77,9 @@ class ResilientWorker(Worker):
         if self._stopping:
             # The cancellation arq asked for, in case it was lost (see __init__).
             raise asyncio.CancelledError
+        # Called after each poll of the queue: the poll answered.
+        self.last_poll = time.monotonic()
+        self.waiting_for_redis = False
         await super().heart_beat()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:

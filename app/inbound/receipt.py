@@ -15,6 +15,7 @@ from asyncpg.pool import PoolConnectionProxy
 from app.core.db import acquire
 from app.core.express import Answer, ExpressRequest, Route
 from app.core.jobs import JobName, enqueue_first_free
+from app.core.metrics import META_WEBHOOKS
 from app.core.settings import Settings
 from app.inbound import repository
 from app.inbound.pipeline import webhook_delivery_job_id
@@ -23,6 +24,10 @@ from app.inbound.signature import SIGNATURE_HEADER, signature_is_valid
 log = logging.getLogger(__name__)
 
 RECEIVED = b'{"received":true}'
+
+
+META_WEBHOOKS_STORED = META_WEBHOOKS.labels("stored")
+META_WEBHOOKS_REFUSED = META_WEBHOOKS.labels("refused")
 
 
 def is_signed(settings: Settings, body: bytes, signature: str | None) -> bool:
@@ -44,6 +49,7 @@ async def store(
     webhook_delivery_id = await repository.store_webhook_delivery(connection, text)
     job_ids = [webhook_delivery_job_id(webhook_delivery_id)]
     await enqueue_first_free(redis, JobName.PROCESS_WEBHOOK, (webhook_delivery_id,), job_ids)
+    META_WEBHOOKS_STORED.inc()
 
 
 async def receive(request: ExpressRequest) -> Answer | None:
@@ -59,4 +65,4 @@ async def receive(request: ExpressRequest) -> Answer | None:
 
 
 PATH = "/webhooks/instagram"
-ROUTE = Route("POST", re.compile(re.escape(PATH)), receive)
+ROUTE = Route("POST", re.compile(re.escape(PATH)), receive, PATH)

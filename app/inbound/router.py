@@ -31,6 +31,7 @@ async def receive(request: Request) -> Response:
     body = await request.body()
     state = request.app.state
     if not receipt.is_signed(state.settings, body, request.headers.get(SIGNATURE_HEADER)):
+        receipt.META_WEBHOOKS_REFUSED.inc()
         raise APIError(401, f"Missing or invalid {SIGNATURE_HEADER} signature")
     async with acquire(
         state.driver_pool, state.settings.database_pool_timeout_seconds

@@ -42,4 +42,6 @@ async def send(request: ExpressRequest) -> Answer | None:
     return Answer(202, MessageOut.of(message).model_dump_json().encode())
 
 
-ROUTE = Route("POST", re.compile(r"/api/chats/([^/]+)/messages"), send)
+ROUTE = Route(
+    "POST", re.compile(r"/api/chats/([^/]+)/messages"), send, "/api/chats/{chat_id}/messages"
+)

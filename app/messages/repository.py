@@ -380,6 +380,34 @@ async def stranded_chats(engine: AsyncEngine, grace: timedelta, limit: int) -> l
         return list(chat_ids.all())
 
 
+class Backlog(NamedTuple):
+    """Outbound messages not delivered yet: how many, per status, and the oldest one's age."""
+
+    by_status: dict[str, int]
+    oldest_seconds: float | None
+
+
+_BACKLOG = f"""
+SELECT status, count(*) AS n, extract(epoch FROM now() - min(created_at)) AS oldest
+FROM messages
+WHERE status IN {sql_values(UNDELIVERED)} AND direction = '{Direction.OUTBOUND}'
+GROUP BY status
+"""
+
+
+async def raw_backlog(db: asyncpg.Pool) -> Backlog:
+    """For the metrics (app/messages/monitoring.py); the partial index ix_messages_undelivered
+    holds exactly these rows."""
+    async with db.acquire() as connection:
+        rows = await connection.fetch(_BACKLOG)
+    by_status = {str(status): 0 for status in UNDELIVERED}
+    ages = []
+    for row in rows:
+        by_status[row["status"]] = row["n"]
+        ages.append(float(row["oldest"]))
+    return Backlog(by_status, max(ages) if ages else None)
+
+
 # -- In the caller's session (ORM) ------------------------------------------------------------
 
 _PUBLISH_ONE = text("SELECT publish_send(:message_id, :mid, :posted_at)")

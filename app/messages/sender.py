@@ -32,8 +32,10 @@ import asyncpg
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core import logs
 from app.core.batching import Batcher
 from app.core.jobs import Job, JobName, enqueue, enqueue_first_free
+from app.core.metrics import SEND_ATTEMPTS
 from app.core.settings import Settings
 from app.media import repository as media_repository
 from app.media.attachments import ReusableAttachments
@@ -85,10 +87,19 @@ class Failure:
     details: dict[str, str | None]
     retryable: bool
     is_token_error: bool = False
+    # For the metrics: Meta's error code, "none" if its answer had none, "unreachable" if
+    # there was no answer.
+    code: str = "none"
 
     @classmethod
     def of_graph_error(cls, error: GraphError) -> "Failure":
-        return cls(error.explain(), error.details(), error.retryable, error.code == TOKEN_CODE)
+        return cls(
+            error.explain(),
+            error.details(),
+            error.retryable,
+            error.code == TOKEN_CODE,
+            str(error.code) if error.code is not None else "none",
+        )
 
     @classmethod
     def of_unreachable(cls, error: GraphUnreachable) -> "Failure":
@@ -100,6 +111,7 @@ class Failure:
                 "platform_error_message": error.detail,
             },
             retryable=True,
+            code="unreachable",
         )
 
 
@@ -133,6 +145,7 @@ class Sender:
         self._proof_opt_ins: dict[int, tuple[bool, float]] = {}
 
     async def send_chat(self, chat_id: int) -> None:
+        logs.bind(chat_id=chat_id)  # a job is a task of its own
         deadline = time.monotonic() + DRAIN_SECONDS
         while (lease := await self.leases.take(chat_id)) is not None:
             try:
@@ -167,6 +180,7 @@ class Sender:
         or the chat must now wait. Raises LeaseLost, having sent nothing, if another worker
         has the chat."""
         message = head.message
+        logs.bind(message_id=message.id, profile_id=message.profile_id)
         if message.claimed_until is not None and await self._unfinished_attempt_delivered(message):
             return await self._next_head(message.chat_id)
         await self.leases.keep(lease)
@@ -190,6 +204,7 @@ class Sender:
                 await self.leases.keep(lease)
                 answer = await self.graph.send_message(account, _body(head, attachment))
         except Held as held:
+            SEND_ATTEMPTS.labels("held", "").inc()
             await self._give_back(message, attempts, timedelta(seconds=held.seconds))
             return None
         except LeaseLost:
@@ -213,6 +228,7 @@ class Sender:
                 return await self._next_head(message.chat_id)
             failure = Failure.of_unreachable(error)
         else:
+            SEND_ATTEMPTS.labels("published", "").inc()
             await self._pause_if_throttled(message.profile_id, answer.throttled_for, False)
             return await self._publish(
                 Answered(message, attempts, answer.message_id, datetime.now(UTC))
@@ -370,6 +386,7 @@ class Sender:
         else:
             reason = failure.reason
         log.info("message %s attempt %s failed: %s", message.id, attempts, failure.details)
+        SEND_ATTEMPTS.labels("retrying" if retry else "failed", failure.code).inc()
         recorded = await repository.record_failure(
             self.engine,
             message.id,

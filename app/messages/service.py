@@ -12,6 +12,7 @@ from app.chats.models import Chat
 from app.core import ids
 from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
+from app.core.metrics import MESSAGES_ACCEPTED
 from app.core.pagination import PageParams
 from app.messages import repository
 from app.messages.models import Direction, Message, MessageStatus
@@ -51,6 +52,7 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
         raise NotFound("Chat")
     if accepted.message_id is None or accepted.created_at is None:
         _refuse(accepted, fields.tag)
+    MESSAGES_ACCEPTED.inc()
     return Message(
         id=accepted.message_id,
         chat_id=accepted.chat_id,

@@ -11,15 +11,30 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
+from app.core.metrics import META_REQUEST_DURATION
 from app.core.settings import Settings
 from app.messages.interactive import meta_message
 from app.meta.errors import GraphError, _int_or_none
 from app.profiles.models import Connection
+
+
+class GraphOperation(StrEnum):
+    """What a Graph call does: the label of its latency metric."""
+
+    SEND_MESSAGE = "send_message"
+    SENDER_ACTION = "sender_action"
+    MESSENGER_PROFILE = "messenger_profile"
+    UPLOAD_ATTACHMENT = "upload_attachment"
+    GET_ME = "get_me"
+    SUBSCRIBE = "subscribe"
+    READ = "read"
+    GET_USER_PROFILE = "get_user_profile"
 
 
 @dataclass(frozen=True)
@@ -90,21 +105,27 @@ class GraphClient:
         self._http = http
 
     async def _call(
-        self, method: str, url: str, account: Account, **kwargs: Any
+        self, operation: GraphOperation, method: str, url: str, account: Account, **kwargs: Any
     ) -> tuple[int, Any, Mapping[str, str]]:
-        """Status, JSON payload (None if not JSON) and headers; GraphUnreachable if none."""
+        """Status, JSON payload (None if not JSON) and headers; GraphUnreachable if none.
+        Timed, per `operation`, for the metrics."""
         headers = {"Authorization": f"Bearer {account.access_token}"}
         if account.proves_app:
             kwargs["params"] = {**kwargs.get("params", {}), **self._proof(account)}
+        started = time.perf_counter()
+        outcome = "unreachable"  # unless it answers
         try:
             async with self._http.request(method, url, headers=headers, **kwargs) as response:
                 try:
                     payload = await response.json(content_type=None)
                 except ValueError:
                     payload = None
+                outcome = "ok" if response.status < 300 else "error"
                 return response.status, payload, response.headers
         except (aiohttp.ClientError, TimeoutError) as error:
             raise GraphUnreachable.of(error, account.access_token) from error
+        finally:
+            META_REQUEST_DURATION.labels(operation, outcome).observe(time.perf_counter() - started)
 
     def _proof(self, account: Account) -> dict[str, str]:
         """appsecret_proof (meta doc §8): HMAC-SHA256 of the token keyed by the app's secret
@@ -141,7 +162,9 @@ class GraphClient:
         GraphUnreachable (whether Meta got the request may then be unknown: the caller
         decides)."""
         url = self._url(account, f"{account.send_path_id}/messages")
-        status, payload, headers = await self._call("POST", url, account, json=body)
+        status, payload, headers = await self._call(
+            GraphOperation.SEND_MESSAGE, "POST", url, account, json=body
+        )
         backoff = throttled_for(headers)
         if status < 300 and isinstance(payload, dict) and "message_id" in payload:
             return SendAnswer(str(payload["message_id"]), backoff)
@@ -152,7 +175,9 @@ class GraphClient:
         answers `{"recipient_id"}` alone; returns how long Meta's usage headers ask to stop
         calling, if at all, or raises GraphError or GraphUnreachable."""
         url = self._url(account, f"{account.send_path_id}/messages")
-        status, payload, headers = await self._call("POST", url, account, json=body)
+        status, payload, headers = await self._call(
+            GraphOperation.SENDER_ACTION, "POST", url, account, json=body
+        )
         backoff = throttled_for(headers)
         if status < 300 and isinstance(payload, dict) and "recipient_id" in payload:
             return backoff
@@ -167,7 +192,9 @@ class GraphClient:
         params = {"platform": "instagram"}
         if method == "GET":
             params["fields"] = "ice_breakers"
-        status, payload, _ = await self._call(method, url, account, params=params, json=body)
+        status, payload, _ = await self._call(
+            GraphOperation.MESSENGER_PROFILE, method, url, account, params=params, json=body
+        )
         if status < 300 and isinstance(payload, dict):
             return payload
         raise self._refusal(account, status, payload)
@@ -186,7 +213,7 @@ class GraphClient:
         timeout = aiohttp.ClientTimeout(total=UPLOAD_TIMEOUT_SECONDS, sock_connect=5.0)
         try:
             status, payload, headers = await self._call(
-                "POST", path, account, json=body, timeout=timeout
+                GraphOperation.UPLOAD_ATTACHMENT, "POST", path, account, json=body, timeout=timeout
             )
         except GraphUnreachable as error:
             raise GraphUnreachable(error.detail, maybe_delivered=False) from error
@@ -211,7 +238,11 @@ class GraphClient:
     async def get_me(self, account: Account) -> dict[str, Any]:
         """The account an Instagram Login token is for (`user_id` is the id webhooks use)."""
         status, payload, _ = await self._call(
-            "GET", self._url(account, "me"), account, params={"fields": ME_FIELDS}
+            GraphOperation.GET_ME,
+            "GET",
+            self._url(account, "me"),
+            account,
+            params={"fields": ME_FIELDS},
         )
         if status < 300 and isinstance(payload, dict) and payload.get("user_id"):
             return payload
@@ -221,7 +252,9 @@ class GraphClient:
         """Have Meta deliver the account's webhooks (without this, nothing arrives)."""
         url = self._url(account, "me/subscribed_apps")
         params = {"subscribed_fields": SUBSCRIBED_FIELDS}
-        status, payload, _ = await self._call("POST", url, account, params=params)
+        status, payload, _ = await self._call(
+            GraphOperation.SUBSCRIBE, "POST", url, account, params=params
+        )
         if status >= 300 or not (isinstance(payload, dict) and payload.get("success")):
             raise self._refusal(account, status, payload)
 
@@ -262,7 +295,7 @@ class GraphClient:
 
     async def _read(self, account: Account, path: str, params: dict[str, Any]) -> dict[str, Any]:
         status, payload, _ = await self._call(
-            "GET", self._url(account, path), account, params=params
+            GraphOperation.READ, "GET", self._url(account, path), account, params=params
         )
         if status < 300 and isinstance(payload, dict):
             return payload
@@ -273,7 +306,11 @@ class GraphClient:
         account (before that, Meta answers code 230, "user consent is required")."""
         url = self._url(account, user_id)
         status, payload, _ = await self._call(
-            "GET", url, account, params={"fields": USER_PROFILE_FIELDS}
+            GraphOperation.GET_USER_PROFILE,
+            "GET",
+            url,
+            account,
+            params={"fields": USER_PROFILE_FIELDS},
         )
         if status < 300 and isinstance(payload, dict):
             return payload
