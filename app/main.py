@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from app.api_keys.service import PrincipalCache
 from app.chats.router import router as chats_router
-from app.core import errors
+from app.core import errors, openapi
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
@@ -60,7 +60,6 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         title="dmrelay",
         summary="Instagram direct messages over Meta's Graph API, Postproxy-compatible",
         lifespan=lifespan,
-        responses=errors.RESPONSES,
     )
     app.state.settings = settings
     app.state.principals = PrincipalCache()
@@ -87,6 +86,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         app.include_router(router, prefix="/api")
     app.include_router(inbound_router)
     app.include_router(media_router)
+    openapi.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

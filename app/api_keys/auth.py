@@ -1,7 +1,8 @@
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api_keys.service import PrincipalCache
 from app.core import ids
@@ -30,9 +31,17 @@ def _bearer_token(request: Request) -> str:
     return token
 
 
+# Declared for the OpenAPI document (its Bearer scheme, /docs' Authorize button); the key is
+# read by _bearer_token, so that a missing one is refused in dmrelay's words.
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="An API key: dmrelay keys create"
+)
+
+
 async def _scope(
     request: Request,
     session: Session,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     profile_group_id: Annotated[
         str | None, Query(description="Confine the request to one profile group")
     ] = None,

@@ -37,12 +37,6 @@ class ErrorOut(BaseModel):
     )
 
 
-# Documented for every route, in place of FastAPI's own 422 shape, which dmrelay never sends.
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": ErrorOut, "description": "Refused: `error` says why"}
-}
-
-
 class APIError(Exception):
     def __init__(
         self, status_code: int, message: str, errors: list[dict[str, str]] | None = None

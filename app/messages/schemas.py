@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.chats.schemas import IGSID_PATTERN
 from app.core import ids
 from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
@@ -99,9 +100,20 @@ MediaURL = Annotated[Text, AfterValidator(_media_url)]
 class MessageSend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    body: MessageText | None = None
+    # The limits are documented here and enforced by the validators, in their own words.
+    body: MessageText | None = Field(
+        default=None,
+        description=f"The text: at most {MAX_TEXT_CHARACTERS} characters and "
+        f"{MAX_TEXT_BYTES} UTF-8 bytes, not only whitespace; or media instead",
+        json_schema_extra={"maxLength": MAX_TEXT_CHARACTERS},
+        examples=["Thanks for your order! It ships today."],
+    )
     media: list[MediaURL] | None = Field(
-        default=None, description="One attachment URL (Instagram takes one per message)"
+        default=None,
+        description="One public http(s) attachment URL (Instagram takes one per message), "
+        "its type told by its extension; or a body instead",
+        json_schema_extra={"maxItems": 1},
+        examples=[["https://cdn.example.com/receipt.png"]],
     )
     tag: Literal["HUMAN_AGENT"] | None = Field(
         default=None,
@@ -149,6 +161,16 @@ class MessageSend(BaseModel):
         if self.media:
             self._attachment = {"type": attachment_type(self.media[0]), "url": self.media[0]}
         return self
+
+
+class RecipientMessageSend(MessageSend):
+    """A send to a participant by their IGSID: the chat is found or created on the way."""
+
+    recipient_id: Text = Field(
+        pattern=IGSID_PATTERN,
+        description="The participant's Instagram-scoped id (IGSID), as Meta gives it: digits",
+        examples=["1602510301006188"],
+    )
 
 
 class ErrorDetails(BaseModel):

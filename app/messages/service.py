@@ -7,18 +7,21 @@ from typing import NoReturn
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
+from app.chats import service as chats
 from app.chats import window
 from app.chats.models import Chat
+from app.chats.schemas import ChatCreate
 from app.core import ids
-from app.core.db import after_commit
+from app.core.db import after_commit, driver_connection
 from app.core.errors import APIError, NotFound
 from app.core.pagination import PageParams
 from app.messages import repository
 from app.messages.models import Direction, Message, MessageStatus
 from app.messages.repository import Acceptance, Driver
-from app.messages.schemas import MessageSend
+from app.messages.schemas import MessageSend, RecipientMessageSend
 from app.messages.sender import request_send
 from app.profiles.models import ProfileStatus
+from app.profiles.service import get_profile
 
 
 def check_window(last_inbound_at: datetime | None, tag: str | None, now: datetime) -> None:
@@ -64,6 +67,19 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
         is_unsupported=False,
         created_at=accepted.created_at,
     )
+
+
+async def send_to_recipient(
+    session: AsyncSession, scope: Scope, profile_id: str, fields: RecipientMessageSend
+) -> Message:
+    """The one-call send: the profile's chat with the recipient, found or created, then the
+    message accepted in it as by `send`. A refused send rolls the new chat back with it."""
+    profile = await get_profile(session, scope, profile_id)
+    chat, _ = await chats.find_or_create(
+        session, profile, ChatCreate(participant_external_id=fields.recipient_id)
+    )
+    chat_id = ids.encode(ids.Kind.CHAT, chat.id)
+    return await send(await driver_connection(session), scope, chat_id, fields)
 
 
 def _refuse(accepted: Acceptance, tag: str | None) -> NoReturn:
