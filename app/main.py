@@ -19,6 +19,7 @@ from app.core.request_id import RequestIdMiddleware
 from app.core.settings import Settings, get_settings
 from app.inbound import receipt
 from app.inbound.router import router as inbound_router
+from app.mcp import server as mcp_server
 from app.media.router import router as media_router
 from app.messages import express as messages_express
 from app.messages.router import router as messages_router
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         principals: PrincipalCache = app.state.principals
         watcher = asyncio.create_task(principals.watch(app.state.arq_pool))
         try:
-            yield
+            async with app.state.mcp.session_manager.run():
+                yield
         finally:
             watcher.cancel()
             with suppress(asyncio.CancelledError):
@@ -87,6 +89,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     app.include_router(inbound_router)
     app.include_router(media_router)
     openapi.install(app)
+    # The MCP tools for agents (app/mcp), at /mcp.
+    app.state.mcp = mcp_server.mount(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

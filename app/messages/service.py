@@ -99,6 +99,17 @@ def queue_send(session: AsyncSession, chat_id: int) -> None:
     after_commit(session, partial(request_send, chat_id=chat_id))
 
 
+async def edit(session: AsyncSession, scope: Scope, message_id: str) -> NoReturn:
+    """Instagram's Send API cannot change a message once sent: said plainly, once the message
+    is known to be one the key sees."""
+    await get_message(session, scope, message_id)
+    raise APIError(
+        422,
+        "Instagram does not let a business edit a message it sent: send a new message "
+        "(a customer's own edits arrive as external_edited_at)",
+    )
+
+
 async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message:
     """Queue a failed outbound message again, with its attempts reset."""
     message = await get_message(session, scope, message_id)
