@@ -23,7 +23,6 @@ ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 DESCRIPTIONS = {
     400: "The body is not valid JSON (or not UTF-8)",
     401: "No API key, or not a valid one",
-    403: "Refused",
     404: "Not found, or not visible to this API key (also: a profile_group_id it may not use)",
     409: "A request with this Idempotency-Key is still being processed: retry in a moment",
     413: "The body is larger than this endpoint accepts",

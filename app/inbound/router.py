@@ -2,18 +2,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
 
 from app.core.db import acquire
 from app.core.errors import APIError
 from app.inbound import receipt
+from app.inbound.schemas import Received
 from app.inbound.signature import SIGNATURE_HEADER
 
 router = APIRouter(prefix="/webhooks", tags=["meta webhooks"])
-
-
-class Received(BaseModel):
-    received: bool
 
 
 @router.get(
