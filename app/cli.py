@@ -161,6 +161,12 @@ def cmd_sandbox(args: argparse.Namespace) -> None:
     run(host=args.host, port=args.port)
 
 
+def cmd_mcp(args: argparse.Namespace) -> None:
+    from app.mcp.server import run_stdio
+
+    asyncio.run(run_stdio(get_settings()))
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from app.devserver import up
 
@@ -369,6 +375,10 @@ def parser() -> argparse.ArgumentParser:
         help="ask the worker on WORKER_HTTP_PORT whether it is healthy: exit 0 if so, else 1",
     )
 
+    commands.add_parser(
+        "mcp", help="serve the MCP tools over stdio, with the API key in DMRELAY_API_KEY"
+    )
+
     sandbox = commands.add_parser("sandbox", help="serve the sandbox Graph API (a fake of Meta's)")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8001)
@@ -423,6 +433,7 @@ HANDLERS = {
     ("migrate", None): cmd_migrate,
     ("api", None): cmd_api,
     ("worker", None): cmd_worker,
+    ("mcp", None): cmd_mcp,
     ("sandbox", None): cmd_sandbox,
     ("up", None): cmd_up,
     ("keys", "create"): cmd_keys_create,

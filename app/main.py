@@ -14,7 +14,7 @@ from app.chats.router import router as chats_router
 from app.comments.router import router as comments_router
 from app.connections.router import callback_router
 from app.connections.router import router as connections_router
-from app.core import errors
+from app.core import errors, openapi
 from app.core.addresses import resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import create_driver_pool, create_engine, create_sessionmaker
@@ -28,6 +28,7 @@ from app.core.settings import Settings, get_settings
 from app.ice_breakers.router import router as ice_breakers_router
 from app.inbound import receipt
 from app.inbound.router import router as inbound_router
+from app.mcp import server as mcp_server
 from app.media import download
 from app.media.outbound import MediaTools
 from app.media.router import router as media_router
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         principals: PrincipalCache = app.state.principals
         watcher = asyncio.create_task(principals.watch(app.state.arq_pool))
         try:
-            yield
+            async with app.state.mcp.session_manager.run():
+                yield
         finally:
             watcher.cancel()
             with suppress(asyncio.CancelledError):
@@ -79,7 +81,6 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         title="dmrelay",
         summary="Instagram direct messages over Meta's Graph API, Postproxy-compatible",
         lifespan=lifespan,
-        responses=errors.RESPONSES,
     )
     app.state.settings = settings
     # Customer webhook URLs are resolved with it (tests inject their own).
@@ -127,6 +128,9 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
     app.include_router(inbound_router)
     app.include_router(callback_router)
     app.include_router(media_router)
+    openapi.install(app)
+    # The MCP tools for agents (app/mcp), at /mcp.
+    app.state.mcp = mcp_server.mount(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -6,10 +6,9 @@ from app.api_keys.auth import CurrentScope
 from app.chats.schemas import ChatOut
 from app.chats.service import find_chat
 from app.core.deps import Session
-from app.core.errors import APIError
 from app.core.idempotency import Idempotency
+from app.messages import service as messages
 from app.messages.schemas import MessageOut
-from app.messages.service import get_message
 
 router = APIRouter(tags=["actions"])
 
@@ -51,12 +50,7 @@ async def unreact(
 @router.patch("/messages/{message_id}", response_model=MessageOut)
 async def edit_message(message_id: str, scope: CurrentScope, session: Session) -> MessageOut:
     """Instagram does not let a sent message be edited: always refused."""
-    await get_message(session, scope, message_id)
-    raise APIError(
-        422,
-        "Instagram does not allow editing a sent message: send a new one (or unsend is not "
-        "offered either)",
-    )
+    await messages.edit(session, scope, message_id)
 
 
 @router.post("/chats/{chat_id}/mark_read", response_model=ChatOut)

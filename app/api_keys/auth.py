@@ -1,7 +1,9 @@
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.service import PrincipalCache
 from app.core import ids
@@ -31,34 +33,46 @@ def bearer_token(authorization: str) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _bearer_token(request: Request) -> str:
-    token = bearer_token(request.headers.get("authorization", ""))
+async def authenticate(cache: PrincipalCache, session: AsyncSession, authorization: str) -> Scope:
+    """The scope of the key in an Authorization header's value (the API's and /mcp's)."""
+    token = bearer_token(authorization)
     if token is None:
         raise APIError(401, "Missing API key: send it as 'Authorization: Bearer <key>'")
-    return token
+    principal = await cache.resolve(session, token)
+    if principal is None:
+        raise APIError(401, "Invalid API key")
+    return Scope(
+        api_key_id=principal.api_key_id,
+        profile_group_id=principal.profile_group_id,
+        account_wide=principal.profile_group_id is None,
+    )
+
+
+# Declared for the OpenAPI document (its Bearer scheme, /docs' Authorize button); the key is
+# read by authenticate, so that a missing one is refused in dmrelay's words.
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="An API key: dmrelay keys create"
+)
 
 
 async def _scope(
     request: Request,
     session: Session,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     profile_group_id: Annotated[
         str | None, Query(description="Confine the request to one profile group")
     ] = None,
 ) -> Scope:
     cache: PrincipalCache = request.app.state.principals
-    principal = await cache.resolve(session, _bearer_token(request))
-    if principal is None:
-        raise APIError(401, "Invalid API key")
-    group = principal.profile_group_id
+    scope = await authenticate(cache, session, request.headers.get("authorization", ""))
+    group = scope.profile_group_id
     if profile_group_id is not None:
         requested = ids.decode(ids.Kind.PROFILE_GROUP, profile_group_id)
         if requested is None or (group is not None and requested != group):
             raise NotFound("Profile group")
         group = requested
     return Scope(
-        api_key_id=principal.api_key_id,
-        profile_group_id=group,
-        account_wide=principal.profile_group_id is None,
+        api_key_id=scope.api_key_id, profile_group_id=group, account_wide=scope.account_wide
     )
 
 

@@ -14,7 +14,12 @@ from app.profiles.service import get_profile
 router = APIRouter(tags=["chats"])
 
 
-@router.get("/profiles/{profile_id}/chats", response_model=Page[ChatOut])
+@router.get(
+    "/profiles/{profile_id}/chats",
+    response_model=Page[ChatOut],
+    operation_id="chats_list",
+    summary="List a profile's chats, most recently active first",
+)
 async def list_chats(
     profile_id: str,
     scope: CurrentScope,
@@ -45,6 +50,8 @@ async def list_chats(
     response_model=ChatOut,
     status_code=201,
     responses={200: {"model": ChatOut, "description": "The chat already existed"}},
+    operation_id="chats_create",
+    summary="Find or create the chat with a participant",
 )
 async def create_chat(
     profile_id: str,
@@ -76,7 +83,12 @@ async def unarchive_chat(
     return await idempotency.remember(session, 200, ChatOut.of(chat))
 
 
-@router.get("/chats/{chat_id}", response_model=ChatOut)
+@router.get(
+    "/chats/{chat_id}",
+    response_model=ChatOut,
+    operation_id="chats_get",
+    summary="Get a chat",
+)
 async def get_chat(chat_id: str, scope: CurrentScope, session: Session) -> ChatOut:
     chat, _ = await service.find_chat(session, scope, chat_id)
     return ChatOut.of(chat)

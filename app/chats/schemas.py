@@ -17,6 +17,7 @@ class ChatCreate(BaseModel):
     participant_external_id: Text = Field(
         pattern=IGSID_PATTERN,
         description="The participant's Instagram-scoped id (IGSID), as Meta gives it: digits",
+        examples=["1602510301006188"],
     )
     participant_username: Text | None = Field(default=None, max_length=255)
     participant_name: Text | None = Field(default=None, max_length=255)

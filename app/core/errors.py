@@ -12,7 +12,7 @@ Statuses: 400 for a body that cannot be parsed (not UTF-8, not JSON), 415 for a 
 not declared as JSON, 422 for a JSON body or parameters that break a rule."""
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,12 +35,6 @@ class ErrorOut(BaseModel):
     errors: list[FieldProblem] = Field(
         description="The request's fields at fault; empty when the problem is not one field's"
     )
-
-
-# Documented for every route, in place of FastAPI's own 422 shape, which dmrelay never sends.
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": ErrorOut, "description": "Refused: `error` says why"}
-}
 
 
 class APIError(Exception):
@@ -192,6 +186,30 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+def explain(problems: Sequence[Any], body: object = None) -> tuple[int, str, list[dict[str, str]]]:
+    """The status, sentence and field problems for a request's validation errors (pydantic's,
+    located as FastAPI locates them: "body", "query", "path" or "header" first)."""
+    for error in problems:
+        if error.get("type") == "json_invalid":
+            return 400, _not_json(error, body), []
+    whole: list[tuple[int, str]] = []
+    fields: list[dict[str, str]] = []
+    sentences: list[str] = []
+    for error in problems:
+        if (body_problem := _body_problem(error)) is not None:
+            whole.append(body_problem)
+            continue
+        found = _field_problems(error)
+        fields += found
+        sentences += [f["message"] for f in found] or [_reason(error)]
+    message = " ".join(sentence for _, sentence in whole)
+    if sentences:
+        listed = "; ".join(dict.fromkeys(sentences))
+        message = f"{message} Invalid request: {listed}".strip()
+    status = 415 if any(status == 415 for status, _ in whole) else 422
+    return status, message, fields
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -199,26 +217,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = exc.errors()
-        for error in problems:
-            if error.get("type") == "json_invalid":
-                return error_response(400, _not_json(error, exc.body))
-        whole: list[tuple[int, str]] = []
-        fields: list[dict[str, str]] = []
-        sentences: list[str] = []
-        for error in problems:
-            if (body_problem := _body_problem(error)) is not None:
-                whole.append(body_problem)
-                continue
-            found = _field_problems(error)
-            fields += found
-            sentences += [f["message"] for f in found] or [_reason(error)]
-        message = " ".join(sentence for _, sentence in whole)
-        if sentences:
-            listed = "; ".join(dict.fromkeys(sentences))
-            message = f"{message} Invalid request: {listed}".strip()
-        status = 415 if any(status == 415 for status, _ in whole) else 422
-        return error_response(status, message, fields)
+        return error_response(*explain(exc.errors(), exc.body))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, CursorResult, DateTime, Index, Integer, Text, delete, func, text
@@ -133,18 +133,24 @@ def _multipart_boundary(content_type: str) -> bytes | None:
 
 
 async def _idempotency(
-    request: Request, scope: CurrentScope, session: Session
+    request: Request,
+    scope: CurrentScope,
+    session: Session,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=HEADER,
+            min_length=1,
+            max_length=MAX_KEY_LENGTH,
+            description="Repeat the request safely: the same key and body within 24 h "
+            "answer the first response again (with Idempotent-Replayed: true)",
+            examples=["order-1042-confirmation"],
+        ),
+    ] = None,
 ) -> AsyncIterator[IdempotentRequest]:
-    key = request.headers.get(HEADER)
     if key is None:
         yield IdempotentRequest(scope.api_key_id, None, None)
         return
-    if not 1 <= len(key) <= MAX_KEY_LENGTH:
-        raise APIError(
-            422,
-            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters long",
-            [{"field": HEADER, "message": f"length {len(key)}"}],
-        )
     request_hash = await _request_hash(request)
     record = await _find(session, scope.api_key_id, key)
     if (

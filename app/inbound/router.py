@@ -6,12 +6,22 @@ from fastapi.responses import PlainTextResponse
 from app.core.db import acquire
 from app.core.errors import APIError
 from app.inbound import receipt
+from app.inbound.schemas import Received
 from app.inbound.signature import SIGNATURE_HEADER
 
 router = APIRouter(prefix="/webhooks", tags=["meta webhooks"])
 
 
-@router.get("/instagram", response_class=PlainTextResponse)
+@router.get(
+    "/instagram",
+    response_class=PlainTextResponse,
+    operation_id="webhooks_verify",
+    summary="Meta's webhook subscription handshake",
+    responses={
+        200: {"description": "The challenge, echoed"},
+        403: {"description": "Wrong hub.mode or hub.verify_token"},
+    },
+)
 async def verify_subscription(
     request: Request,
     mode: Annotated[str | None, Query(alias="hub.mode")] = None,
@@ -25,7 +35,39 @@ async def verify_subscription(
     return challenge
 
 
-@router.post("/instagram")
+@router.post(
+    "/instagram",
+    operation_id="webhooks_receive",
+    summary="Receive Meta's webhook deliveries",
+    response_model=Received,
+    responses={401: {"description": "Missing or invalid X-Hub-Signature-256 signature"}},
+    openapi_extra={
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "sha256= and the HMAC-SHA256 of the body with the app secret",
+                "schema": {"type": "string"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "description": "Meta's delivery, stored as sent and processed by a worker",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "object": {"type": "string", "examples": ["instagram"]},
+                            "entry": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                }
+            },
+        },
+    },
+)
 async def receive(request: Request) -> Response:
     """Verify, store, acknowledge (app/inbound/receipt.py)."""
     body = await request.body()

@@ -16,9 +16,26 @@ router = APIRouter(tags=["media"])
 # Customers' files are not ours to trust: never let a browser run them on dmrelay's origin.
 SAFE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 CHUNK_BYTES = 64 * 1024
+# What Instagram's attachments are, by their extension (unknown ones: octet-stream).
+MEDIA_TYPES = ("image/*", "video/*", "audio/*", "application/pdf", "application/octet-stream")
 
 
-@router.get("/media/{key:path}", include_in_schema=False)
+@router.get(
+    "/media/{key:path}",
+    operation_id="media_get",
+    summary="Download a copy of an inbound attachment",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file, with the media type of its extension",
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in MEDIA_TYPES
+            },
+        },
+        404: {"description": "No such file (or media is kept in S3, which serves it)"},
+    },
+)
 async def serve_media(key: str, request: Request) -> StreamingResponse:
     """Mirrored media in the local store; its keys are unguessable, like Meta's CDN links."""
     settings = request.app.state.settings

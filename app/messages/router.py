@@ -20,7 +20,13 @@ from app.core.idempotency import Idempotency, IdempotentRequest
 from app.core.pagination import Page, Pagination
 from app.media.outbound import UPLOAD_MARKER, Upload, attach_media
 from app.messages import service
-from app.messages.schemas import DirectionName, MessageOut, MessageSend, StatusName
+from app.messages.schemas import (
+    DirectionName,
+    MessageOut,
+    MessageSend,
+    RecipientMessageSend,
+    StatusName,
+)
 
 # A send has one attachment: a form with more parts than this is not one.
 MAX_PARTS = 16
@@ -28,7 +34,12 @@ MAX_PARTS = 16
 router = APIRouter(tags=["messages"])
 
 
-@router.get("/chats/{chat_id}/messages", response_model=Page[MessageOut])
+@router.get(
+    "/chats/{chat_id}/messages",
+    response_model=Page[MessageOut],
+    operation_id="messages_list",
+    summary="List a chat's messages, newest first",
+)
 async def list_messages(
     chat_id: str,
     scope: CurrentScope,
@@ -147,6 +158,8 @@ MULTIPART_SEND = {
     "/chats/{chat_id}/messages",
     response_model=MessageOut,
     status_code=202,
+    operation_id="messages_send",
+    summary="Send a message in a chat",
     openapi_extra=MULTIPART_SEND,
 )
 async def send_message(
@@ -177,7 +190,36 @@ async def _accept(
     return await idempotency.remember(session, 202, MessageOut.of(message))
 
 
-@router.post("/messages/{message_id}/retry", response_model=MessageOut, status_code=202)
+@router.post(
+    "/profiles/{profile_id}/messages",
+    response_model=MessageOut,
+    status_code=202,
+    operation_id="messages_send_to_recipient",
+    summary="Send a message to a participant, in their chat (found or created)",
+)
+async def send_to_recipient(
+    profile_id: str,
+    fields: RecipientMessageSend,
+    request: Request,
+    scope: CurrentScope,
+    session: Session,
+    idempotency: Idempotency,
+) -> Response:
+    """One request for a workflow step: the profile's chat with `recipient_id` is found or
+    created, then the message is accepted in it, `pending` until a worker hands it to Meta."""
+    await attach_media(request.app.state.media, fields)
+    message = await service.send_to_recipient(session, scope, profile_id, fields)
+    service.queue_send(session, message.chat_id)
+    return await idempotency.remember(session, 202, MessageOut.of(message))
+
+
+@router.post(
+    "/messages/{message_id}/retry",
+    response_model=MessageOut,
+    status_code=202,
+    operation_id="messages_retry",
+    summary="Send a failed message again",
+)
 async def retry_message(
     message_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:
@@ -186,6 +228,11 @@ async def retry_message(
     return await idempotency.remember(session, 202, MessageOut.of(message))
 
 
-@router.get("/messages/{message_id}", response_model=MessageOut)
+@router.get(
+    "/messages/{message_id}",
+    response_model=MessageOut,
+    operation_id="messages_get",
+    summary="Get a message by its id or Meta's mid",
+)
 async def get_message(message_id: str, scope: CurrentScope, session: Session) -> MessageOut:
     return MessageOut.of(await service.get_message(session, scope, message_id))

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.chats.schemas import IGSID_PATTERN
 from app.core import ids
 from app.core.addresses import local_host_reason
 from app.core.errors import FieldError
@@ -88,11 +89,20 @@ MediaURL = Annotated[Text, AfterValidator(_media_item)]
 class MessageSend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    body: MessageText | None = None
+    # The limits are documented here and enforced by the validators, in their own words.
+    body: MessageText | None = Field(
+        default=None,
+        description=f"The text: at most {MAX_TEXT_CHARACTERS} characters and "
+        f"{MAX_TEXT_BYTES} UTF-8 bytes, not only whitespace; or media instead",
+        json_schema_extra={"maxLength": MAX_TEXT_CHARACTERS},
+        examples=["Thanks for your order! It ships today."],
+    )
     media: list[MediaURL] | None = Field(
         default=None,
         description="One attachment (Instagram takes one per message): a public http(s) URL "
         "or a base64 data: URI; its type is told from its content",
+        json_schema_extra={"maxItems": 1},
+        examples=[["https://cdn.example.com/receipt.png"]],
     )
     tag: Literal["HUMAN_AGENT"] | None = Field(
         default=None,
@@ -168,6 +178,16 @@ def _sent_attachment(attachment: dict[str, Any], message_status: str) -> dict[st
     if status == AttachmentStatus.PENDING and message_status == "failed":
         status = AttachmentStatus.FAILED.value
     return {**attachment, "status": status}
+
+
+class RecipientMessageSend(MessageSend):
+    """A send to a participant by their IGSID: the chat is found or created on the way."""
+
+    recipient_id: Text = Field(
+        pattern=IGSID_PATTERN,
+        description="The participant's Instagram-scoped id (IGSID), as Meta gives it: digits",
+        examples=["1602510301006188"],
+    )
 
 
 class ErrorDetails(BaseModel):

@@ -7,20 +7,23 @@ from typing import NoReturn
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.auth import Scope
+from app.chats import service as chats
 from app.chats import window
 from app.chats.models import Chat
+from app.chats.schemas import ChatCreate
 from app.core import ids
-from app.core.db import after_commit
+from app.core.db import after_commit, driver_connection
 from app.core.errors import APIError, NotFound
 from app.core.metrics import MESSAGES_ACCEPTED
 from app.core.pagination import PageParams
 from app.messages import repository
 from app.messages.models import Direction, Message, MessageStatus
 from app.messages.repository import Acceptance, Driver
-from app.messages.schemas import MessageSend
+from app.messages.schemas import MessageSend, RecipientMessageSend
 from app.messages.sender import request_send
 from app.messages.throttle import unpause
 from app.profiles.models import ProfileStatus
+from app.profiles.service import get_profile
 
 
 def check_window(last_inbound_at: datetime | None, tag: str | None, now: datetime) -> None:
@@ -71,6 +74,19 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
     )
 
 
+async def send_to_recipient(
+    session: AsyncSession, scope: Scope, profile_id: str, fields: RecipientMessageSend
+) -> Message:
+    """The one-call send: the profile's chat with the recipient, found or created, then the
+    message accepted in it as by `send`. A refused send rolls the new chat back with it."""
+    profile = await get_profile(session, scope, profile_id)
+    chat, _ = await chats.find_or_create(
+        session, profile, ChatCreate(participant_external_id=fields.recipient_id)
+    )
+    chat_id = ids.encode(ids.Kind.CHAT, chat.id)
+    return await send(await driver_connection(session), scope, chat_id, fields)
+
+
 def _refuse(accepted: Acceptance, tag: str | None) -> NoReturn:
     """Why the send's conditions kept the message out."""
     if accepted.profile_status != ProfileStatus.ACTIVE:
@@ -95,6 +111,17 @@ async def release_held(session: AsyncSession, profile_id: int) -> None:
     for chat_id in await repository.release_held(session, profile_id):
         queue_send(session, chat_id)
     after_commit(session, partial(unpause, profile_id=profile_id))
+
+
+async def edit(session: AsyncSession, scope: Scope, message_id: str) -> NoReturn:
+    """Instagram's Send API cannot change a message once sent: said plainly, once the message
+    is known to be one the key sees."""
+    await get_message(session, scope, message_id)
+    raise APIError(
+        422,
+        "Instagram does not let a business edit a message it sent: send a new message "
+        "(a customer's own edits arrive as external_edited_at)",
+    )
 
 
 async def retry(session: AsyncSession, scope: Scope, message_id: str) -> Message:

@@ -12,7 +12,16 @@ from app.profiles.service import get_profile
 router = APIRouter(tags=["participants"])
 
 
-@router.get("/profiles/{profile_id}/participants/{user_id}", response_model=ParticipantStatusOut)
+@router.get(
+    "/profiles/{profile_id}/participants/{user_id}",
+    response_model=ParticipantStatusOut,
+    operation_id="participants_get",
+    summary="Get a participant's verification and follow status",
+    responses={
+        422: {"description": "Meta will not share this participant's profile yet"},
+        502: {"description": "Meta refused the profile request, or could not be reached"},
+    },
+)
 async def participant_status(
     profile_id: str,
     user_id: Annotated[str, Path(pattern=IGSID_PATTERN, description="The participant's IGSID")],

@@ -1,0 +1,7 @@
+from pydantic import BaseModel
+
+
+class Received(BaseModel):
+    """The acknowledgement of a stored webhook delivery (`receipt.RECEIVED`)."""
+
+    received: bool

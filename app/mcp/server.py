@@ -1,0 +1,64 @@
+"""Where the MCP tools (app/mcp/tools.py) are served: /mcp in the API (streamable HTTP,
+stateless, so any API process answers any call), and `dmrelay mcp` over stdio."""
+
+import os
+import sys
+
+from fastapi import FastAPI
+from mcp.server.fastmcp import FastMCP
+from starlette.datastructures import Headers
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api_keys.auth import authenticate
+from app.core.errors import APIError, error_response
+from app.core.settings import Settings
+from app.mcp.tools import create_server
+
+PATH = "/mcp"
+# Where `dmrelay mcp` takes its API key from.
+API_KEY_ENV = "DMRELAY_API_KEY"
+
+
+class Authenticated:
+    """Refuses a request without a valid API key before MCP reads it, in the API's words
+    (each tool call checks the key again, as its unit of work begins)."""
+
+    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
+        self.app = app
+        self.state = api.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = Headers(scope=scope).get("authorization", "")
+        try:
+            async with self.state.sessionmaker() as session:
+                await authenticate(self.state.principals, session, authorization)
+        except APIError as error:
+            answer = error_response(
+                error.status_code, error.message, headers={"WWW-Authenticate": "Bearer"}
+            )
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def mount(app: FastAPI) -> FastMCP:
+    """Serve the tools at /mcp; the caller runs `session_manager.run()` in the lifespan."""
+    server = create_server(app.state)
+    app.router.routes.append(
+        Route(PATH, Authenticated(server.streamable_http_app(), app), include_in_schema=False)
+    )
+    return server
+
+
+async def run_stdio(settings: Settings) -> None:
+    """`dmrelay mcp`: the tools over stdio, with the key in DMRELAY_API_KEY, on the API's own
+    resources (its lifespan builds them: database, Redis, the key cache)."""
+    from app.main import create_app
+
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        sys.exit(f"dmrelay mcp: set {API_KEY_ENV} to an API key (dmrelay keys create)")
+    app = create_app(settings, express=False)
+    async with app.router.lifespan_context(app):
+        await create_server(app.state, key).run_stdio_async()

@@ -1,0 +1,245 @@
+"""The MCP tools, through the official SDK's client: over streamable HTTP at /mcp, and over
+stdio against `python -m app.cli mcp`."""
+
+import asyncio
+import os
+import sys
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import update
+
+from app.chats.models import Chat
+from tests.conftest import connect, wait_for
+
+ROOT = Path(__file__).parent.parent
+CUSTOMER = "1602510301006188"
+
+TOOLS = {
+    "dm_chats_list",
+    "dm_chat_create",
+    "dm_chat_get",
+    "dm_messages_list",
+    "dm_message_send",
+    "dm_message_get",
+    "dm_message_edit",
+    "send_dm",
+}
+READ_ONLY = {"dm_chats_list", "dm_chat_get", "dm_messages_list", "dm_message_get"}
+
+
+@asynccontextmanager
+async def _http_session(stack, token: str):
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(f"{stack.api_url}/mcp", http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def _call(session: ClientSession, name: str, **arguments):
+    result = await session.call_tool(name, arguments)
+    assert not result.isError, result.content
+    return result.structuredContent
+
+
+async def _refusal(session: ClientSession, name: str, **arguments) -> str:
+    result = await session.call_tool(name, arguments)
+    assert result.isError, result
+    [content] = result.content
+    return content.text
+
+
+async def test_tools_are_listed_with_annotations_and_limits(account, clean):
+    async with _http_session(clean, account.token) as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    assert set(tools) == TOOLS
+    for name, tool in tools.items():
+        assert tool.description, name
+        assert tool.annotations.readOnlyHint is (name in READ_ONLY), name
+        assert "ctx" not in tool.inputSchema["properties"]
+    assert tools["dm_message_send"].annotations.idempotentHint is False
+    assert tools["dm_chat_create"].annotations.idempotentHint is True
+    assert tools["dm_message_edit"].annotations.destructiveHint is True
+    send_dm = tools["send_dm"].inputSchema
+    assert send_dm["required"] == ["recipient_id", "message"]
+    assert send_dm["properties"]["message"]["maxLength"] == 1000
+    assert "1000 characters" in tools["send_dm"].description
+    assert "24 hours" in tools["dm_message_send"].description
+    assert tools["dm_messages_list"].inputSchema["properties"]["per_page"]["maximum"] == 100
+
+
+async def test_http_tools_create_send_read_and_refuse_as_the_api_does(account, clean):
+    async with _http_session(clean, account.token) as session:
+        chat = await _call(
+            session,
+            "dm_chat_create",
+            profile_id=account.profile_id,
+            participant_external_id=CUSTOMER,
+            participant_username="customer",
+        )
+        assert chat["participant_external_id"] == CUSTOMER
+        assert chat["participant_username"] == "customer"
+        assert (await _call(session, "dm_chat_get", chat_id=chat["id"]))["id"] == chat["id"]
+        listed = await _call(session, "dm_chats_list", profile_id=account.profile_id)
+        assert [c["id"] for c in listed["data"]] == [chat["id"]] and listed["total"] == 1
+
+        sent = await _call(session, "dm_message_send", chat_id=chat["id"], body="Hi from MCP")
+        assert sent["status"] == "pending"
+
+        async def published():
+            message = await _call(session, "dm_message_get", message_id=sent["id"])
+            return message if message["status"] == "published" else None
+
+        await wait_for(published)
+        page = await _call(session, "dm_messages_list", chat_id=chat["id"], direction="outbound")
+        assert [m["body"] for m in page["data"]] == ["Hi from MCP"]
+
+        # The API's validation, in its words; nothing stored.
+        text = await _refusal(session, "dm_message_send", chat_id=chat["id"], body="x" * 1001)
+        assert "Instagram accepts at most 1000 characters" in text
+        both = await _refusal(
+            session, "dm_message_send", chat_id=chat["id"], body="a", media=["https://x.io/a.png"]
+        )
+        assert "separate messages" in both
+        assert "Chat not found" in await _refusal(
+            session, "dm_message_send", chat_id="nope", body="hi"
+        )
+        edit = await _refusal(session, "dm_message_edit", message_id=sent["id"], body="changed")
+        assert "does not let a business edit" in edit
+        assert "Message not found" in await _refusal(
+            session, "dm_message_edit", message_id="nope", body="changed"
+        )
+
+        # The 24-hour window.
+        async with clean.sessionmaker() as db, db.begin():
+            await db.execute(
+                update(Chat).values(last_inbound_at=datetime.now(UTC) - timedelta(days=2))
+            )
+        closed = await _refusal(session, "dm_message_send", chat_id=chat["id"], body="late")
+        assert "24" in closed
+        page = await _call(session, "dm_messages_list", chat_id=chat["id"])
+        assert page["total"] == 1
+
+
+async def test_send_dm_finds_or_creates_the_chat(account, clean):
+    async with _http_session(clean, account.token) as session:
+        sent = await _call(session, "send_dm", recipient_id=CUSTOMER, message="Order shipped")
+        assert sent == {
+            "message_id": sent["message_id"],
+            "recipient_id": CUSTOMER,
+            "status": "pending",
+        }
+        message = await _call(session, "dm_message_get", message_id=sent["message_id"])
+        chat = await _call(session, "dm_chat_get", chat_id=message["chat_id"])
+        assert chat["participant_external_id"] == CUSTOMER
+        again = await _call(session, "send_dm", recipient_id=CUSTOMER, message="And delivered")
+        second = await _call(session, "dm_message_get", message_id=again["message_id"])
+        assert second["chat_id"] == message["chat_id"]
+        assert "recipient_id" in await _refusal(session, "send_dm", recipient_id="x", message="hi")
+        assert "1000" in await _refusal(
+            session, "send_dm", recipient_id=CUSTOMER, message="é" * 600
+        )
+
+
+async def test_send_dm_needs_profile_id_when_the_key_sees_several(clean):
+    first = await connect(clean, platform_id="17841400000000001", group="shop")
+    second = await connect(clean, platform_id="17841400000000002", group="shop")
+    try:
+        async with _http_session(clean, second.token) as session:
+            text = await _refusal(session, "send_dm", recipient_id=CUSTOMER, message="hi")
+            assert "sees 2 profiles: give profile_id" in text
+            assert first.profile_id in text and second.profile_id in text
+            sent = await _call(
+                session,
+                "send_dm",
+                recipient_id=CUSTOMER,
+                message="hi",
+                profile_id=second.profile_id,
+            )
+            message = await _call(session, "dm_message_get", message_id=sent["message_id"])
+            chat = await _call(session, "dm_chat_get", chat_id=message["chat_id"])
+            assert chat["profile_id"] == second.profile_id
+    finally:
+        await first.client.close()
+        await second.client.close()
+
+
+async def test_tenant_rules_and_keys_over_http(account, clean):
+    other = await connect(clean, platform_id="17841400000000009", group="other", key_group="other")
+    try:
+        chat = await account.client.chats.create(account.profile_id, CUSTOMER)
+        async with _http_session(clean, other.token) as session:
+            assert "Chat not found" in await _refusal(session, "dm_chat_get", chat_id=chat.id)
+            assert "Profile not found" in await _refusal(
+                session, "dm_chats_list", profile_id=account.profile_id
+            )
+    finally:
+        await other.client.close()
+    async with httpx.AsyncClient(base_url=clean.api_url) as http:
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        missing = await http.post("/mcp", json=initialize, headers=accept)
+        wrong = await http.post(
+            "/mcp", json=initialize, headers={**accept, "Authorization": "Bearer nope"}
+        )
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json()["error"].startswith("Missing API key")
+    assert wrong.json() == {"error": "Invalid API key", "errors": []}
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_stdio_server_lists_and_calls_the_tools(account, clean):
+    parameters = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app.cli", "mcp"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DMRELAY_API_KEY": account.token},
+        cwd=str(ROOT),
+    )
+    async with (
+        stdio_client(parameters) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = {tool.name for tool in (await session.list_tools()).tools}
+        assert tools == TOOLS
+        sent = await _call(session, "send_dm", recipient_id=CUSTOMER, message="Hi over stdio")
+        assert sent["status"] == "pending"
+        listed = await _call(session, "dm_chats_list", profile_id=account.profile_id)
+        assert listed["total"] == 1
+        assert "Chat not found" in await _refusal(session, "dm_chat_get", chat_id="nope")
+
+    async def published():
+        message = await account.client.messages.get(sent["message_id"])
+        return message.status == "published"
+
+    await wait_for(published)
+
+
+async def test_stdio_server_without_a_key_says_so(clean):
+    env = {k: v for k, v in os.environ.items() if k != "DMRELAY_API_KEY"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.cli",
+        "mcp",
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=str(ROOT),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode != 0
+    assert (
+        stderr.decode().strip()
+        == "dmrelay mcp: set DMRELAY_API_KEY to an API key (dmrelay keys create)"
+    )
