@@ -47,11 +47,15 @@ class Target:
 async def _target(account, clean) -> Target:
     chat = await account.client.chats.create(account.profile_id, CUSTOMER)
     message = await account.client.messages.send(chat.id, body="hello")
+    webhook = await account.client.webhooks.create(
+        BASELINES["WebhookCreate"]["url"], BASELINES["WebhookCreate"]["events"]
+    )
     ids = {
         "profile_id": account.profile_id,
         "chat_id": chat.id,
         "message_id": message.id,
         "user_id": CUSTOMER,
+        "webhook_id": webhook.id,
     }
     return Target(clean.api_url, account.token, ids)
 
@@ -236,6 +240,10 @@ class Route:
 BASELINES = {
     "ChatCreate": {"participant_external_id": "1"},
     "MessageSend": {"body": "hi"},
+    # Loopback's discard port: nothing listens, nothing leaves the machine.
+    "WebhookCreate": {"url": "http://127.0.0.1:9/hook", "events": ["message.received"]},
+    "WebhookUpdate": {"description": "fuzzed"},
+    "WebhookTest": {"event_type": "message.received"},
 }
 
 
@@ -248,7 +256,12 @@ def _routes(spec: dict[str, Any]) -> list[Route]:
             baseline = None
             content = operation.get("requestBody", {}).get("content", {})
             if "application/json" in content:
-                name = content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+                schema = content["application/json"]["schema"]
+                # An optional body is `anyOf` its model and null.
+                ref = schema.get("$ref") or next(
+                    option["$ref"] for option in schema["anyOf"] if "$ref" in option
+                )
+                name = ref.rsplit("/", 1)[-1]
                 body_fields = tuple(spec["components"]["schemas"][name]["properties"])
                 baseline = BASELINES[name]
             routes.append(
