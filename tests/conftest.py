@@ -120,6 +120,14 @@ TABLES = (
 )
 
 
+async def no_dns(host: str, port: int) -> list[str]:
+    """The resolver of customer webhook URLs in tests: no name is looked up (no traffic leaves
+    the machine); a test that needs names injects its own."""
+    from app.core.addresses import Unresolvable
+
+    raise Unresolvable(f"{host} is not resolved in tests")
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     get_settings.cache_clear()
@@ -196,9 +204,16 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
 
     sandbox, sandbox_task = await _serve(create_sandbox(settings), SANDBOX_PORT)
     app = use_test_resolver(create_app(settings))
+    app.state.resolver = no_dns
     api, api_task = await _serve(app, API_PORT)
     worker = create_worker(handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
+
+    async def dispatcher_started() -> bool:
+        return "webhooks" in worker.ctx
+
+    await wait_for(dispatcher_started)
+    worker.ctx["webhooks"].resolver = no_dns
     engine = create_engine(settings, pool_size=2)
     yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker, app)
     worker_task.cancel()

@@ -68,11 +68,15 @@ class Target:
 async def _target(account, clean) -> Target:
     chat = await account.client.chats.create(account.profile_id, CUSTOMER)
     message = await account.client.messages.send(chat.id, body="hello")
+    webhook = await account.client.webhooks.create(
+        BASELINES["WebhookCreate"]["url"], BASELINES["WebhookCreate"]["events"]
+    )
     ids = {
         "profile_id": account.profile_id,
         "chat_id": chat.id,
         "message_id": message.id,
         "user_id": CUSTOMER,
+        "webhook_id": webhook.id,
     }
     return Target(clean.api_url, account.token, ids)
 
@@ -263,6 +267,10 @@ BASELINES = {
     "IceBreakersIn": {"ice_breakers": [{"question": "q", "payload": "p"}]},
     "PrivateReplyIn": {"text": "hi"},
     "RecipientMessageSend": {"recipient_id": CUSTOMER, "body": "hi"},
+    # Loopback's discard port: nothing listens, nothing leaves the machine.
+    "WebhookCreate": {"url": "http://127.0.0.1:9/hook", "events": ["message.received"]},
+    "WebhookUpdate": {"description": "fuzzed"},
+    "WebhookTest": {"event_type": "message.received"},
 }
 
 
@@ -275,9 +283,13 @@ def _routes(spec: dict[str, Any]) -> list[Route]:
             baseline = None
             content = operation.get("requestBody", {}).get("content", {})
             schema = content.get("application/json", {}).get("schema", {})
-            # (Meta's webhook body is no model: walked signed, below.)
-            if "$ref" in schema:
-                name = schema["$ref"].rsplit("/", 1)[-1]
+            # An optional body is `anyOf` its model and null; Meta's webhook body is no model
+            # (walked signed, below).
+            ref = schema.get("$ref") or next(
+                (option["$ref"] for option in schema.get("anyOf", []) if "$ref" in option), None
+            )
+            if ref is not None:
+                name = ref.rsplit("/", 1)[-1]
                 body_fields = tuple(spec["components"]["schemas"][name]["properties"])
                 baseline = BASELINES[name]
             routes.append(
