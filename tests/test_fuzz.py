@@ -236,6 +236,10 @@ class Route:
 BASELINES = {
     "ChatCreate": {"participant_external_id": "1"},
     "MessageSend": {"body": "hi"},
+    "ProfileGroupCreate": {"profile_group": {"name": "fuzz"}},
+    "ApiKeyCreate": {"name": "fuzz", "profile_group_id": "k"},
+    "ConnectionInit": {"platform": "instagram"},
+    "BackfillChats": {"from": "2026-01-01"},
 }
 
 
