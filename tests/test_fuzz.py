@@ -271,6 +271,10 @@ BASELINES = {
     "WebhookCreate": {"url": "http://127.0.0.1:9/hook", "events": ["message.received"]},
     "WebhookUpdate": {"description": "fuzzed"},
     "WebhookTest": {"event_type": "message.received"},
+    "ProfileGroupCreate": {"profile_group": {"name": "fuzz"}},
+    "ApiKeyCreate": {"name": "fuzz", "profile_group_id": "k"},
+    "ConnectionInit": {"platform": "instagram"},
+    "BackfillChats": {"from": "2026-01-01"},
 }
 
 

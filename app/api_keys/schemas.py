@@ -60,4 +60,4 @@ class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Text = Field(min_length=1, max_length=255)
-    profile_group_id: str = Field(description="The profile group the key is confined to")
+    profile_group_id: Text = Field(description="The profile group the key is confined to")

@@ -142,7 +142,7 @@ class Sender:
         self._publishes = Batcher(self._publish_all, one_at_a_time=True)
         # Instagram Login profiles' appsecret_proof opt-in (not in the head), read once a
         # minute per profile at most.
-        self._proof_opt_ins: dict[int, tuple[bool, float]] = {}
+        self._proof_opt_ins: dict[str, tuple[bool, float]] = {}
 
     async def send_chat(self, chat_id: int) -> None:
         logs.bind(chat_id=chat_id)  # a job is a task of its own
@@ -356,15 +356,18 @@ class Sender:
             page_id=head.page_id,
             access_token=access_token(head.access_token_encrypted, self.settings),
             appsecret_proof=head.connection == Connection.INSTAGRAM_LOGIN
-            and await self._proves_app(message.profile_id),
+            and await self._proves_app(message.profile_id, head.access_token_encrypted),
         )
 
-    async def _proves_app(self, profile_id: int) -> bool:
+    async def _proves_app(self, profile_id: int, ciphertext: str) -> bool:
+        # By token (a reconnect, which may change the opt-in, brings a new ciphertext).
         now = time.monotonic()
-        known = self._proof_opt_ins.get(profile_id)
+        known = self._proof_opt_ins.get(ciphertext)
         if known is None or known[1] <= now:
             known = (await repository.raw_appsecret_proof(self.db, profile_id), now + 60.0)
-            self._proof_opt_ins[profile_id] = known
+            if len(self._proof_opt_ins) > 10_000:
+                self._proof_opt_ins.clear()
+            self._proof_opt_ins[ciphertext] = known
         return known[0]
 
     async def _failed(self, message: Outbound, attempts: int, failure: Failure) -> bool:

@@ -247,7 +247,11 @@ async def get_oauth(sandbox: SandboxDep) -> Answer:
 
 @control.post("/oauth")
 async def set_oauth(body: OAuthControl, sandbox: SandboxDep) -> Answer:
+    """Who approves next; the lists of calls and subscriptions start afresh (tokens issued
+    stay valid)."""
     sandbox.oauth.control = body
+    sandbox.oauth.calls.clear()
+    sandbox.oauth.subscribed.clear()
     return body.model_dump()
 
 
