@@ -191,6 +191,16 @@ async def test_tenant_rules_and_keys_over_http(account, clean):
         wrong = await http.post(
             "/mcp", json=initialize, headers={**accept, "Authorization": "Bearer nope"}
         )
+        key = {**accept, "Authorization": f"Bearer {account.token}"}
+        stream = await http.get("/mcp", headers=key)
+        end = await http.delete("/mcp", headers=key)
+    # Stateless: no stream to hold open, no session to end.
+    for refused, method in ((stream, "GET"), (end, "DELETE")):
+        assert refused.status_code == 405 and refused.headers["Allow"] == "POST"
+        assert refused.json() == {
+            "error": f"{method} is not allowed on /mcp; it takes POST.",
+            "errors": [],
+        }
     assert missing.status_code == wrong.status_code == 401
     assert missing.json()["error"].startswith("Missing API key")
     assert wrong.json() == {"error": "Invalid API key", "errors": []}

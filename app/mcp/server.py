@@ -21,14 +21,20 @@ API_KEY_ENV = "DMRELAY_API_KEY"
 
 
 class Authenticated:
-    """Refuses a request without a valid API key before MCP reads it, in the API's words
-    (each tool call checks the key again, as its unit of work begins)."""
+    """Refuses, in the API's words, what MCP should not read: a request without a valid API
+    key (each tool call checks the key again, as its unit of work begins), and any method but
+    POST. Stateless, the server has nothing to stream on a GET (it would hold the connection
+    open for ever) and no session to DELETE."""
 
     def __init__(self, app: ASGIApp, api: FastAPI) -> None:
         self.app = app
         self.state = api.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            message = f"{scope['method']} is not allowed on {PATH}; it takes POST."
+            await error_response(405, message, headers={"Allow": "POST"})(scope, receive, send)
+            return
         authorization = Headers(scope=scope).get("authorization", "")
         try:
             async with self.state.sessionmaker() as session:
