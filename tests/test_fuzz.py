@@ -381,6 +381,35 @@ def _signed(secret: str, content: bytes) -> dict[str, Any]:
     }
 
 
+# MCP calls (/mcp, JSON-RPC) with hostile arguments: refused as tool errors, never a 5xx.
+MCP_BODIES = [
+    json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": {name: value}},
+        }
+    ).encode()
+    for tool, name in [
+        ("dm_chat_get", "chat_id"),
+        ("dm_message_send", "body"),
+        ("dm_messages_list", "per_page"),
+        ("send_dm", "recipient_id"),
+    ]
+    for value in HOSTILE_JSON
+]
+
+
+def _mcp(target: Target, content: bytes) -> dict[str, Any]:
+    headers = {
+        "Authorization": f"Bearer {target.token}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+    return {"method": "POST", "url": "/mcp", "headers": headers, "content": content}
+
+
 async def test_hostile_values_cause_no_server_error(account, clean):
     target = await _target(account, clean)
     # A connection each: the server may close one after a request it cannot read, and that
@@ -392,6 +421,7 @@ async def test_hostile_values_cause_no_server_error(account, clean):
         made += _header_requests(target)
         secret = clean.settings.meta_app_secret
         made += [_signed(secret, content) for content in HOSTILE_BODIES]
+        made += [_mcp(target, content) for content in [*HOSTILE_BODIES, *MCP_BODIES]]
         made += [
             _signed(secret, json.dumps({"object": "instagram", "entry": value}).encode())
             for value in HOSTILE_JSON

@@ -191,6 +191,23 @@ async def test_tenant_rules_and_keys_over_http(account, clean):
         wrong = await http.post(
             "/mcp", json=initialize, headers={**accept, "Authorization": "Bearer nope"}
         )
+        key = {**accept, "Authorization": f"Bearer {account.token}"}
+        stream = await http.get("/mcp", headers=key)
+        end = await http.delete("/mcp", headers=key)
+        json_key = {**key, "Content-Type": "application/json"}
+        latin = await http.post("/mcp", content=b'{"a": "caf\xe9"}', headers=json_key)
+        deep = await http.post("/mcp", content=b"[" * 5000, headers=json_key)
+    # Bodies the MCP SDK cannot read: refused as the API refuses them.
+    assert latin.status_code == deep.status_code == 400
+    assert "it is not UTF-8 text" in latin.json()["error"]
+    assert "nested too deeply" in deep.json()["error"]
+    # Stateless: no stream to hold open, no session to end.
+    for refused, method in ((stream, "GET"), (end, "DELETE")):
+        assert refused.status_code == 405 and refused.headers["Allow"] == "POST"
+        assert refused.json() == {
+            "error": f"{method} is not allowed on /mcp; it takes POST.",
+            "errors": [],
+        }
     assert missing.status_code == wrong.status_code == 401
     assert missing.json()["error"].startswith("Missing API key")
     assert wrong.json() == {"error": "Invalid API key", "errors": []}

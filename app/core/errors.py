@@ -151,7 +151,7 @@ def _not_json(error: dict[str, Any], document: object) -> str:
     return f"The request body is not valid JSON: {reason}."
 
 
-def _unparsable_body(cause: BaseException | None) -> str | None:
+def unparsable_body(cause: BaseException | None) -> str | None:
     """The sentence for a body FastAPI could not even hand to the JSON parser."""
     if isinstance(cause, UnicodeDecodeError):
         return (
@@ -232,6 +232,6 @@ def install(app: FastAPI) -> None:
                 f"{request.method} is not allowed on {request.url.path}; "
                 f"it takes {', '.join(allowed)}."
             )
-        elif exc.status_code == 400 and (unparsable := _unparsable_body(exc.__cause__)):
+        elif exc.status_code == 400 and (unparsable := unparsable_body(exc.__cause__)):
             message = unparsable
         return error_response(exc.status_code, message, headers=headers)

@@ -63,11 +63,11 @@ class ExpressLane:
             await self.app(scope, receive, send)
             return
         route, match = found
-        body = await _read_body(receive)
+        body = await read_body(receive)
         request = ExpressRequest(match, dict(scope["headers"]), body, scope["app"].state)
         answer = await route.handler(request)
         if answer is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         self.answered[route] += 1
         scope[ROUTE_KEY] = route.template
@@ -90,7 +90,7 @@ class ExpressLane:
         return None
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     # Whole, before the handler authenticates: bounded by the edge in front (app/core/edge.py),
     # which refuses a body past its path's cap.
     chunks = []
@@ -101,7 +101,7 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A receive that hands the already-read body over again, then listens as before."""
     sent = False
 

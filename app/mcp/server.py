@@ -1,6 +1,7 @@
 """Where the MCP tools (app/mcp/tools.py) are served: /mcp in the API (streamable HTTP,
 stateless, so any API process answers any call), and `dmrelay mcp` over stdio."""
 
+import json
 import os
 import sys
 
@@ -11,7 +12,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api_keys.auth import authenticate
-from app.core.errors import APIError, error_response
+from app.core.errors import APIError, error_response, unparsable_body
+from app.core.express import read_body, replay
 from app.core.settings import Settings
 from app.mcp.tools import create_server
 
@@ -21,14 +23,20 @@ API_KEY_ENV = "DMRELAY_API_KEY"
 
 
 class Authenticated:
-    """Refuses a request without a valid API key before MCP reads it, in the API's words
-    (each tool call checks the key again, as its unit of work begins)."""
+    """Refuses, in the API's words, what MCP should not read: a request without a valid API
+    key (each tool call checks the key again, as its unit of work begins); any method but
+    POST (stateless, the server has nothing to stream on a GET, which it would hold open for
+    ever, and no session to DELETE); a body the SDK would answer with a 500."""
 
     def __init__(self, app: ASGIApp, api: FastAPI) -> None:
         self.app = app
         self.state = api.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            message = f"{scope['method']} is not allowed on {PATH}; it takes POST."
+            await error_response(405, message, headers={"Allow": "POST"})(scope, receive, send)
+            return
         authorization = Headers(scope=scope).get("authorization", "")
         try:
             async with self.state.sessionmaker() as session:
@@ -39,7 +47,16 @@ class Authenticated:
             )
             await answer(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        body = await read_body(receive)  # bounded by the edge's cap
+        # The two bodies the MCP SDK cannot refuse itself (it would answer a 500).
+        try:
+            json.loads(body)
+        except (UnicodeDecodeError, RecursionError) as error:
+            await error_response(400, unparsable_body(error) or "")(scope, receive, send)
+            return
+        except ValueError:
+            pass  # not JSON: the SDK answers with JSON-RPC's parse error
+        await self.app(scope, replay(body, receive), send)
 
 
 def mount(app: FastAPI) -> FastMCP:
