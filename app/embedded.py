@@ -61,7 +61,9 @@ def bundled_postgres_bindirs() -> dict[int, Path]:
     found: dict[int, Path] = {}
     for bindir in package.glob("pginstall*/bin"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            answer = subprocess.run([bindir / "pg_ctl", "--version"], capture_output=True, text=True)
+            answer = subprocess.run(
+                [bindir / "pg_ctl", "--version"], capture_output=True, text=True
+            )
             found[int(answer.stdout.split()[-1].split(".")[0])] = bindir
     return found
 
@@ -150,7 +152,12 @@ class Postgres:
     127.0.0.1:`port` when one is given. Not `durable`, it skips fsync (throwaway clusters)."""
 
     def __init__(
-        self, root: Path, *, port: int | None = None, durable: bool = True, bundled_first: bool = True
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        durable: bool = True,
+        bundled_first: bool = True,
     ) -> None:
         self.root = root = root.resolve()
         self.data = root / "data"
@@ -168,7 +175,12 @@ class Postgres:
         self.root.chmod(0o700)
         self.socket_dir = _socket_dir(root, f".s.PGSQL.{port or SOCKET_PORT}", self.user)
 
-    def url(self, database: str = "dmrelay") -> str:
+    @property
+    def url(self) -> str:
+        """The URL of its database `dmrelay` (created by `dmrelay migrate`)."""
+        return self.database_url("dmrelay")
+
+    def database_url(self, database: str) -> str:
         if self.port is not None:
             return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
         host = quote(str(self.socket_dir.resolve()), safe="")
@@ -186,10 +198,11 @@ class Postgres:
         if result.returncode != 0:
             as_user = f" (as the OS user {self.user})" if self.user else ""
             raise Unavailable(
-                f"{' '.join(args[:2])}{as_user} failed ({result.returncode}):\n{result.stdout}\n"
+                f"{args[0]}{as_user} failed ({result.returncode}):\n{result.stdout}\n"
                 f"{result.stderr}\n{tail(self.log)}"
             )
-        return result.stdout
+        output: str = result.stdout
+        return output
 
     def version(self) -> str:
         return self._run("postgres", "--version").strip().removeprefix("postgres (PostgreSQL) ")
@@ -228,7 +241,12 @@ class Redis:
     `persistent`, it keeps its data across restarts (an append-only file in `root`)."""
 
     def __init__(
-        self, root: Path, *, port: int | None = None, persistent: bool = True, bundled_first: bool = True
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        persistent: bool = True,
+        bundled_first: bool = True,
     ) -> None:
         binary = redis_server(bundled_first=bundled_first)
         if binary is None:
@@ -349,7 +367,7 @@ class Servers:
                     self.postgres.stop()
             self.postgres.init()
             self.postgres.start()
-            env["DATABASE_URL"] = self.postgres.url()
+            env["DATABASE_URL"] = self.postgres.url
         if redis:
             self.redis = Redis(self.root / "redis")
             if self.redis.command("SHUTDOWN") is not None:  # left by a dmrelay up that died

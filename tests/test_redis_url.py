@@ -23,12 +23,10 @@ from app.core import queue
 from app.core.jobs import Job, JobName, enqueue
 from app.core.settings import Settings
 from tests.conftest import wait_for
-from tests.faults import Processes, Redis
+from tests.faults import Processes, Redis, redis_server
 from tests.test_availability import CUSTOMER, _api
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="redis-server is not installed"
-)
+pytestmark = pytest.mark.skipif(redis_server() is None, reason="redis-server is not installed")
 
 # Characters a URL must percent-encode, so that decoding it is tested too.
 PASSWORD = "p@ss/w:rd%?#&"
@@ -39,7 +37,7 @@ def _supports_tls() -> bool:
     """Whether this redis-server was built with TLS (Debian's is): one without it rejects
     the option before anything else."""
     result = subprocess.run(
-        ["redis-server", "--port", "0", "--tls-port", "0", "--test-memory", "0"],
+        [redis_server(), "--port", "0", "--tls-port", "0", "--test-memory", "0"],
         capture_output=True,
         text=True,
         timeout=10,
