@@ -137,6 +137,14 @@ def _as_user(user: str | None) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def _reachable(user: str | None, directory: Path) -> bool:
+    """Whether `user` may enter `directory` (and so every directory above it)."""
+    if user is None:
+        return True
+    probe = shutil.which("test") or "/bin/test"
+    return subprocess.run([probe, "-x", str(directory)], **_as_user(user)).returncode == 0
+
+
 def _socket_dir(preferred: Path, name: str, owner: str | None) -> Path:
     """`preferred` if a socket path in it is short enough, else a new private directory."""
     if len(str((preferred / name).resolve())) <= SOCKET_PATH_MAX:
@@ -170,6 +178,13 @@ class Postgres:
         self.bindir = bindir
         self.user = server_user()
         self.root.mkdir(parents=True, exist_ok=True)
+        for needed in (self.root.parent, bindir):
+            if not _reachable(self.user, needed):
+                raise Unavailable(
+                    f"PostgreSQL refuses to run as root, so it runs as the OS user {self.user}, "
+                    f"who cannot reach {needed}: let it (chmod o+x on the directories above), "
+                    "run as another user, or set DATABASE_URL"
+                )
         if self.user is not None:
             shutil.chown(self.root, self.user)
         self.root.chmod(0o700)
