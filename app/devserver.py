@@ -111,8 +111,10 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 
 def up(api_port: int, sandbox_port: int, sandbox: bool = False) -> None:
     settings = get_settings()
     env, use_sandbox = _environment(settings, api_port, sandbox_port, sandbox)
-    # From here on, SIGTERM unwinds like Ctrl-C: whatever was started is stopped.
+    # From here on, SIGTERM unwinds like Ctrl-C: whatever was started is stopped. Ctrl-C too
+    # when started in the background, where the shell has it ignored.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     servers = embedded.Servers(DATA_DIR)
     try:
         try:
