@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -147,7 +148,7 @@ def _reachable(user: str | None, directory: Path) -> bool:
 
 def _socket_dir(preferred: Path, name: str, owner: str | None) -> Path:
     """`preferred` if a socket path in it is short enough, else a new private directory."""
-    if len(str((preferred / name).resolve())) <= SOCKET_PATH_MAX:
+    if len(os.fsencode((preferred / name).resolve())) <= SOCKET_PATH_MAX:
         return preferred
     directory = Path(tempfile.mkdtemp(prefix="dmrelay-"))
     if owner is not None:
@@ -238,7 +239,7 @@ class Postgres:
         unsafe = "" if self.durable else (
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )  # fmt: skip
-        options = f"{listen} -k {self.socket_dir} -c max_connections=300{unsafe}"
+        options = f"{listen} -k {shlex.quote(str(self.socket_dir))} -c max_connections=300{unsafe}"
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t",
             str(int(STARTUP_SECONDS)), "start",
