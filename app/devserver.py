@@ -3,6 +3,8 @@
 Migrates, then runs the API, a worker and, when no Meta setting is given (or --sandbox is),
 the sandbox Graph API, with a connected sandbox profile, a chat with a sandbox customer and a
 fresh API key, printed as `export` lines (and written to `.dmrelay/env`) to try them with.
+With no DATABASE_URL or REDIS_URL, it first starts embedded servers for what is missing
+(app/embedded.py), their data in `.dmrelay/`, and stops them when it stops.
 With Meta settings it never falls back to the sandbox on its own: a half-done configuration
 would otherwise send real customers' messages nowhere, and mark them sent.
 """
@@ -20,13 +22,16 @@ from typing import cast
 
 import httpx
 
+from app import embedded
 from app.cli import ACCESS_TOKEN_ENV
 from app.core.settings import Settings, get_settings
 
+# The local data directory: the embedded servers' data, and the files below.
+DATA_DIR = Path(".dmrelay")
 # Secrets generated for local use, kept so that stored tokens stay readable across runs.
-DEV_SECRETS = Path(".dmrelay") / "dev-secrets.json"
+DEV_SECRETS = DATA_DIR / "dev-secrets.json"
 # The variables the README's walkthrough uses, for `. .dmrelay/env` in another shell.
-DEV_ENV = Path(".dmrelay") / "env"
+DEV_ENV = DATA_DIR / "env"
 SANDBOX_ACCOUNT_ID = "17841400000000001"
 SANDBOX_TOKEN = "sandbox-token"
 # The sandbox customer the demo chat is with (any IGSID works with the sandbox).
@@ -106,9 +111,36 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 
 
 
 def up(api_port: int, sandbox_port: int, sandbox: bool = False) -> None:
-    env, use_sandbox = _environment(get_settings(), api_port, sandbox_port, sandbox)
-    print(_run(["migrate"], env).stdout.strip())
+    settings = get_settings()
+    env, use_sandbox = _environment(settings, api_port, sandbox_port, sandbox)
+    # From here on, SIGTERM unwinds like Ctrl-C: whatever was started is stopped. Ctrl-C too
+    # when started in the background, where the shell has it ignored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    servers = embedded.Servers(DATA_DIR)
+    try:
+        try:
+            env.update(
+                servers.start(
+                    database="database_url" not in settings.model_fields_set,
+                    redis="redis_url" not in settings.model_fields_set,
+                )
+            )
+        except embedded.Unavailable as reason:
+            sys.exit(
+                f"{reason}\n(with no DATABASE_URL or REDIS_URL, dmrelay up runs embedded "
+                "servers; set both to use your own PostgreSQL and Redis)"
+            )
+        print(servers.describe(env.get("DATABASE_URL", ""), env.get("REDIS_URL", "")))
+        print(_run(["migrate"], env).stdout.strip(), flush=True)
+        _serve(env, api_port, sandbox_port, use_sandbox)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        servers.stop()
 
+
+def _serve(env: dict[str, str], api_port: int, sandbox_port: int, use_sandbox: bool) -> None:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
@@ -147,7 +179,6 @@ def up(api_port: int, sandbox_port: int, sandbox: bool = False) -> None:
             variables["CHAT"] = demo_chat(api_url, key["token"], profile["id"])
         _write_env(variables)
         print(welcome(api_url, f"http://127.0.0.1:{sandbox_port}", variables), flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
         sys.exit("a dmrelay process stopped; stopping the others")

@@ -2,9 +2,11 @@
 API, all served on free local ports in the test session's event loop."""
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -18,6 +20,8 @@ import uvicorn
 from fastapi import FastAPI
 from postproxy import PostProxy
 from sqlalchemy import text
+
+from app import embedded
 
 
 def _free_port() -> int:
@@ -33,11 +37,40 @@ SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 # measure of speed (the suite may share a slow machine).
 WAIT_SECONDS = 60.0
 
+
+def _servers() -> tuple[str, str]:
+    """PostgreSQL's and Redis's URLs: TEST_DATABASE_URL and TEST_REDIS_URL when given, else
+    the default local ports when something answers there, else embedded servers of the
+    session's own (on free loopback ports, for the tests that change a URL's port), stopped
+    when it ends."""
+    database = os.environ.get("TEST_DATABASE_URL")
+    if database is None and embedded.answers("127.0.0.1", 5432):
+        database = "postgresql://postgres@127.0.0.1:5432/dmrelay_test"
+    redis = os.environ.get("TEST_REDIS_URL")
+    if redis is None and embedded.answers("127.0.0.1", 6379):
+        redis = "redis://127.0.0.1:6379/15"
+    root = Path(tempfile.mkdtemp(prefix="dmrelay-test-servers-"))
+    root.chmod(0o711)  # PostgreSQL may run as another user (when we are root)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # runs last
+    if database is None:
+        postgres = embedded.Postgres(root / "postgres", port=_free_port(), durable=False)
+        postgres.init()
+        postgres.start()
+        atexit.register(postgres.stop, "immediate")
+        database = postgres.database_url("dmrelay_test")
+    if redis is None:
+        server = embedded.Redis(root / "redis", port=_free_port(), persistent=False)
+        server.start()
+        atexit.register(server.kill)
+        redis = server.url
+    return database, redis
+
+
+DATABASE_URL, REDIS_URL = _servers()
+
 os.environ.update(
-    DATABASE_URL=os.environ.get(
-        "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dmrelay_test"
-    ),
-    REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    DATABASE_URL=DATABASE_URL,
+    REDIS_URL=REDIS_URL,
     SECRET_KEY="test-secret-key",
     META_APP_SECRET="test-app-secret",
     INSTAGRAM_APP_SECRET="test-instagram-app-secret",

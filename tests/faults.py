@@ -5,10 +5,8 @@ servers.
 """
 
 import contextlib
-import glob
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +15,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+from app import embedded
+from app.embedded import tail
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_SECONDS = 30.0
@@ -28,108 +29,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def postgres_bindir() -> Path | None:
-    """The directory of initdb and pg_ctl, or None if PostgreSQL's server is not installed."""
-    candidates: list[Path] = []
-    if shutil.which("pg_config"):
-        result = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        if result.returncode == 0:
-            candidates.append(Path(result.stdout.strip()))
-    candidates += [
-        Path(p)
-        for p in sorted(
-            glob.glob("/usr/lib/postgresql/*/bin"),
-            key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-            reverse=True,
-        )
-    ]
-    if initdb := shutil.which("initdb"):
-        candidates.append(Path(os.path.realpath(initdb)).parent)
-    for candidate in candidates:
-        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
-            return candidate
-    return None
+    """The directory of initdb and pg_ctl: the machine's, else the embedded extra's."""
+    return embedded.postgres_bindir(bundled_first=False)
+
+
+def redis_server() -> str | None:
+    return embedded.redis_server(bundled_first=False)
 
 
 def missing_prerequisites() -> str | None:
     """Why the fault suite cannot run here, or None."""
     if postgres_bindir() is None:
-        return "PostgreSQL's initdb/pg_ctl are not installed"
-    if shutil.which("redis-server") is None:
-        return "redis-server is not installed"
-    if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root: the cluster is run by the postgres OS user.
-        try:
-            import pwd
-
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "running as root and there is no `postgres` OS user to run PostgreSQL"
-        if shutil.which("runuser") is None and shutil.which("su") is None:
-            return "running as root and neither runuser nor su is available"
+        return f"PostgreSQL's initdb/pg_ctl are not installed ({embedded.INSTALL_HINT})"
+    if redis_server() is None:
+        return f"redis-server is not installed ({embedded.INSTALL_HINT})"
+    try:
+        embedded.server_user()  # as root, the user PostgreSQL runs as
+    except embedded.Unavailable as reason:
+        return str(reason)
     return None
 
 
-class Postgres:
-    """A PostgreSQL cluster of our own, in `root`."""
+class Postgres(embedded.Postgres):
+    """A PostgreSQL cluster of our own, in `root`, on 127.0.0.1 and a free port; no fsync,
+    for speed (it is thrown away)."""
 
     def __init__(self, root: Path) -> None:
-        self.bindir = postgres_bindir()
-        assert self.bindir is not None
-        self.root = root
-        self.data = root / "pgdata"
-        self.log = root / "postgres.log"
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/dmrelay"
-
-    def _command(self, *args: str) -> list[str]:
-        command = [str(self.bindir / args[0]), *args[1:]]
-        if os.geteuid() != 0:
-            return command
-        if shutil.which("runuser"):
-            return ["runuser", "-u", "postgres", "--", *command]
-        return ["su", "postgres", "-s", "/bin/sh", "-c", subprocess.list2cmdline(command)]
-
-    def _run(self, *args: str, timeout: float = 60.0) -> None:
-        result = subprocess.run(
-            self._command(*args), capture_output=True, text=True, timeout=timeout
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stdout}\n"
-                f"{result.stderr}\n{tail(self.log)}"
-            )
-
-    def init(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
-        self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-            "--no-sync", "--no-instructions",
-        )  # fmt: skip
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "30",
-            "start",
-        )  # fmt: skip
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
-
-    def is_running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
+        super().__init__(root, port=free_port(), durable=False, bundled_first=False)
 
 
 class Redis:
@@ -159,7 +86,7 @@ class Redis:
 
     def start(self) -> None:
         command = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            redis_server() or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--dir", str(self.root),
         ]  # fmt: skip

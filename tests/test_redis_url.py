@@ -23,12 +23,10 @@ from app.core import queue
 from app.core.jobs import Job, JobName, enqueue
 from app.core.settings import Settings
 from tests.conftest import wait_for
-from tests.faults import Processes, Redis
+from tests.faults import Processes, Redis, redis_server
 from tests.test_availability import CUSTOMER, _api
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="redis-server is not installed"
-)
+pytestmark = pytest.mark.skipif(redis_server() is None, reason="redis-server is not installed")
 
 # Characters a URL must percent-encode, so that decoding it is tested too.
 PASSWORD = "p@ss/w:rd%?#&"
@@ -36,15 +34,34 @@ USER = "dmrelay"
 
 
 def _supports_tls() -> bool:
-    """Whether this redis-server was built with TLS (Debian's is): one without it rejects
-    the option before anything else."""
-    result = subprocess.run(
-        ["redis-server", "--port", "0", "--tls-port", "0", "--test-memory", "0"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return "tls-port" not in result.stdout + result.stderr
+    """Whether this redis-server was built with TLS (Debian's is). One without it rejects the
+    option (Redis), or starts and then stops for want of TLS support (Valkey); one with it
+    stops over the missing certificate files."""
+    with tempfile.TemporaryDirectory() as directory:
+        result = subprocess.run(
+            [
+                redis_server(),
+                "--port",
+                "0",
+                "--tls-port",
+                "1",
+                "--tls-cert-file",
+                "missing",
+                "--tls-key-file",
+                "missing",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                directory,
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    output = result.stdout + result.stderr
+    return "tls-port" not in output and "TLS support" not in output
 
 
 def _certificates(directory: Path) -> tuple[Path, Path, Path]:

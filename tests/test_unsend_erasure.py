@@ -9,10 +9,16 @@ from pathlib import Path
 import httpx
 from sqlalchemy import make_url, text
 
+from app import embedded
 from app.media.storage import LocalStore
 from app.sandbox.media import PNG
 from tests.conftest import IG_ACCOUNT_ID, Stack, wait_for
 from tests.inbound import T0, emit, event, only_chat, post_payload, scalar, settled
+
+# The newest pg_dump at hand (the embedded extra's, else the machine's): it dumps any older
+# server too, so it fits the machine's server and an embedded one alike.
+_BINDIR = embedded.postgres_bindir(bundled_first=True)
+PG_DUMP = str(_BINDIR / "pg_dump") if _BINDIR else "pg_dump"
 
 
 async def database_dump(stack: Stack) -> str:
@@ -21,7 +27,7 @@ async def database_dump(stack: Stack) -> str:
 
     async def dump() -> str | None:
         process = await asyncio.create_subprocess_exec(
-            "pg_dump",
+            PG_DUMP,
             "--data-only",
             "--dbname",
             url.render_as_string(hide_password=False),
