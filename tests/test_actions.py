@@ -113,7 +113,7 @@ async def test_a_pending_message_cannot_be_reacted_to(account, clean):
 
 async def test_editing_is_refused_as_instagram_does(account, clean):
     _, message = await _inbound(account, clean)
-    with pytest.raises(ValidationError, match="does not allow editing"):
+    with pytest.raises(ValidationError, match="does not let a business edit"):
         await account.client.messages.edit(message.id, body="changed")
     assert (await account.client.messages.get(message.id)).body == "Hi"
     with pytest.raises(PostProxyError) as missing:
