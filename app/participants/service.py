@@ -182,9 +182,10 @@ async def _fetch_and_store(
 
     outcomes = await asyncio.gather(*(outcome(chat, profile) for chat, profile in rows))
     now = datetime.now(UTC)
-    await _store_outcomes(sessionmaker, outcomes, now)
+    # Pictures first: a profile seen fetched has its picture in place.
     if avatars:
         await _store_avatars(sessionmaker, mirror, avatars, now)
+    await _store_outcomes(sessionmaker, outcomes, now)
 
 
 @dataclass(frozen=True)
