@@ -43,7 +43,7 @@ async def lock_avatar_keys(session: AsyncSession, chat_ids: list[int]) -> dict[i
         .order_by(Chat.id)
         .with_for_update()
     )
-    return {chat_id: key for chat_id, key in result.tuples()}
+    return {chat_id: key for chat_id, key in result.all()}
 
 
 async def store(session: AsyncSession, rows: list[tuple[int, dict[str, Any]]]) -> None:
