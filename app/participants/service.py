@@ -28,7 +28,6 @@ from app.core.errors import APIError
 from app.core.jobs import Job, JobName, enqueue_after_commit
 from app.core.settings import Settings
 from app.media import service as media
-from app.media.download import DownloadError
 from app.meta.errors import GraphError
 from app.meta.graph import GraphClient, GraphUnreachable
 from app.participants import repository
@@ -204,7 +203,7 @@ async def _copy_avatar(mirror: media.Mirror, chat: Chat, fetched: dict[str, Any]
         return Avatar(None, None)
     try:
         key, url = await mirror.copy(str(source), f"avatars/{chat.id}", kind="image/")
-    except DownloadError as error:
+    except Exception as error:  # a download or the store failing fails the copy, not the fetch
         log.warning("copying the picture of chat %s's participant failed: %s", chat.id, error)
         return Avatar(str(source), None, failed=True)
     return Avatar(url, key)
