@@ -45,7 +45,8 @@ async def test_a_new_chat_gets_the_participants_profile(account, sandbox_profile
 
     chat = await wait_for(profiled)
     assert (chat.participant_name, chat.participant_username) == ("Ada L.", "ada")
-    assert chat.participant_avatar_url.endswith("avatar_4242.png")
+    # The picture is dmrelay's copy (see tests/test_participant_avatars.py).
+    assert chat.participant_avatar_url.startswith(f"{sandbox_profiles.api_url}/media/avatars/")
     assert chat.metadata == {
         "follower_count": 1815,
         "is_verified_user": True,
@@ -81,6 +82,7 @@ async def test_two_jobs_at_once_fetch_a_participant_once(account, sandbox_profil
     await sandbox_profiles.sandbox("POST", "/_sandbox/profiles", json={"5201": {"name": "Bo"}})
     await emit(sandbox_profiles, event("text", sender="5201", text="hi"))
     await wait_for(lambda: _requests_for(sandbox_profiles, "5201", 1))
+    await worker_idle(sandbox_profiles)  # its job done (its picture copied), its claim gone
     chat_id = await scalar(sandbox_profiles, "SELECT id FROM chats")
     async with sandbox_profiles.sessionmaker() as session, session.begin():
         await session.execute(text("UPDATE chats SET participant_synced_at = NULL"))  # stale
@@ -92,7 +94,12 @@ async def test_two_jobs_at_once_fetch_a_participant_once(account, sandbox_profil
     await asyncio.gather(
         *(
             participants.refresh(
-                inbound.sessionmaker, ctx["graph"], inbound.settings, ctx["redis"], [chat_id]
+                inbound.sessionmaker,
+                ctx["graph"],
+                inbound.settings,
+                ctx["redis"],
+                ctx["mirror"],
+                [chat_id],
             )
             for _ in range(2)
         )
@@ -107,6 +114,7 @@ async def test_a_refresh_waiting_for_a_held_chat_holds_no_chat_after_it(account,
         stack, event("text", sender="5301", text="hi"), event("text", sender="5302", text="hi")
     )
     await wait_for(lambda: _requests_for(stack, "5302", 1))
+    await worker_idle(stack)
     async with stack.sessionmaker() as session, session.begin():
         await session.execute(text("UPDATE chats SET participant_synced_at = NULL"))
     first, second = await _chat_ids(stack)
@@ -118,7 +126,12 @@ async def test_a_refresh_waiting_for_a_held_chat_holds_no_chat_after_it(account,
         await holder.execute(text("SELECT 1 FROM chats WHERE id = :id FOR UPDATE"), {"id": first})
         refresh = asyncio.create_task(
             participants.refresh(
-                inbound.sessionmaker, ctx["graph"], inbound.settings, ctx["redis"], [second, first]
+                inbound.sessionmaker,
+                ctx["graph"],
+                inbound.settings,
+                ctx["redis"],
+                ctx["mirror"],
+                [second, first],
             )
         )
 

@@ -34,6 +34,9 @@ class Chat(SerialId, Timestamps, Base):
     participant_name: Mapped[str | None] = mapped_column(Text)
     participant_username: Mapped[str | None] = mapped_column(Text)
     participant_avatar_url: Mapped[str | None] = mapped_column(Text)
+    # The participant's picture as copied to the media store (Meta's links expire), and when.
+    participant_avatar_key: Mapped[str | None] = mapped_column(Text)
+    participant_avatar_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_inbound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_outbound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

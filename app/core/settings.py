@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     participant_refresh_seconds: int = 86_400
     participant_retry_seconds: int = 600
     participant_status_cache_seconds: int = 300
+    # How old a participant's mirrored picture may grow before it is copied again.
+    participant_avatar_max_age_seconds: int = 7 * 86_400
 
     # Inbound media: mirrored to a local directory (served at MEDIA_BASE_URL) or to an
     # S3-compatible bucket (pip install 'dmrelay[s3]').

@@ -99,22 +99,28 @@ class Mirror:
         if attachment is None or attachment["status"] != AttachmentStatus.PENDING:
             return
         try:
-            data, content_type = await download(
-                self.http, attachment["source_url"], self.settings, self.resolver
-            )
+            key, url = await self.copy(attachment["source_url"], f"{message_id}/{index}")
         except DownloadError as error:
             if error.transient and job_try < MAX_DOWNLOAD_TRIES:
                 raise Retry(defer=timedelta(seconds=5 * job_try)) from error
             log.warning("mirroring attachment %s/%s failed: %s", message_id, index, error)
             await self._failed(message_id, index, error)
             return
-        content_type = content_type.split(";")[0].strip()
-        extension = mimetypes.guess_extension(content_type) or ""
-        key = f"{message_id}/{index}-{secrets.token_urlsafe(16)}{extension}"
-        url = await self.store.put(key, data, content_type)
         changes = {"status": AttachmentStatus.PROCESSED, "url": url, "storage_key": key}
         if not await self._update(message_id, index, changes):
             await self.store.delete([key])  # unsent meanwhile: the copy must not outlive it
+
+    async def copy(self, source_url: str, prefix: str, kind: str = "") -> tuple[str, str]:
+        """Download a URL and store a copy under a new random key starting with `prefix`;
+        returns the key and the URL the copy is served at. Raises DownloadError, also when
+        the file is not of the `kind` of type asked for (e.g. "image/")."""
+        data, content_type = await download(self.http, source_url, self.settings, self.resolver)
+        content_type = content_type.split(";")[0].strip()
+        if not content_type.startswith(kind):
+            raise DownloadError(f"the file is {content_type}, not {kind}")
+        extension = mimetypes.guess_extension(content_type) or ""
+        key = f"{prefix}-{secrets.token_urlsafe(16)}{extension}"
+        return key, await self.store.put(key, data, content_type)
 
     async def check_story_mention(self, message_id: int, index: int, check: int) -> None:
         attachment = await self._attachment(message_id, index)

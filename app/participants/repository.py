@@ -34,6 +34,18 @@ async def chat_with(session: AsyncSession, profile_id: int, participant_id: str)
     )
 
 
+async def lock_avatar_keys(session: AsyncSession, chat_ids: list[int]) -> dict[int, str | None]:
+    """The stored picture key of each of these chats that exists, the chats locked in id
+    order until the transaction ends."""
+    result = await session.execute(
+        select(Chat.id, Chat.participant_avatar_key)
+        .where(Chat.id.in_(chat_ids))
+        .order_by(Chat.id)
+        .with_for_update()
+    )
+    return {chat_id: key for chat_id, key in result.all()}
+
+
 async def store(session: AsyncSession, rows: list[tuple[int, dict[str, Any]]]) -> None:
     """Set these columns on these chats, by one statement; every row sets the same columns.
     A `metadata` column is merged into the stored one, in the UPDATE itself (no locked read

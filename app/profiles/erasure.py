@@ -5,7 +5,8 @@ ones are refused, and Meta's webhooks for it are ignored (app/inbound/repository
 until it is connected again. Erased, nothing of it is left: its chats, messages, customer events
 and chat syncs (deleted with its row), the raw payloads of its inbound events and of the webhook
 deliveries kept for diagnosis, stored Idempotency-Key responses about its chats and messages,
-and its media copies (recorded for deletion in the same transaction, as an unsend's are).
+and its media copies, participants' pictures included (recorded for deletion in the same
+transaction, as an unsend's are).
 
 Its statements are here rather than in repository.py: they reach into other capabilities'
 tables, for this rule alone (as app/inbound/erasure.py does for an unsent message).
@@ -50,6 +51,13 @@ async def erase(session: AsyncSession, profile: Profile) -> None:
         )
     )
     stored = [key for listed in attachments for key in media.stored_keys(listed)]
+    # Locked: a participant refresh storing a new picture meanwhile either commits first (its
+    # key is read here) or finds the chat gone (and deletes its copy itself).
+    stored += await session.scalars(
+        select(Chat.participant_avatar_key)
+        .where(Chat.profile_id == profile.id, Chat.participant_avatar_key.is_not(None))
+        .with_for_update()
+    )
     chat_ids = [
         ids.encode(ids.Kind.CHAT, chat)
         for chat in await session.scalars(select(Chat.id).where(Chat.profile_id == profile.id))
