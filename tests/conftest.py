@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from postproxy import PostProxy
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from app import embedded
 
@@ -272,6 +273,21 @@ async def plain_api(stack: Stack) -> AsyncIterator[str]:
     await task
 
 
+async def _truncate(stack: Stack) -> None:
+    """TRUNCATE every table. The worker's webhook dispatcher is not paused with its jobs, and
+    its reads can deadlock with the TRUNCATE's locks: PostgreSQL then aborts one of the two,
+    and this tries again."""
+    for attempt in range(5):
+        try:
+            async with stack.sessionmaker() as session, session.begin():
+                await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            return
+        except DBAPIError as error:
+            if "deadlock detected" not in str(error) or attempt == 4:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def empty(stack: Stack, *, then_pick_jobs: bool = True) -> None:
     """Empty tables, queue and sandbox, with the worker idle meanwhile: a job left over from
     before must not race the TRUNCATE. With then_pick_jobs=False, the worker stays idle (so
@@ -280,8 +296,7 @@ async def empty(stack: Stack, *, then_pick_jobs: bool = True) -> None:
     worker.allow_pick_jobs = False
     try:
         await wait_for(_worker_idle(worker))
-        async with stack.sessionmaker() as session, session.begin():
-            await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        await _truncate(stack)
         await worker.pool.flushdb()
     finally:
         worker.allow_pick_jobs = then_pick_jobs

@@ -103,16 +103,22 @@ def _schemathesis_walk(spec: dict[str, Any], target: Target) -> list[str]:
             @given(cases)
             def walk(drawn: tuple[schemathesis.Case, bool]) -> None:
                 case, real_ids = drawn
+                checks = CHECKS
                 if real_ids:
                     for name in case.path_parameters or {}:
                         if name in target.ids:
                             case.path_parameters[name] = target.ids[name]
+                    if mode is GenerationMode.NEGATIVE:
+                        # A real id may have replaced the one value that broke the schema,
+                        # leaving a request that is not invalid (an extra query parameter
+                        # alone is one no API refuses): not a negative case any more.
+                        checks = tuple(c for c in CHECKS if c is not negative_data_rejection)
                 headers = {"Authorization": f"Bearer {target.token}"}
                 response = case.call(
                     base_url=target.api_url, session=session, headers=headers, timeout=30
                 )
                 try:
-                    case.validate_response(response, checks=CHECKS, headers=headers)
+                    case.validate_response(response, checks=checks, headers=headers)
                 except (FailureGroup, AssertionError) as failed:
                     failures.append(
                         f"{response.status_code} {case.as_curl_command(headers=headers)}\n"
