@@ -90,7 +90,9 @@ def _schemathesis_walk(spec: dict[str, Any], target: Target) -> list[str]:
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in EXAMPLES:
-            cases = st.tuples(operation.as_strategy(generation_mode=mode), st.booleans())
+            cases = st.tuples(
+                operation.as_strategy(generation_mode=mode), st.booleans(), st.just(mode)
+            )
 
             @settings(
                 max_examples=EXAMPLES[mode],
@@ -101,14 +103,14 @@ def _schemathesis_walk(spec: dict[str, Any], target: Target) -> list[str]:
                 suppress_health_check=list(HealthCheck),
             )
             @given(cases)
-            def walk(drawn: tuple[schemathesis.Case, bool]) -> None:
-                case, real_ids = drawn
+            def walk(drawn: tuple[schemathesis.Case, bool, GenerationMode]) -> None:
+                case, real_ids, drawn_mode = drawn
                 checks = CHECKS
                 if real_ids:
                     for name in case.path_parameters or {}:
                         if name in target.ids:
                             case.path_parameters[name] = target.ids[name]
-                    if mode is GenerationMode.NEGATIVE:
+                    if drawn_mode is GenerationMode.NEGATIVE:
                         # A real id may have replaced the one value that broke the schema,
                         # leaving a request that is not invalid (an extra query parameter
                         # alone is one no API refuses): not a negative case any more.
