@@ -16,7 +16,8 @@ from sqlalchemy import select, update
 
 from app.chats.models import Chat
 from app.comments.models import Comment
-from tests.conftest import connect, wait_for
+from app.sandbox.media import FORMATS
+from tests.conftest import CDN_URL, connect, wait_for
 
 ROOT = Path(__file__).parent.parent
 CUSTOMER = "1602510301006188"
@@ -284,6 +285,45 @@ async def test_private_reply_to_a_comment_is_published_once(account, clean):
     assert delivered["comment_id"] == comment_id
     assert delivered["recipient_id"] == commenter
     assert delivered["message"]["text"] == "Here is the link"
+
+
+async def test_a_media_url_is_sent_with_its_attachment(account, clean):
+    # Extension-less: only probing its content, as the REST route does, tells its type.
+    await clean.sandbox("PUT", "/_sandbox/media/mcpclip", content=FORMATS[".mp4"][1],
+                        headers={"content-type": "application/octet-stream"})  # fmt: skip
+    url = f"{CDN_URL}/mcpclip"
+    async with _http_session(clean, account.token) as session:
+        chat = await _call(
+            session,
+            "dm_chat_create",
+            profile_id=account.profile_id,
+            participant_external_id=CUSTOMER,
+        )
+        sent = await _call(session, "dm_message_send", chat_id=chat["id"], media=[url])
+        [pending] = sent["attachments"]
+        assert (pending["type"], pending["url"], pending["status"]) == ("video", url, "pending")
+
+        async def published():
+            message = await _call(session, "dm_message_get", message_id=sent["id"])
+            return message if message["status"] == "published" else None
+
+        message = await wait_for(published)
+        await clean.sandbox("POST", "/_sandbox/media/expire", json={"names": ["gone.png"]})
+        refused = await _refusal(
+            session, "dm_message_send", chat_id=chat["id"], media=[f"{CDN_URL}/gone.png"]
+        )
+        assert "HTTP 404" in refused
+        assert (await _call(session, "dm_messages_list", chat_id=chat["id"]))["total"] == 1
+    [upload] = (await clean.sandbox("GET", "/_sandbox/uploads")).json()["data"]
+    [attachment] = message["attachments"]
+    assert (attachment["status"], attachment["external_id"]) == (
+        "processed",
+        upload["attachment_id"],
+    )
+    [delivered] = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    assert delivered["message"] == {
+        "attachment": {"type": "video", "payload": {"attachment_id": upload["attachment_id"]}}
+    }
 
 
 async def test_tenant_rules_and_keys_over_http(account, clean):

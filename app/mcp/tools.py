@@ -35,6 +35,7 @@ from app.core.db import driver_connection, session_scope
 from app.core.errors import APIError, explain
 from app.core.pagination import MAX_PAGE, MAX_PER_PAGE, Page, PageParams
 from app.core.schemas import Timestamp
+from app.media.outbound import attach_media
 from app.messages import service as messages
 from app.messages.schemas import (
     MAX_TEXT_BYTES,
@@ -98,8 +99,9 @@ Body = Annotated[
 Media = Annotated[
     list[str] | None,
     Field(
-        description="One public http(s) URL of an image, video, audio file or PDF (by its "
-        "extension); Instagram takes text and media as separate messages",
+        description="One public http(s) URL (or base64 data: URI) of an image, video, audio "
+        "file or PDF, checked as the API checks it; Instagram takes text and media as "
+        "separate messages",
         json_schema_extra={"maxItems": 1},
     ),
 ]
@@ -272,6 +274,11 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
             MessageSend,
             _given(body=body, media=media, tag=tag, reply_to_external_id=reply_to_external_id),
         )
+        try:
+            # As the REST route does: the media's type told, and the file checked, now.
+            await attach_media(unit.state.media, fields)
+        except APIError as error:
+            raise ToolError(error.message) from error
         async with unit(ctx) as (session, scope):
             message = await messages.send(await driver_connection(session), scope, chat_id, fields)
             messages.queue_send(session, message.chat_id)
