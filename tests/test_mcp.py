@@ -12,10 +12,12 @@ import httpx
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.chats.models import Chat
-from tests.conftest import connect, wait_for
+from app.comments.models import Comment
+from app.sandbox.media import FORMATS
+from tests.conftest import CDN_URL, connect, wait_for
 
 ROOT = Path(__file__).parent.parent
 CUSTOMER = "1602510301006188"
@@ -29,6 +31,11 @@ TOOLS = {
     "dm_message_get",
     "dm_message_edit",
     "send_dm",
+    "dm_message_react",
+    "dm_message_unreact",
+    "dm_chat_archive",
+    "dm_chat_unarchive",
+    "dm_comment_private_reply",
 }
 READ_ONLY = {"dm_chats_list", "dm_chat_get", "dm_messages_list", "dm_message_get"}
 
@@ -75,6 +82,17 @@ async def test_tools_are_listed_with_annotations_and_limits(account, clean):
     assert "1000 characters" in tools["send_dm"].description
     assert "24 hours" in tools["dm_message_send"].description
     assert tools["dm_messages_list"].inputSchema["properties"]["per_page"]["maximum"] == 100
+    for name in ("dm_message_react", "dm_message_unreact"):
+        assert tools[name].annotations.idempotentHint is True, name
+        assert tools[name].annotations.openWorldHint is True, name
+    for name in ("dm_chat_archive", "dm_chat_unarchive"):
+        assert tools[name].annotations.idempotentHint is True, name
+        assert tools[name].annotations.openWorldHint is False, name
+    private_reply = tools["dm_comment_private_reply"]
+    assert private_reply.annotations.idempotentHint is False
+    assert private_reply.annotations.openWorldHint is True
+    assert "once per comment" in private_reply.description
+    assert "7 days" in private_reply.description
 
 
 async def test_http_tools_create_send_read_and_refuse_as_the_api_does(account, clean):
@@ -171,6 +189,141 @@ async def test_send_dm_needs_profile_id_when_the_key_sees_several(clean):
     finally:
         await first.client.close()
         await second.client.close()
+
+
+async def test_react_and_unreact_reach_instagram(account, clean):
+    answer = await clean.sandbox(
+        "POST",
+        "/_sandbox/inbound",
+        json={"account_id": account.platform_id, "sender_id": CUSTOMER, "text": "Hi"},
+    )
+    mid = answer.json()["mid"]
+    async with _http_session(clean, account.token) as session:
+
+        async def arrived():
+            result = await session.call_tool("dm_message_get", {"message_id": mid})
+            return None if result.isError else result.structuredContent
+
+        message = await wait_for(arrived)
+        reacted = await _call(session, "dm_message_react", message_id=mid, reaction="love")
+        assert [(r["reaction"], r["emoji"]) for r in reacted["reactions"]] == [
+            ("love", "\u2764\ufe0f")
+        ]
+        reacted = await _call(session, "dm_message_react", message_id=mid, emoji="😂")
+        assert [(r["reaction"], r["emoji"]) for r in reacted["reactions"]] == [(None, "😂")]
+        unreacted = await _call(session, "dm_message_unreact", message_id=mid)
+        assert unreacted["reactions"] == []
+        # The API's validation and refusals, in its words.
+        assert "give a reaction (love) or an emoji" in await _refusal(
+            session, "dm_message_react", message_id=mid
+        )
+        assert "must be an emoji" in await _refusal(
+            session, "dm_message_react", message_id=mid, emoji="ok"
+        )
+        assert "Message not found" in await _refusal(
+            session, "dm_message_unreact", message_id="nope"
+        )
+    actions = (await clean.sandbox("GET", "/_sandbox/actions")).json()["data"]
+    external_id = message["external_id"]
+    assert [(a["sender_action"], a["recipient_id"], a.get("payload")) for a in actions] == [
+        ("react", CUSTOMER, {"message_id": external_id, "reaction": "love"}),
+        ("react", CUSTOMER, {"message_id": external_id, "reaction": "😂"}),
+        ("unreact", CUSTOMER, {"message_id": external_id}),
+    ]
+
+
+async def test_archive_and_unarchive_a_chat(account, clean):
+    async with _http_session(clean, account.token) as session:
+        chat = await _call(
+            session,
+            "dm_chat_create",
+            profile_id=account.profile_id,
+            participant_external_id=CUSTOMER,
+        )
+        archived = await _call(session, "dm_chat_archive", chat_id=chat["id"])
+        assert archived["archived"] is True
+        assert (await _call(session, "dm_chat_archive", chat_id=chat["id"]))["archived"] is True
+        listed = await _call(session, "dm_chats_list", profile_id=account.profile_id)
+        assert listed["total"] == 0
+        assert (await account.client.chats.get(chat["id"])).archived is True
+        back = await _call(session, "dm_chat_unarchive", chat_id=chat["id"])
+        assert back["archived"] is False
+        listed = await _call(session, "dm_chats_list", profile_id=account.profile_id)
+        assert [c["id"] for c in listed["data"]] == [chat["id"]]
+        assert "Chat not found" in await _refusal(session, "dm_chat_archive", chat_id="nope")
+
+
+async def test_private_reply_to_a_comment_is_published_once(account, clean):
+    commenter = "1602510301007777"
+    body = {"account_id": account.platform_id, "sender_id": commenter, "text": "LINK",
+            "media_id": "17900000000000001"}  # fmt: skip
+    comment_id = (await clean.sandbox("POST", "/_sandbox/comments", json=body)).json()["comment_id"]
+
+    async def stored():
+        async with clean.sessionmaker() as db:
+            return await db.scalar(select(Comment).where(Comment.external_id == comment_id))
+
+    await wait_for(stored)
+    reply = {"profile_id": account.profile_id, "post_id": "17900000000000001",
+             "comment_id": comment_id}  # fmt: skip
+    async with _http_session(clean, account.token) as session:
+        sent = await _call(session, "dm_comment_private_reply", **reply, text="Here is the link")
+        assert sent["status"] == "pending"
+        assert sent["external_comment_id"] == comment_id
+
+        async def published():
+            message = await _call(session, "dm_message_get", message_id=sent["id"])
+            return message if message["status"] == "published" else None
+
+        await wait_for(published)
+        again = await _refusal(session, "dm_comment_private_reply", **reply, text="again")
+        assert "already has its private reply" in again
+        assert "Comment not found" in await _refusal(
+            session, "dm_comment_private_reply", **{**reply, "comment_id": "1"}, text="hi"
+        )
+    [delivered] = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    assert delivered["comment_id"] == comment_id
+    assert delivered["recipient_id"] == commenter
+    assert delivered["message"]["text"] == "Here is the link"
+
+
+async def test_a_media_url_is_sent_with_its_attachment(account, clean):
+    # Extension-less: only probing its content, as the REST route does, tells its type.
+    await clean.sandbox("PUT", "/_sandbox/media/mcpclip", content=FORMATS[".mp4"][1],
+                        headers={"content-type": "application/octet-stream"})  # fmt: skip
+    url = f"{CDN_URL}/mcpclip"
+    async with _http_session(clean, account.token) as session:
+        chat = await _call(
+            session,
+            "dm_chat_create",
+            profile_id=account.profile_id,
+            participant_external_id=CUSTOMER,
+        )
+        sent = await _call(session, "dm_message_send", chat_id=chat["id"], media=[url])
+        [pending] = sent["attachments"]
+        assert (pending["type"], pending["url"], pending["status"]) == ("video", url, "pending")
+
+        async def published():
+            message = await _call(session, "dm_message_get", message_id=sent["id"])
+            return message if message["status"] == "published" else None
+
+        message = await wait_for(published)
+        await clean.sandbox("POST", "/_sandbox/media/expire", json={"names": ["gone.png"]})
+        refused = await _refusal(
+            session, "dm_message_send", chat_id=chat["id"], media=[f"{CDN_URL}/gone.png"]
+        )
+        assert "HTTP 404" in refused
+        assert (await _call(session, "dm_messages_list", chat_id=chat["id"]))["total"] == 1
+    [upload] = (await clean.sandbox("GET", "/_sandbox/uploads")).json()["data"]
+    [attachment] = message["attachments"]
+    assert (attachment["status"], attachment["external_id"]) == (
+        "processed",
+        upload["attachment_id"],
+    )
+    [delivered] = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    assert delivered["message"] == {
+        "attachment": {"type": "video", "payload": {"attachment_id": upload["attachment_id"]}}
+    }
 
 
 async def test_tenant_rules_and_keys_over_http(account, clean):

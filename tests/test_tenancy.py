@@ -118,6 +118,24 @@ def _bodies(theirs: dict[str, str]) -> dict[tuple[str, str], dict[str, object]]:
         ("POST", "/api/chats/{chat_id}/messages"): {"body": "hello"},
         ("POST", "/api/profile_groups/{group_id}/initialize_connection"): {"platform": "instagram"},
         ("POST", "/api/profiles/{profile_id}/backfill_chats"): {"from": "2026-01-01"},
+        ("POST", "/api/profiles/{profile_id}/messages"): {"recipient_id": "17000001", "body": "hi"},
+        ("POST", "/api/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["message.sent"]},
+        ("PATCH", "/api/webhooks/{webhook_id}"): {"description": "mine now"},
+        ("POST", "/api/webhooks/{webhook_id}/test"): {},
+        ("POST", "/api/messages/{message_id}/react"): {"reaction": "love"},
+        ("POST", "/api/profiles/{profile_id}/ice_breakers"): {
+            "ice_breakers": [{"question": "Hours?", "payload": "HOURS"}]
+        },
+        ("POST", "/api/posts/{post_id}/comments/{comment_id}/private_reply"): {"text": "hi"},
+    }
+
+
+# Query parameters a route requires, naming the other group's resource.
+def _queries(theirs: dict[str, str]) -> dict[tuple[str, str], dict[str, str]]:
+    return {
+        ("POST", "/api/posts/{post_id}/comments/{comment_id}/private_reply"): {
+            "profile_id": theirs["profile_id"]
+        },
     }
 
 
@@ -130,6 +148,7 @@ async def _ids_of(clean, account) -> dict[str, str]:
     chat = await client.chats.create(account.profile_id, CUSTOMER)
     message = await client.messages.send(chat.id, body="mine")
     sync = await client.profiles.backfill_chats(account.profile_id, from_="2026-01-01")
+    hook = await client.webhooks.create("http://127.0.0.1:9/hook", ["message.sent"])
     async with clean.sessionmaker() as session:
         key_id = await session.scalar(
             text("SELECT id FROM api_keys WHERE token_hash = :hash"),
@@ -143,6 +162,11 @@ async def _ids_of(clean, account) -> dict[str, str]:
         "user_id": CUSTOMER,
         "key_id": ids.encode(ids.Kind.API_KEY, key_id),
         "chat_sync_id": sync.id,
+        "webhook_id": hook.id,
+        # Under their webhook, any delivery is theirs; no comment: their profile is named.
+        "delivery_id": "their-delivery",
+        "post_id": "17900000000000001",
+        "comment_id": "17900000000000002",
     }
 
 
@@ -161,6 +185,7 @@ async def test_a_groups_key_finds_nothing_of_another_group_on_any_route(clean):
         mine = await _ids_of(clean, ours)
         foreign = await _ids_of(clean, theirs)
         bodies = _bodies(foreign)
+        queries = _queries(foreign)
         walked = 0
         # The OpenAPI schema lists every route of the API (the routes' own objects are
         # FastAPI's internals).
@@ -174,6 +199,8 @@ async def test_a_groups_key_finds_nothing_of_another_group_on_any_route(clean):
                 if "requestBody" in operation:
                     assert (method, route_path) in bodies, f"add a body for {method} {route_path}"
                     kwargs["json"] = bodies[(method, route_path)]
+                if (method, route_path) in queries:
+                    kwargs["params"] = queries[(method, route_path)]
                 path = route_path.removeprefix("/api")
                 for name in params:
                     assert name in foreign, f"{route_path}: what is {{{name}}} of another group?"
@@ -184,7 +211,7 @@ async def test_a_groups_key_finds_nothing_of_another_group_on_any_route(clean):
                 )
                 assert status == 404, f"{method} {route_path} with their group: {status} {said}"
                 status, said = await _status(ours.client, method, path, **kwargs)
-                body = json.dumps(kwargs.get("json"))
+                body = json.dumps([kwargs.get("json"), kwargs.get("params")])
                 if params or any(value in body for value in foreign.values()):
                     assert status == 404, f"{method} {route_path}: {status} {said}"
                 else:

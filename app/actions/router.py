@@ -18,7 +18,12 @@ def _actor(request: Request) -> service.Actor:
     return service.Actor(state.graph, state.throttle, state.settings)
 
 
-@router.post("/messages/{message_id}/react", response_model=MessageOut)
+@router.post(
+    "/messages/{message_id}/react",
+    operation_id="messages_react",
+    summary="React to a message",
+    response_model=MessageOut,
+)
 async def react(
     message_id: str,
     fields: ReactionIn,
@@ -34,7 +39,12 @@ async def react(
     return await idempotency.remember(session, 200, MessageOut.of(message))
 
 
-@router.delete("/messages/{message_id}/unreact", response_model=MessageOut)
+@router.delete(
+    "/messages/{message_id}/unreact",
+    operation_id="messages_unreact",
+    summary="Take back the reaction to a message",
+    response_model=MessageOut,
+)
 async def unreact(
     message_id: str,
     request: Request,
@@ -47,13 +57,23 @@ async def unreact(
     return await idempotency.remember(session, 200, MessageOut.of(message))
 
 
-@router.patch("/messages/{message_id}", response_model=MessageOut)
+@router.patch(
+    "/messages/{message_id}",
+    operation_id="messages_edit",
+    summary="Edit a message (always refused by Instagram)",
+    response_model=MessageOut,
+)
 async def edit_message(message_id: str, scope: CurrentScope, session: Session) -> MessageOut:
     """Instagram does not let a sent message be edited: always refused."""
     await messages.edit(session, scope, message_id)
 
 
-@router.post("/chats/{chat_id}/mark_read", response_model=ChatOut)
+@router.post(
+    "/chats/{chat_id}/mark_read",
+    operation_id="chats_mark_read",
+    summary="Mark a chat's messages seen",
+    response_model=ChatOut,
+)
 async def mark_read(
     chat_id: str, request: Request, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:
@@ -71,7 +91,12 @@ async def _typing(
     return AcceptedOut(accepted=True)
 
 
-@router.post("/chats/{chat_id}/start_typing", response_model=AcceptedOut)
+@router.post(
+    "/chats/{chat_id}/start_typing",
+    operation_id="chats_start_typing",
+    summary="Show the typing indicator",
+    response_model=AcceptedOut,
+)
 async def start_typing(
     chat_id: str, request: Request, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:
@@ -80,7 +105,12 @@ async def start_typing(
     return await idempotency.remember(session, 200, answer)
 
 
-@router.post("/chats/{chat_id}/stop_typing", response_model=AcceptedOut)
+@router.post(
+    "/chats/{chat_id}/stop_typing",
+    operation_id="chats_stop_typing",
+    summary="Hide the typing indicator",
+    response_model=AcceptedOut,
+)
 async def stop_typing(
     chat_id: str, request: Request, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:

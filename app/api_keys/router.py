@@ -10,12 +10,20 @@ from app.profiles.schemas import DeleteOut
 router = APIRouter(tags=["api keys"])
 
 
-@router.get("/api_keys", response_model=ApiKeyList)
+@router.get(
+    "/api_keys", operation_id="api_keys_list", summary="List API keys", response_model=ApiKeyList
+)
 async def list_keys(scope: CurrentScope, session: Session) -> ApiKeyList:
     return ApiKeyList(data=[ApiKeyOut.of(key) for key in await service.list_for(session, scope)])
 
 
-@router.post("/api_keys", response_model=ApiKeyOut, status_code=201)
+@router.post(
+    "/api_keys",
+    operation_id="api_keys_create",
+    summary="Create an API key",
+    response_model=ApiKeyOut,
+    status_code=201,
+)
 async def create_key(
     fields: ApiKeyCreate, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:
@@ -27,7 +35,12 @@ async def create_key(
     return Response(shown.model_dump_json(), 201, media_type="application/json")
 
 
-@router.delete("/api_keys/{key_id}", response_model=DeleteOut)
+@router.delete(
+    "/api_keys/{key_id}",
+    operation_id="api_keys_delete",
+    summary="Revoke an API key",
+    response_model=DeleteOut,
+)
 async def delete_key(key_id: str, scope: CurrentScope, session: Session) -> DeleteOut:
     await service.delete_for(session, scope, key_id)
     return DeleteOut(deleted=True)

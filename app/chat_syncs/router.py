@@ -12,7 +12,13 @@ from app.core.pagination import Page, Pagination
 router = APIRouter(tags=["chat syncs"])
 
 
-@router.post("/profiles/{profile_id}/backfill_chats", response_model=ChatSyncOut, status_code=202)
+@router.post(
+    "/profiles/{profile_id}/backfill_chats",
+    operation_id="chat_syncs_backfill",
+    summary="Import a profile's past chats from Instagram",
+    response_model=ChatSyncOut,
+    status_code=202,
+)
 async def backfill_chats(
     profile_id: str,
     fields: BackfillChats,
@@ -24,7 +30,12 @@ async def backfill_chats(
     return await idempotency.remember(session, 202, ChatSyncOut.of(sync))
 
 
-@router.get("/profiles/{profile_id}/chat_syncs", response_model=Page[ChatSyncOut])
+@router.get(
+    "/profiles/{profile_id}/chat_syncs",
+    operation_id="chat_syncs_list",
+    summary="List a profile's chat imports",
+    response_model=Page[ChatSyncOut],
+)
 async def list_chat_syncs(
     profile_id: str,
     scope: CurrentScope,
@@ -39,7 +50,12 @@ async def list_chat_syncs(
     )
 
 
-@router.get("/profiles/{profile_id}/chat_syncs/{chat_sync_id}", response_model=ChatSyncOut)
+@router.get(
+    "/profiles/{profile_id}/chat_syncs/{chat_sync_id}",
+    operation_id="chat_syncs_get",
+    summary="Get a chat import",
+    response_model=ChatSyncOut,
+)
 async def get_chat_sync(
     profile_id: str, chat_sync_id: str, scope: CurrentScope, session: Session
 ) -> ChatSyncOut:

@@ -65,7 +65,12 @@ async def create_chat(
     return await idempotency.remember(session, 201 if created else 200, ChatOut.of(chat))
 
 
-@router.post("/chats/{chat_id}/archive", response_model=ChatOut)
+@router.post(
+    "/chats/{chat_id}/archive",
+    operation_id="chats_archive",
+    summary="Archive a chat",
+    response_model=ChatOut,
+)
 async def archive_chat(
     chat_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:
@@ -75,7 +80,12 @@ async def archive_chat(
     return await idempotency.remember(session, 200, ChatOut.of(chat))
 
 
-@router.delete("/chats/{chat_id}/archive", response_model=ChatOut)
+@router.delete(
+    "/chats/{chat_id}/archive",
+    operation_id="chats_unarchive",
+    summary="Unarchive a chat",
+    response_model=ChatOut,
+)
 async def unarchive_chat(
     chat_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:

@@ -14,6 +14,8 @@ router = APIRouter(tags=["comments"])
 
 @router.post(
     "/posts/{post_id}/comments/{comment_id}/private_reply",
+    operation_id="comments_private_reply",
+    summary="Answer a comment with a private reply",
     response_model=MessageOut,
     status_code=202,
 )

@@ -10,18 +10,30 @@ from app.connections.schemas import ConnectionInit, ConnectionOut
 from app.core import ids
 from app.core.deps import Session
 from app.core.errors import APIError
+from app.core.idempotency import Idempotency
 
 router = APIRouter(tags=["connections"])
 CALLBACK_PATH = "/connect/instagram/callback"
 
 
-@router.post("/profile_groups/{group_id}/initialize_connection", response_model=ConnectionOut)
+@router.post(
+    "/profile_groups/{group_id}/initialize_connection",
+    operation_id="profile_groups_initialize_connection",
+    summary="Start connecting an Instagram account to a group",
+    response_model=ConnectionOut,
+)
 async def initialize_connection(
-    group_id: str, fields: ConnectionInit, request: Request, scope: CurrentScope, session: Session
-) -> ConnectionOut:
+    group_id: str,
+    fields: ConnectionInit,
+    request: Request,
+    scope: CurrentScope,
+    session: Session,
+    idempotency: Idempotency,
+) -> Response:
     state = request.app.state
     url = await service.initialize(session, scope, state.settings, state.graph, group_id, fields)
-    return ConnectionOut(url=url, success=True)
+    # A retried POST (same Idempotency-Key) gets the same link, not a second pending one.
+    return await idempotency.remember(session, 200, ConnectionOut(url=url, success=True))
 
 
 callback_router = APIRouter(tags=["connections"])

@@ -62,7 +62,9 @@ def _derived(operation: dict[str, Any]) -> set[int]:
         statuses |= {401, 404, 503}
     if body:
         statuses |= {413, 503}  # the edge's cap; stored work
-        if "$ref" in body.get("schema", {}):  # a model FastAPI reads: parsed, then validated
+        schema = body.get("schema", {})
+        # A model FastAPI reads (optional or not): parsed, then validated.
+        if "$ref" in schema or any("$ref" in one for one in schema.get("anyOf", [])):
             statuses |= {400, 415, 422}
     if IDEMPOTENCY_HEADER in names:
         statuses |= {409, 422}

@@ -10,7 +10,12 @@ from app.profiles.service import get_profile
 router = APIRouter(tags=["ice breakers"])
 
 
-@router.get("/profiles/{profile_id}/ice_breakers", response_model=IceBreakersOut)
+@router.get(
+    "/profiles/{profile_id}/ice_breakers",
+    operation_id="ice_breakers_get",
+    summary="Get a profile's ice breakers",
+    response_model=IceBreakersOut,
+)
 async def get_ice_breakers(
     profile_id: str, request: Request, scope: CurrentScope, session: Session
 ) -> IceBreakersOut:
@@ -20,7 +25,12 @@ async def get_ice_breakers(
     return IceBreakersOut(ice_breakers=await service.get(state.graph, state.settings, profile))
 
 
-@router.post("/profiles/{profile_id}/ice_breakers", response_model=SuccessOut)
+@router.post(
+    "/profiles/{profile_id}/ice_breakers",
+    operation_id="ice_breakers_set",
+    summary="Set a profile's ice breakers",
+    response_model=SuccessOut,
+)
 async def set_ice_breakers(
     profile_id: str,
     fields: IceBreakersIn,
@@ -37,7 +47,12 @@ async def set_ice_breakers(
     return await idempotency.remember(session, 200, SuccessOut(success=True))
 
 
-@router.delete("/profiles/{profile_id}/ice_breakers", response_model=SuccessOut)
+@router.delete(
+    "/profiles/{profile_id}/ice_breakers",
+    operation_id="ice_breakers_delete",
+    summary="Remove a profile's ice breakers",
+    response_model=SuccessOut,
+)
 async def delete_ice_breakers(
     profile_id: str,
     request: Request,

@@ -22,14 +22,20 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
+from app.actions import service as actions
+from app.actions.schemas import MAX_EMOJI, ReactionIn
 from app.api_keys.auth import Scope, authenticate
 from app.chats import service as chats
 from app.chats.schemas import ChatCreate, ChatOut
+from app.comments import service as comments
+from app.comments.schemas import PrivateReplyIn
+from app.comments.service import PRIVATE_REPLY_DAYS
 from app.core import ids
 from app.core.db import driver_connection, session_scope
 from app.core.errors import APIError, explain
 from app.core.pagination import MAX_PAGE, MAX_PER_PAGE, Page, PageParams
 from app.core.schemas import Timestamp
+from app.media.outbound import attach_media
 from app.messages import service as messages
 from app.messages.schemas import (
     MAX_TEXT_BYTES,
@@ -52,6 +58,14 @@ FIND_OR_CREATE = ToolAnnotations(
 # Messages a person on Instagram: every call is one more message.
 SEND = ToolAnnotations(
     readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True
+)
+# Tells Instagram (the customer sees it); doing it again leaves the same state.
+ACT = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=True
+)
+# dmrelay's own bookkeeping: nothing goes to Instagram.
+FILE = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False
 )
 # Would overwrite what was sent.
 OVERWRITE = ToolAnnotations(
@@ -85,8 +99,9 @@ Body = Annotated[
 Media = Annotated[
     list[str] | None,
     Field(
-        description="One public http(s) URL of an image, video, audio file or PDF (by its "
-        "extension); Instagram takes text and media as separate messages",
+        description="One public http(s) URL (or base64 data: URI) of an image, video, audio "
+        "file or PDF, checked as the API checks it; Instagram takes text and media as "
+        "separate messages",
         json_schema_extra={"maxItems": 1},
     ),
 ]
@@ -117,6 +132,10 @@ class _Units:
     def __init__(self, state: State, key: str | None) -> None:
         self.state = state
         self.key = key
+
+    def actor(self) -> actions.Actor:
+        """What a sender action needs, as the REST routes take it from app.state."""
+        return actions.Actor(self.state.graph, self.state.throttle, self.state.settings)
 
     def _authorization(self, ctx: Context[Any, Any, Any]) -> str:
         if self.key is not None:
@@ -255,6 +274,11 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
             MessageSend,
             _given(body=body, media=media, tag=tag, reply_to_external_id=reply_to_external_id),
         )
+        try:
+            # As the REST route does: the media's type told, and the file checked, now.
+            await attach_media(unit.state.media, fields)
+        except APIError as error:
+            raise ToolError(error.message) from error
         async with unit(ctx) as (session, scope):
             message = await messages.send(await driver_connection(session), scope, chat_id, fields)
             messages.queue_send(session, message.chat_id)
@@ -327,5 +351,88 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
                 "recipient_id": recipient_id,
                 "status": sent.status,
             }
+
+    @server.tool(
+        name="dm_message_react",
+        annotations=ACT,
+        description="React to a message as the account: reaction `love`, or one emoji (at "
+        f"most {MAX_EMOJI} characters). Reacting again replaces the reaction. Sent to "
+        "Instagram at once (never queued); refused outside the 24-hour window, or if the "
+        "message has no Instagram id yet.",
+    )
+    async def dm_message_react(
+        ctx: Context[Any, Any, Any],
+        message_id: MessageId,
+        reaction: Annotated[
+            Literal["love"] | None, Field(description="love (Instagram's one named reaction)")
+        ] = None,
+        emoji: Annotated[str | None, Field(description="Any emoji, such as 😂")] = None,
+    ) -> dict[str, Any]:
+        fields = _validated(ReactionIn, _given(reaction=reaction, emoji=emoji))
+        async with unit(ctx) as (session, scope):
+            message = await actions.react(
+                session, unit.actor(), scope, message_id, fields.reaction, fields.emoji
+            )
+            return _dump(MessageOut.of(message))
+
+    @server.tool(
+        name="dm_message_unreact",
+        annotations=ACT,
+        description="Take the account's reaction to a message back. Sent to Instagram at once "
+        "(never queued); refused outside the 24-hour window.",
+    )
+    async def dm_message_unreact(
+        ctx: Context[Any, Any, Any], message_id: MessageId
+    ) -> dict[str, Any]:
+        async with unit(ctx) as (session, scope):
+            message = await actions.unreact(session, unit.actor(), scope, message_id)
+            return _dump(MessageOut.of(message))
+
+    @server.tool(
+        name="dm_chat_archive",
+        annotations=FILE,
+        description="Archive a chat: dm_chats_list leaves it out until the customer writes "
+        "again or it is unarchived. Instagram is not told.",
+    )
+    async def dm_chat_archive(ctx: Context[Any, Any, Any], chat_id: ChatId) -> dict[str, Any]:
+        async with unit(ctx) as (session, scope):
+            return _dump(ChatOut.of(await chats.set_archived(session, scope, chat_id, True)))
+
+    @server.tool(
+        name="dm_chat_unarchive",
+        annotations=FILE,
+        description="Bring an archived chat back into dm_chats_list. Instagram is not told.",
+    )
+    async def dm_chat_unarchive(ctx: Context[Any, Any, Any], chat_id: ChatId) -> dict[str, Any]:
+        async with unit(ctx) as (session, scope):
+            return _dump(ChatOut.of(await chats.set_archived(session, scope, chat_id, False)))
+
+    @server.tool(
+        name="dm_comment_private_reply",
+        annotations=SEND,
+        description="Answer a comment on the account's post with a direct message to its "
+        f"author: once per comment, within {PRIVATE_REPLY_DAYS} days of the comment (the "
+        f"24-hour window does not apply). The text: {TEXT_LIMIT}. Filed in the chat with the "
+        "commenter. " + QUEUED,
+    )
+    async def dm_comment_private_reply(
+        ctx: Context[Any, Any, Any],
+        profile_id: Annotated[str, Field(description="The profile whose post was commented on")],
+        post_id: Annotated[str, Field(description="Meta's id of the post (media)")],
+        comment_id: Annotated[str, Field(description="Meta's id of the comment")],
+        text: Annotated[
+            str,
+            Field(
+                description=f"The text: {TEXT_LIMIT}",
+                json_schema_extra={"maxLength": MAX_TEXT_CHARACTERS},
+            ),
+        ],
+    ) -> dict[str, Any]:
+        fields = _validated(PrivateReplyIn, {"text": text})
+        async with unit(ctx) as (session, scope):
+            message = await comments.private_reply(
+                session, scope, profile_id, post_id, comment_id, fields
+            )
+            return _dump(MessageOut.of(message))
 
     return server

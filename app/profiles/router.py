@@ -40,7 +40,12 @@ async def get_profile(profile_id: str, scope: CurrentScope, session: Session) ->
     return ProfileOut.of(await service.get_profile(session, scope, profile_id))
 
 
-@router.delete("/profiles/{profile_id}", response_model=SuccessOut)
+@router.delete(
+    "/profiles/{profile_id}",
+    operation_id="profiles_delete",
+    summary="Disconnect a profile and erase its data",
+    response_model=SuccessOut,
+)
 async def delete_profile(
     profile_id: str,
     scope: CurrentScope,
@@ -60,13 +65,24 @@ async def delete_profile(
 groups_router = APIRouter(tags=["profile groups"])
 
 
-@groups_router.get("/profile_groups", response_model=ProfileGroupList)
+@groups_router.get(
+    "/profile_groups",
+    operation_id="profile_groups_list",
+    summary="List the profile groups this key sees",
+    response_model=ProfileGroupList,
+)
 async def list_groups(scope: CurrentScope, session: Session) -> ProfileGroupList:
     groups = await service.list_groups(session, scope)
     return ProfileGroupList(data=[ProfileGroupOut.of(g, n) for g, n in groups])
 
 
-@groups_router.post("/profile_groups", response_model=ProfileGroupOut, status_code=201)
+@groups_router.post(
+    "/profile_groups",
+    operation_id="profile_groups_create",
+    summary="Create a profile group",
+    response_model=ProfileGroupOut,
+    status_code=201,
+)
 async def create_group(
     fields: ProfileGroupCreate, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:
@@ -74,12 +90,22 @@ async def create_group(
     return await idempotency.remember(session, 201, ProfileGroupOut.of(group, 0))
 
 
-@groups_router.get("/profile_groups/{group_id}", response_model=ProfileGroupOut)
+@groups_router.get(
+    "/profile_groups/{group_id}",
+    operation_id="profile_groups_get",
+    summary="Get a profile group",
+    response_model=ProfileGroupOut,
+)
 async def get_group(group_id: str, scope: CurrentScope, session: Session) -> ProfileGroupOut:
     return ProfileGroupOut.of(*await service.get_group(session, scope, group_id))
 
 
-@groups_router.delete("/profile_groups/{group_id}", response_model=DeleteOut)
+@groups_router.delete(
+    "/profile_groups/{group_id}",
+    operation_id="profile_groups_delete",
+    summary="Delete a profile group",
+    response_model=DeleteOut,
+)
 async def delete_group(group_id: str, scope: CurrentScope, session: Session) -> DeleteOut:
     await service.delete_group(session, scope, group_id)
     return DeleteOut(deleted=True)

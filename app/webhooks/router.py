@@ -33,12 +33,18 @@ def _resolver(request: Request) -> Resolver:
     return resolver
 
 
-@router.get("/webhooks")
+@router.get("/webhooks", operation_id="webhooks_list", summary="List webhook endpoints")
 async def list_webhooks(scope: CurrentScope, session: Session) -> dict[str, list[WebhookOut]]:
     return {"data": [WebhookOut.of(w) for w in await service.list_webhooks(session, scope)]}
 
 
-@router.post("/webhooks", response_model=WebhookOut, status_code=201)
+@router.post(
+    "/webhooks",
+    operation_id="webhooks_create",
+    summary="Create a webhook endpoint",
+    response_model=WebhookOut,
+    status_code=201,
+)
 async def create_webhook(
     fields: WebhookCreate,
     request: Request,
@@ -56,12 +62,22 @@ async def create_webhook(
     )
 
 
-@router.get("/webhooks/{webhook_id}", response_model=WebhookOut)
+@router.get(
+    "/webhooks/{webhook_id}",
+    operation_id="webhooks_get",
+    summary="Get a webhook endpoint",
+    response_model=WebhookOut,
+)
 async def get_webhook(webhook_id: str, scope: CurrentScope, session: Session) -> WebhookOut:
     return WebhookOut.of(await service.get(session, scope, webhook_id))
 
 
-@router.patch("/webhooks/{webhook_id}", response_model=WebhookOut)
+@router.patch(
+    "/webhooks/{webhook_id}",
+    operation_id="webhooks_update",
+    summary="Update a webhook endpoint",
+    response_model=WebhookOut,
+)
 async def update_webhook(
     webhook_id: str,
     fields: WebhookUpdate,
@@ -77,7 +93,12 @@ async def update_webhook(
     return await idempotency.remember(session, 200, WebhookOut.of(webhook))
 
 
-@router.delete("/webhooks/{webhook_id}", response_model=DeletedOut)
+@router.delete(
+    "/webhooks/{webhook_id}",
+    operation_id="webhooks_delete",
+    summary="Delete a webhook endpoint",
+    response_model=DeletedOut,
+)
 async def delete_webhook(
     webhook_id: str, scope: CurrentScope, session: Session, idempotency: Idempotency
 ) -> Response:
@@ -85,7 +106,12 @@ async def delete_webhook(
     return await idempotency.remember(session, 200, DeletedOut(deleted=True))
 
 
-@router.get("/webhooks/{webhook_id}/deliveries", response_model=Page[WebhookDeliveryOut])
+@router.get(
+    "/webhooks/{webhook_id}/deliveries",
+    operation_id="webhooks_deliveries",
+    summary="List a webhook endpoint's deliveries",
+    response_model=Page[WebhookDeliveryOut],
+)
 async def list_deliveries(
     webhook_id: str, scope: CurrentScope, session: Session, page: Pagination
 ) -> Page[WebhookDeliveryOut]:
@@ -99,7 +125,13 @@ async def list_deliveries(
     )
 
 
-@router.post("/webhooks/{webhook_id}/test", response_model=AcceptedOut, status_code=202)
+@router.post(
+    "/webhooks/{webhook_id}/test",
+    operation_id="webhooks_test",
+    summary="Send a test event to a webhook endpoint",
+    response_model=AcceptedOut,
+    status_code=202,
+)
 async def test_webhook(
     webhook_id: str,
     scope: CurrentScope,
@@ -117,6 +149,8 @@ async def test_webhook(
 
 @router.post(
     "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    operation_id="webhooks_redeliver",
+    summary="Deliver a webhook event again",
     response_model=AcceptedOut,
     status_code=202,
 )
