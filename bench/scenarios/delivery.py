@@ -9,6 +9,7 @@ to when it was cut.
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 
@@ -74,16 +75,7 @@ async def deliver_all(
     await stack.reset_messages()
     enforced = rate_cap is not None and await enable_sandbox_rate_limit(stack, rate_cap)
     resent = await accept(stack, fixtures, chats, count)
-    stack.start_worker()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            outcome = await stack.db.fetchrow(OUTCOME, THROTTLE_CODES)
-            if outcome["undelivered"] == 0 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.25)
-    finally:
-        stack.stop("worker")
+    outcome = await work_until_delivered(stack, timeout, 0.25)
     # A run cut short counts until it was cut: a worker that stalls is not let off.
     span = float(outcome["span" if outcome["undelivered"] == 0 else "since_first"] or 0)
     published = outcome["published"]
@@ -106,6 +98,20 @@ async def deliver_all(
 
 
 # --- 4. rate-limit use ---------------------------------------------------------------------
+
+
+async def work_until_delivered(stack: Stack, timeout: float, poll: float) -> Any:
+    """Run one worker until no message is undelivered or `timeout` passes: the last outcome."""
+    stack.start_worker()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            outcome = await stack.db.fetchrow(OUTCOME, THROTTLE_CODES)
+            if outcome["undelivered"] == 0 or time.monotonic() > deadline:
+                return outcome
+            await asyncio.sleep(poll)
+    finally:
+        stack.stop("worker")
 
 
 async def enable_sandbox_rate_limit(stack: Stack, per_second: int) -> bool:

@@ -15,7 +15,7 @@ import time
 import httpx
 
 from bench.fixtures import Chat, Fixtures
-from bench.scenarios.delivery import OUTCOME, POST_CONCURRENCY, THROTTLE_CODES
+from bench.scenarios.delivery import POST_CONCURRENCY, work_until_delivered
 from bench.stack import Stack
 
 VIDEO_URL = "https://cdn.bench.invalid/campaign/video-5mb.mp4"
@@ -67,16 +67,7 @@ async def run(stack: Stack, fixtures: Fixtures, count: int, timeout: float) -> d
         await asyncio.gather(*(post(chat) for chat in chats))
         accept_seconds = time.monotonic() - started
 
-    stack.start_worker()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            outcome = await stack.db.fetchrow(OUTCOME, THROTTLE_CODES)
-            if outcome["undelivered"] == 0 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        stack.stop("worker")
+    outcome = await work_until_delivered(stack, timeout, 0.5)
     async with httpx.AsyncClient(base_url=stack.sandbox_url) as sandbox:
         uploads = (await sandbox.get("/_sandbox/uploads")).json()["data"]
         sent = (await sandbox.get("/_sandbox/sent")).json()["data"]
