@@ -17,7 +17,7 @@ from app.connections.router import router as connections_router
 from app.core import errors, openapi
 from app.core.addresses import resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
-from app.core.db import create_driver_pool, create_engine, create_sessionmaker
+from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
 from app.core.express import ExpressLane, Route
 from app.core.idempotency import Replay
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
             await http.close()
             await app.state.media.http.aclose()
             await app.state.arq_pool.aclose()
-            await app.state.driver_pool.close()
+            await close_driver_pool(app.state.driver_pool)
             await engine.dispose()
 
     app = FastAPI(

@@ -10,7 +10,7 @@ from arq.worker import Function
 from app.chat_syncs import tasks as chat_syncs_tasks
 from app.connections import tasks as connections_tasks
 from app.core import idempotency
-from app.core.db import create_driver_pool, create_engine, create_sessionmaker
+from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import arq_pool, pack_job, redis_settings, unpack_job
 from app.core.settings import get_settings
 from app.core.worker import ResilientWorker
@@ -77,11 +77,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if "engine" not in ctx:
         return  # stopped before Redis ever answered
     await ctx["webhooks"].stop()
-    await ctx["webhooks_pool"].close()
+    await close_driver_pool(ctx["webhooks_pool"])
     await ctx["webhooks_engine"].dispose()
     await ctx["http"].close()
     await ctx["media_http"].aclose()
-    await ctx["driver_pool"].close()
+    await close_driver_pool(ctx["driver_pool"])
     await ctx["engine"].dispose()
 
 

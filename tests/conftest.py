@@ -37,6 +37,8 @@ SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 # How long a test waits for something by default: a bound that only a hang reaches, not a
 # measure of speed (the suite may share a slow machine).
 WAIT_SECONDS = 60.0
+# How long the stack's teardown waits for the worker and each server to stop.
+STOP_SECONDS = 60.0
 
 
 def _servers() -> tuple[str, str]:
@@ -252,11 +254,16 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
     yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker, app)
     worker_task.cancel()
     # A job cut off mid-finish (a sweep runs every second) re-raises its cancellation here.
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker.close()
+    # Bounded, as is the servers' exit: the run's verdict is in, and a stop that hangs must
+    # not turn it into a timeout (the worker's own stop is tested in test_jobs.py).
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(worker.close(), STOP_SECONDS)
     for server in (api, sandbox):
         server.should_exit = True
-    await asyncio.gather(api_task, sandbox_task, return_exceptions=True)
+    _, late = await asyncio.wait([api_task, sandbox_task], timeout=STOP_SECONDS)
+    for server in (api, sandbox):
+        server.force_exit = True
+    await asyncio.gather(*late, return_exceptions=True)
     await engine.dispose()
 
 

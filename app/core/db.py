@@ -1,3 +1,5 @@
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NotRequired, TypedDict, cast
 
@@ -86,6 +88,24 @@ async def create_driver_pool(settings: Settings, size: int = 20) -> asyncpg.Pool
 
 async def _keep_as_is(connection: asyncpg.Connection) -> None:
     pass
+
+
+# How long closing a driver pool waits for its connections in use to come back.
+POOL_CLOSE_SECONDS = 10.0
+
+
+async def close_driver_pool(pool: asyncpg.Pool) -> None:
+    """Close a driver pool. asyncpg's `close` waits for every connection in use to come back,
+    for ever: a connection a cancelled task never gave back would keep the process from
+    stopping. Past POOL_CLOSE_SECONDS, the connections are terminated instead."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        logging.getLogger(__name__).warning(
+            "a database connection was still in use after %.0f s: closed without waiting",
+            POOL_CLOSE_SECONDS,
+        )
+        pool.terminate()
 
 
 def acquire(pool: asyncpg.Pool, timeout: float) -> PoolAcquireContext:
