@@ -79,6 +79,8 @@ async def _reset(stack: Stack, records: httpx.AsyncClient) -> None:
 
 
 async def _profile(stack: Stack, name: str) -> int:
+    from app.core import crypto
+
     group = await stack.db.fetchval(
         "INSERT INTO profile_groups (name) VALUES ($1) ON CONFLICT (name) DO UPDATE "
         "SET name = EXCLUDED.name RETURNING id",
@@ -86,10 +88,12 @@ async def _profile(stack: Stack, name: str) -> int:
     )
     return await stack.db.fetchval(
         "INSERT INTO profiles (profile_group_id, platform_id, connection, "
-        "access_token_encrypted) VALUES ($1, $2, 'instagram_login', 'unused') "
+        "access_token_encrypted) VALUES ($1, $2, 'instagram_login', $3) "
         "ON CONFLICT (platform, platform_id) DO UPDATE SET profile_group_id = $1 RETURNING id",
         group,
         f"bench-webhooks-{name}",
+        # A token the worker can decrypt: it checks the newest at start (app/core/preflight.py).
+        crypto.encrypt(SECRET_KEY, "unused"),
     )
 
 
