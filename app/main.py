@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
             async with app.state.mcp.session_manager.run():
                 yield
         finally:
+            principals.stop()
             watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await watcher

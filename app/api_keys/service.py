@@ -81,6 +81,7 @@ class PrincipalCache:
         # store what it read, which may predate the revocation.
         self._generation = 0
         self._trusted_until = 0.0
+        self._stopping = False
 
     def cached(self, token: str) -> Principal | None:
         """The key's principal if it is verified and not since revoked, without a query."""
@@ -114,7 +115,7 @@ class PrincipalCache:
     async def watch(self, redis: Redis) -> None:
         """Keep reading REVOCATIONS_KEY, for as long as the process serves (a task)."""
         failing = False
-        while True:
+        while not self._stopping:
             read_at = time.monotonic()
             try:
                 marker = await redis.get(REVOCATIONS_KEY)
@@ -130,6 +131,12 @@ class PrincipalCache:
                 self.observe(marker, read_at)
                 failing = False
             await asyncio.sleep(WATCH_SECONDS)
+
+    def stop(self) -> None:
+        """End `watch` at its next turn. Cancelling its task is not enough: redis-py awaits
+        under asyncio.wait_for, which on Python 3.11 can swallow a cancellation, and the API's
+        shutdown then waited for the watcher for ever."""
+        self._stopping = True
 
 
 # The API's keys routes. A key is looked up within the caller's scope first (one it may not
