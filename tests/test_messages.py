@@ -1,5 +1,6 @@
 """Sending: validation, the 24-hour window, delivery through the worker to the sandbox."""
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
@@ -8,9 +9,12 @@ import pytest
 from postproxy import NotFoundError, ValidationError
 from sqlalchemy import func, select, update
 
+from app.api_keys.auth import Scope
 from app.chats.models import Chat
+from app.core.db import session_scope
+from app.messages import service
 from app.messages.models import Direction, Message, MessageStatus
-from app.messages.schemas import DirectionName, StatusName
+from app.messages.schemas import DirectionName, MessageSend, StatusName
 from tests.conftest import wait_for
 
 CUSTOMER = "1602510301006188"
@@ -193,6 +197,45 @@ async def test_open_window_and_unknown_window_are_accepted(account, clean):
             update(Chat).values(last_inbound_at=datetime.now(UTC) - timedelta(hours=23))
         )
     assert (await account.client.messages.send(chat.id, body="in time")).status == "pending"
+
+
+async def test_a_send_in_a_unit_of_work_is_queued_only_once_it_commits(account, clean):
+    """The REST routes' and MCP tools' send (service.send_in_session): its chat's job is
+    enqueued after the commit, never before it, and not at all if the unit of work rolls
+    back (with the message)."""
+    chat = await _chat(account)
+    pool = clean.worker.pool
+    clean.worker.allow_pick_jobs = False  # the jobs stay in Redis to be seen (`clean` resets)
+
+    async def queued() -> list[str]:
+        jobs = await pool.queued_jobs()
+        return sorted(j.job_id for j in jobs if j.job_id and not j.function.startswith("cron:"))
+
+    async def stored() -> int:
+        async with clean.sessionmaker() as session:
+            return await session.scalar(select(func.count()).select_from(Message))
+
+    class Undone(Exception):
+        pass
+
+    undone = session_scope(clean.sessionmaker, pool)
+    session = await anext(undone)
+    # As in a route, whose key lookup begins the transaction the send's statement joins.
+    await session.execute(select(1))
+    await service.send_in_session(session, Scope(0, None), chat.id, MessageSend(body="undone"))
+    with contextlib.suppress(Undone):
+        await undone.athrow(Undone)
+    assert (await queued(), await stored()) == ([], 0)
+
+    unit = session_scope(clean.sessionmaker, pool)
+    session = await anext(unit)
+    message = await service.send_in_session(
+        session, Scope(0, None), chat.id, MessageSend(body="queued once committed")
+    )
+    assert await queued() == []  # not before the commit: the worker could not see the row
+    with contextlib.suppress(StopAsyncIteration):
+        await anext(unit)  # commits, then queues
+    assert (await queued(), await stored()) == ([f"deliver:{message.chat_id}"], 1)
 
 
 async def test_messages_list_newest_first_with_filters(account, clean):

@@ -31,7 +31,7 @@ from app.comments import service as comments
 from app.comments.schemas import PrivateReplyIn
 from app.comments.service import PRIVATE_REPLY_DAYS
 from app.core import ids
-from app.core.db import driver_connection, session_scope
+from app.core.db import session_scope
 from app.core.errors import APIError, explain
 from app.core.pagination import MAX_PAGE, MAX_PER_PAGE, Page, PageParams
 from app.core.schemas import Timestamp
@@ -280,8 +280,7 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
         except APIError as error:
             raise ToolError(error.message) from error
         async with unit(ctx) as (session, scope):
-            message = await messages.send(await driver_connection(session), scope, chat_id, fields)
-            messages.queue_send(session, message.chat_id)
+            message = await messages.send_in_session(session, scope, chat_id, fields)
             return _dump(MessageOut.of(message))
 
     @server.tool(
@@ -345,7 +344,6 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
                     )
                 profile_id = ids.encode(ids.Kind.PROFILE, profiles[0].id)
             sent = await messages.send_to_recipient(session, scope, profile_id, fields)
-            messages.queue_send(session, sent.chat_id)
             return {
                 "message_id": ids.encode(ids.Kind.MESSAGE, sent.id),
                 "recipient_id": recipient_id,

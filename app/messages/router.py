@@ -13,7 +13,6 @@ from starlette.types import Scope as ASGIScope
 
 from app.api_keys.auth import CurrentScope, Scope
 from app.chats.service import find_chat
-from app.core.db import driver_connection
 from app.core.deps import Session
 from app.core.errors import APIError
 from app.core.idempotency import Idempotency, IdempotentRequest
@@ -185,8 +184,7 @@ async def _accept(
 ) -> Response:
     # With an Idempotency-Key, the session's transaction is open (the key was looked up), so
     # the insert and the stored response commit together.
-    message = await service.send(await driver_connection(session), scope, chat_id, fields)
-    service.queue_send(session, message.chat_id)
+    message = await service.send_in_session(session, scope, chat_id, fields)
     return await idempotency.remember(session, 202, MessageOut.of(message))
 
 
@@ -209,7 +207,6 @@ async def send_to_recipient(
     created, then the message is accepted in it, `pending` until a worker hands it to Meta."""
     await attach_media(request.app.state.media, fields)
     message = await service.send_to_recipient(session, scope, profile_id, fields)
-    service.queue_send(session, message.chat_id)
     return await idempotency.remember(session, 202, MessageOut.of(message))
 
 

@@ -78,13 +78,25 @@ async def send_to_recipient(
     session: AsyncSession, scope: Scope, profile_id: str, fields: RecipientMessageSend
 ) -> Message:
     """The one-call send: the profile's chat with the recipient, found or created, then the
-    message accepted in it as by `send`. A refused send rolls the new chat back with it."""
+    message accepted in it as by `send_in_session`. A refused send rolls the new chat back
+    with it."""
     profile = await get_profile(session, scope, profile_id)
     chat, _ = await chats.find_or_create(
         session, profile, ChatCreate(participant_external_id=fields.recipient_id)
     )
     chat_id = ids.encode(ids.Kind.CHAT, chat.id)
-    return await send(await driver_connection(session), scope, chat_id, fields)
+    return await send_in_session(session, scope, chat_id, fields)
+
+
+async def send_in_session(
+    session: AsyncSession, scope: Scope, chat_id: str, fields: MessageSend
+) -> Message:
+    """Accept a send in the session's unit of work (`send`, on its own connection, so it
+    commits or rolls back with the rest) and have its chat sent once that commits: how the
+    REST routes and the MCP tools send. (The express lane has no session: it queues itself.)"""
+    message = await send(await driver_connection(session), scope, chat_id, fields)
+    queue_send(session, message.chat_id)
+    return message
 
 
 def _refuse(accepted: Acceptance, tag: str | None) -> NoReturn:
