@@ -1,3 +1,5 @@
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Request, Response
 
 from app.actions import service
@@ -14,8 +16,7 @@ router = APIRouter(tags=["actions"])
 
 
 def _actor(request: Request) -> service.Actor:
-    state = request.app.state
-    return service.Actor(state.graph, state.throttle, state.settings)
+    return service.Actor.of(request.app.state)
 
 
 @router.post(
@@ -83,37 +84,34 @@ async def mark_read(
     return await idempotency.remember(session, 200, ChatOut.of(chat))
 
 
-async def _typing(
-    request: Request, scope: CurrentScope, session: Session, chat_id: str, on: bool
-) -> AcceptedOut:
-    chat, profile = await find_chat(session, scope, chat_id)
-    await service.perform(_actor(request), chat, profile, "typing_on" if on else "typing_off")
-    return AcceptedOut(accepted=True)
+def _typing(action: str) -> Callable[..., Awaitable[Response]]:
+    """The route that makes the typing indicator's `action` (typing_on, typing_off)."""
+
+    async def typing(
+        chat_id: str,
+        request: Request,
+        scope: CurrentScope,
+        session: Session,
+        idempotency: Idempotency,
+    ) -> Response:
+        chat, profile = await find_chat(session, scope, chat_id)
+        await service.perform(_actor(request), chat, profile, action)
+        return await idempotency.remember(session, 200, AcceptedOut(accepted=True))
+
+    return typing
 
 
-@router.post(
-    "/chats/{chat_id}/start_typing",
-    operation_id="chats_start_typing",
-    summary="Show the typing indicator",
-    response_model=AcceptedOut,
-)
-async def start_typing(
-    chat_id: str, request: Request, scope: CurrentScope, session: Session, idempotency: Idempotency
-) -> Response:
-    """Show the typing indicator: sent at once, or dropped (429) if it cannot be."""
-    answer = await _typing(request, scope, session, chat_id, on=True)
-    return await idempotency.remember(session, 200, answer)
-
-
-@router.post(
-    "/chats/{chat_id}/stop_typing",
-    operation_id="chats_stop_typing",
-    summary="Hide the typing indicator",
-    response_model=AcceptedOut,
-)
-async def stop_typing(
-    chat_id: str, request: Request, scope: CurrentScope, session: Session, idempotency: Idempotency
-) -> Response:
-    """Hide the typing indicator: sent at once, or dropped (429) if it cannot be."""
-    answer = await _typing(request, scope, session, chat_id, on=False)
-    return await idempotency.remember(session, 200, answer)
+for name, action, verb in (
+    ("start_typing", "typing_on", "Show"),
+    ("stop_typing", "typing_off", "Hide"),
+):
+    router.add_api_route(
+        f"/chats/{{chat_id}}/{name}",
+        _typing(action),
+        methods=["POST"],
+        name=name,
+        operation_id=f"chats_{name}",
+        summary=f"{verb} the typing indicator",
+        description=f"{verb} the typing indicator: sent at once, or dropped (429) if it cannot be.",
+        response_model=AcceptedOut,
+    )

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import State
 
 from app.actions import repository
 from app.api_keys.auth import Scope
@@ -43,6 +44,12 @@ class Actor:
     graph: GraphClient
     throttle: ProfileThrottle
     settings: Settings
+
+    @classmethod
+    def of(cls, state: State) -> "Actor":
+        """The API's (app.state: the REST routes', the MCP tools'), read now: a test may
+        change its settings."""
+        return cls(state.graph, state.throttle, state.settings)
 
 
 async def perform(

@@ -133,10 +133,6 @@ class _Units:
         self.state = state
         self.key = key
 
-    def actor(self) -> actions.Actor:
-        """What a sender action needs, as the REST routes take it from app.state."""
-        return actions.Actor(self.state.graph, self.state.throttle, self.state.settings)
-
     def _authorization(self, ctx: Context[Any, Any, Any]) -> str:
         if self.key is not None:
             return f"Bearer {self.key}"
@@ -367,9 +363,10 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
         emoji: Annotated[str | None, Field(description="Any emoji, such as 😂")] = None,
     ) -> dict[str, Any]:
         fields = _validated(ReactionIn, _given(reaction=reaction, emoji=emoji))
+        actor = actions.Actor.of(unit.state)
         async with unit(ctx) as (session, scope):
             message = await actions.react(
-                session, unit.actor(), scope, message_id, fields.reaction, fields.emoji
+                session, actor, scope, message_id, fields.reaction, fields.emoji
             )
             return _dump(MessageOut.of(message))
 
@@ -382,8 +379,9 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
     async def dm_message_unreact(
         ctx: Context[Any, Any, Any], message_id: MessageId
     ) -> dict[str, Any]:
+        actor = actions.Actor.of(unit.state)
         async with unit(ctx) as (session, scope):
-            message = await actions.unreact(session, unit.actor(), scope, message_id)
+            message = await actions.unreact(session, actor, scope, message_id)
             return _dump(MessageOut.of(message))
 
     @server.tool(
