@@ -15,7 +15,7 @@ from app.comments.router import router as comments_router
 from app.connections.router import callback_router
 from app.connections.router import router as connections_router
 from app.core import errors, openapi
-from app.core.addresses import resolve
+from app.core.addresses import Resolver, resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
 from app.core.edge import EdgeGuard
@@ -44,9 +44,13 @@ from app.profiles.router import router as profiles_router
 from app.webhooks.router import router as webhooks_router
 
 
-def create_app(settings: Settings | None = None, *, express: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, express: bool = True, resolver: Resolver = resolve
+) -> FastAPI:
     """The API. `express=False` leaves the express lane out, so that tests can compare its
-    answers with the FastAPI routes' alone (tests/test_express.py)."""
+    answers with the FastAPI routes' alone (tests/test_express.py). `resolver` resolves
+    every host name the API checks before it connects (sends' media URLs, customer webhook
+    URLs): the system's, or one of the tests' that looks nothing up."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -84,11 +88,12 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         lifespan=lifespan,
     )
     app.state.settings = settings
-    # Customer webhook URLs are resolved with it (tests inject their own).
-    app.state.resolver = resolve
+    app.state.resolver = resolver
     app.state.principals = PrincipalCache()
     # Checking sends' media: probes of their URLs, and the store their files go to.
-    app.state.media = MediaTools(download.create_client(), settings, create_store(settings))
+    app.state.media = MediaTools(
+        download.create_client(), settings, create_store(settings), resolver
+    )
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
     # Inside the request id middleware, so their answers carry one too; the edge in front

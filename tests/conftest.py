@@ -156,14 +156,6 @@ TABLES = (
 )
 
 
-async def no_dns(host: str, port: int) -> list[str]:
-    """The resolver of customer webhook URLs in tests: no name is looked up (no traffic leaves
-    the machine); a test that needs names injects its own."""
-    from app.core.addresses import Unresolvable
-
-    raise Unresolvable(f"{host} is not resolved in tests")
-
-
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     get_settings.cache_clear()
@@ -190,19 +182,39 @@ CDN_HOST = "cdn.sandbox.test"
 CDN_URL = f"http://{CDN_HOST}:{SANDBOX_PORT}/_sandbox/media"
 
 
-async def test_resolver(host: str, port: int) -> list[str]:
-    """The API's resolver for sends' media URLs in tests: CDN_HOST is the sandbox, and no
-    other name is looked up (tests never reach the internet)."""
-    from app.media.download import DownloadError
+class FakeDNS:
+    """The one resolver of host names in tests: the API's (sends' media URLs, customer
+    webhook URLs) and the worker's webhook dispatcher's. CDN_HOST is the sandbox, a name in
+    `answers` (a test's) resolves as it says, and no other name is looked up: no traffic
+    leaves the machine. `calls` notes the lookups; `clean` forgets both."""
 
-    if host == CDN_HOST:
-        return ["127.0.0.1"]
-    raise DownloadError(f"cannot resolve {host}", transient=True)
+    def __init__(self) -> None:
+        self.answers: dict[str, list[str]] = {}
+        self.calls: list[tuple[str, int]] = []
+
+    def reset(self) -> None:
+        self.answers = {}
+        self.calls = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        from app.core.addresses import Unresolvable
+
+        self.calls.append((host, port))
+        if host in self.answers:
+            return list(self.answers[host])
+        if host == CDN_HOST:
+            return ["127.0.0.1"]
+        raise Unresolvable(f"cannot resolve {host}")
 
 
-def use_test_resolver(app: FastAPI) -> FastAPI:
-    app.state.media.resolver = test_resolver
-    return app
+DNS = FakeDNS()
+
+
+def api_app(settings: Settings, *, express: bool = True) -> FastAPI:
+    """The API as the tests serve it: its host names resolved by DNS."""
+    from app.main import create_app
+
+    return create_app(settings, express=express, resolver=DNS)
 
 
 async def _serve(app, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
@@ -234,13 +246,11 @@ class Stack:
 
 @pytest.fixture(scope="session")
 async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
-    from app.main import create_app
     from app.sandbox.app import create_app as create_sandbox
     from app.worker import create_worker
 
     sandbox, sandbox_task = await _serve(create_sandbox(settings), SANDBOX_PORT)
-    app = use_test_resolver(create_app(settings))
-    app.state.resolver = no_dns
+    app = api_app(settings)
     api, api_task = await _serve(app, API_PORT)
     worker = create_worker(handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
@@ -249,7 +259,7 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
         return "webhooks" in worker.ctx
 
     await wait_for(dispatcher_started)
-    worker.ctx["webhooks"].resolver = no_dns
+    worker.ctx["webhooks"].resolver = DNS
     engine = create_engine(settings, pool_size=2)
     yield Stack(settings, API_URL, SANDBOX_URL, create_sessionmaker(engine), worker, app)
     worker_task.cancel()
@@ -271,9 +281,7 @@ async def stack(settings: Settings, database: None) -> AsyncIterator[Stack]:
 async def plain_api(stack: Stack) -> AsyncIterator[str]:
     """A second API on the same database and Redis, without the express lane: the FastAPI
     routes alone, to compare the lane's answers with. Its URL."""
-    from app.main import create_app
-
-    plain = use_test_resolver(create_app(stack.settings, express=False))
+    plain = api_app(stack.settings, express=False)
     server, task = await _serve(plain, PLAIN_API_PORT)
     yield f"http://127.0.0.1:{PLAIN_API_PORT}"
     server.should_exit = True
@@ -318,8 +326,9 @@ async def empty(stack: Stack, *, then_pick_jobs: bool = True) -> None:
 
 @pytest.fixture
 async def clean(stack: Stack) -> AsyncIterator[Stack]:
-    """Empty tables, queue and sandbox before a test."""
+    """Empty tables, queue and sandbox before a test; DNS as it starts."""
     await empty(stack)
+    DNS.reset()
     yield stack
 
 

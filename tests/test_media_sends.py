@@ -16,7 +16,7 @@ from app.core.errors import APIError
 from app.media.download import DownloadError
 from app.media.outbound import from_url, sniff
 from app.sandbox.media import FORMATS, PNG
-from tests.conftest import CDN_HOST, CDN_URL, connect, wait_for
+from tests.conftest import CDN_HOST, CDN_URL, DNS, connect, wait_for
 
 MP4 = FORMATS[".mp4"][1]
 M4A = FORMATS[".m4a"][1]
@@ -386,24 +386,20 @@ async def test_a_video_known_by_its_content_counts_against_metas_audio_video_rat
     assert not await redis.exists(f"dmrelay:sent:{profile}:text")
 
 
+async def test_the_api_has_one_resolver_for_media_and_webhook_urls(stack):
+    """Sends' media URLs and customer webhook URLs are resolved alike: with the resolver
+    create_app was given (here the tests' DNS, which looks nothing up)."""
+    assert stack.api.state.media.resolver is stack.api.state.resolver is DNS
+
+
 async def test_a_campaigns_url_is_asked_about_once(account, clean):
     """Concurrent and later sends of one URL share the API's one probe of it."""
     url = await _cdn(clean, "asked-once", MP4, "video/mp4")
-    tools = clean.api.state.media
-    resolver, asked = tools.resolver, []
-
-    async def counting(host: str, port: int) -> list[str]:
-        asked.append(host)
-        return await resolver(host, port)
-
-    tools.resolver = counting
-    try:
-        chats = [await _chat(account, f"17100000000000{i:02d}") for i in range(8)]
-        await asyncio.gather(*(account.client.messages.send(c.id, media=[url]) for c in chats))
-        await account.client.messages.send(chats[0].id, media=[url])
-    finally:
-        tools.resolver = resolver
-    assert asked == [CDN_HOST]
+    chats = [await _chat(account, f"17100000000000{i:02d}") for i in range(8)]
+    DNS.calls.clear()
+    await asyncio.gather(*(account.client.messages.send(c.id, media=[url]) for c in chats))
+    await account.client.messages.send(chats[0].id, media=[url])
+    assert [host for host, _ in DNS.calls] == [CDN_HOST]
 
 
 async def test_an_unreadable_multipart_body_is_a_400(account, clean):

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from app.core.settings import Settings
 from app.webhooks.dispatcher import Dispatcher
-from tests.conftest import Account, Stack, _free_port, _serve, connect, wait_for
+from tests.conftest import DNS, Account, Stack, _free_port, _serve, connect, wait_for
 from tests.inbound import emit, event
 from tests.receiver import Receiver
 
@@ -60,15 +60,9 @@ class Hooks:
 
     def resolve_with(self, answers: dict[str, list[str]]) -> list[tuple[str, int]]:
         """Both resolve host names with `answers` (changeable later); the lookups made."""
-        calls: list[tuple[str, int]] = []
-
-        async def resolver(host: str, port: int) -> list[str]:
-            calls.append((host, port))
-            return list(answers[host])
-
-        self.stack.api.state.resolver = resolver
-        self.dispatcher.resolver = resolver
-        return calls
+        DNS.answers = answers
+        DNS.calls = []
+        return DNS.calls
 
     async def sql(self, statement: str, **params: Any) -> Any:
         async with self.stack.sessionmaker() as session:
@@ -78,11 +72,12 @@ class Hooks:
 @pytest.fixture
 async def hooks(clean: Stack, receiver: Receiver):
     dispatcher = clean.worker.ctx["webhooks"]
-    saved = (dispatcher.settings, dispatcher.resolver, clean.api.state.resolver)
+    saved = dispatcher.settings
     receiver.reset()
     await asyncio.wait_for(dispatcher.listening.wait(), 30)
     yield Hooks(clean, receiver, dispatcher)
-    dispatcher.settings, dispatcher.resolver, clean.api.state.resolver = saved
+    dispatcher.settings = saved
+    DNS.reset()
     clean.api.state.settings = clean.settings
     # Quiet, so that the next test's TRUNCATE does not meet an attempt being recorded.
     async with clean.sessionmaker() as session, session.begin():

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from app.core.addresses import Resolver, resolve
+from app.core.addresses import Resolver
 from app.core.errors import Unprocessable
 from app.core.settings import Settings
 from app.media.download import PROBE_BYTES, DownloadError, probe
@@ -280,13 +280,13 @@ async def from_data_uri(store: MediaStore, uri: str, field: str) -> dict[str, An
 
 @dataclass
 class MediaTools:
-    """What checking a send's media needs; the API holds one (`app.state.media`). Tests
-    replace `resolver`, so that no test looks a name up on the internet."""
+    """What checking a send's media needs; the API holds one (`app.state.media`), with the
+    API's one resolver (`app.state.resolver`, customer webhook URLs' too)."""
 
     http: httpx.AsyncClient
     settings: Settings
     store: MediaStore
-    resolver: Resolver = resolve
+    resolver: Resolver
     # What each URL was found to be, for KNOWN_SECONDS, and the probes under way: a campaign
     # sending one URL to many chats asks its server once, not once per send.
     _known: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)

@@ -28,7 +28,7 @@ def _settings(request: Request) -> Settings:
 
 
 def _resolver(request: Request) -> Resolver:
-    # app.state.resolver: the system's, or one a test injected.
+    # The API's one resolver (create_app), sends' media URLs' too.
     resolver: Resolver = request.app.state.resolver
     return resolver
 
