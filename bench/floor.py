@@ -15,6 +15,7 @@ import asyncpg
 from arq.connections import RedisSettings, create_pool
 
 from app.core import ids
+from app.core.express import read_body
 from app.core.queue import pack_job, unpack_job
 
 INSERT = (
@@ -67,12 +68,7 @@ class Floor:
         if chat is None:
             await _answer(send, 404, b'{"error":"chat not found"}')
             return
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = await read_body(receive)
         text = json.loads(body)["body"]
         message_id = await self.db.fetchval(INSERT, chat[0], chat[1], text)
         # The job app/messages/service.py enqueues: deliver the chat, one job per message.

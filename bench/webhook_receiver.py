@@ -12,6 +12,8 @@ import json
 import os
 import time
 
+from app.core.express import read_body
+
 HANG_SECONDS = float(os.environ.get("BENCH_HANG_SECONDS", "30"))
 
 
@@ -22,12 +24,7 @@ class Receiver:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         arrived = time.time()
         path, method = scope["path"], scope["method"]
         if path == "/_records":

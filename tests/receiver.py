@@ -9,6 +9,8 @@ from typing import Any
 
 from postproxy.webhooks import parse_event_typed, verify_signature
 
+from app.core.express import read_body
+
 
 @dataclass
 class Request:
@@ -57,12 +59,7 @@ class Receiver:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         name = scope["path"].strip("/")
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.requests.append(Request(name, headers, body))

@@ -91,8 +91,9 @@ class ExpressLane:
 
 
 async def read_body(receive: Receive) -> bytes:
-    # Whole, before the handler authenticates: bounded by the edge in front (app/core/edge.py),
-    # which refuses a body past its path's cap.
+    """An ASGI request's whole body (the lane's, /mcp's, the bench's and tests' receivers').
+    Unbounded here: in the API, the edge in front (app/core/edge.py) refuses a body past its
+    path's cap, before a handler authenticates."""
     chunks = []
     while True:
         message = await receive()
