@@ -45,9 +45,7 @@ async def list_chat_syncs(
     status: Annotated[Literal["pending", "running", "completed", "failed"] | None, Query()] = None,
 ) -> Page[ChatSyncOut]:
     syncs, total = await service.list_syncs(session, scope, profile_id, page, trigger, status)
-    return Page(
-        data=[ChatSyncOut.of(s) for s in syncs], total=total, page=page.page, per_page=page.per_page
-    )
+    return Page.of([ChatSyncOut.of(s) for s in syncs], total, page)
 
 
 @router.get(

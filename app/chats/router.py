@@ -40,9 +40,7 @@ async def list_chats(
 ) -> Page[ChatOut]:
     profile = await get_profile(session, scope, profile_id)
     chats, total = await service.list_chats(session, profile, page, before, after, archived)
-    return Page(
-        data=[ChatOut.of(c) for c in chats], total=total, page=page.page, per_page=page.per_page
-    )
+    return Page.of([ChatOut.of(c) for c in chats], total, page)
 
 
 @router.post(

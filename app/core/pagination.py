@@ -42,6 +42,11 @@ class Page(BaseModel, Generic[T]):
     page: int
     per_page: int
 
+    @classmethod
+    def of(cls, data: list[T], total: int, params: PageParams) -> "Page[T]":
+        """The page `params` asked for: its items, and the total they are a page of."""
+        return cls(data=data, total=total, page=params.page, per_page=params.per_page)
+
 
 async def fetch_page(
     session: AsyncSession,

@@ -188,7 +188,7 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
             profile = await get_profile(session, scope, profile_id)
             found, total = await chats.list_chats(session, profile, params, before, after)
             data = [ChatOut.of(chat) for chat in found]
-        return _dump(Page(data=data, total=total, page=page, per_page=per_page))
+        return _dump(Page.of(data, total, params))
 
     @server.tool(
         name="dm_chat_create",
@@ -246,7 +246,7 @@ def create_server(state: State, key: str | None = None) -> FastMCP:
             chat, _ = await chats.find_chat(session, scope, chat_id)
             found, total = await messages.list_messages(session, chat, params, direction, status)
             data = [MessageOut.of(message) for message in found]
-        return _dump(Page(data=data, total=total, page=page, per_page=per_page))
+        return _dump(Page.of(data, total, params))
 
     @server.tool(
         name="dm_message_send",

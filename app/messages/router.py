@@ -49,12 +49,7 @@ async def list_messages(
 ) -> Page[MessageOut]:
     chat, _ = await find_chat(session, scope, chat_id)
     messages, total = await service.list_messages(session, chat, page, direction, status)
-    return Page(
-        data=[MessageOut.of(m) for m in messages],
-        total=total,
-        page=page.page,
-        per_page=page.per_page,
-    )
+    return Page.of([MessageOut.of(m) for m in messages], total, page)
 
 
 class MultipartRoute(APIRoute):

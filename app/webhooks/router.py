@@ -117,12 +117,7 @@ async def list_deliveries(
 ) -> Page[WebhookDeliveryOut]:
     """Every attempt to send an event to the endpoint, newest first."""
     attempts, total = await service.deliveries(session, scope, webhook_id, page)
-    return Page(
-        data=[WebhookDeliveryOut.of(a) for a in attempts],
-        total=total,
-        page=page.page,
-        per_page=page.per_page,
-    )
+    return Page.of([WebhookDeliveryOut.of(a) for a in attempts], total, page)
 
 
 @router.post(
