@@ -130,3 +130,54 @@ async def test_a_send_meta_refuses_for_the_token_holds_the_rest_until_reconnecte
     await wait_for(lambda: _published(admin, held.id), timeout=30)
     sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
     assert [r["message"]["text"] for r in sent] == ["held until reconnected"]
+
+
+async def test_reconnecting_with_the_cli_sends_what_was_held_at_once(account, clean):
+    """`dmrelay profiles add` with a fresh token releases the sends held while the profile
+    was expired through the same function as the connect flow: EXPIRED_HOLD_SECONDS is an
+    hour here, so only the release can explain their delivery."""
+    from tests.cli import dmrelay
+
+    assert clean.settings.expired_hold_seconds >= 3600
+    chat = await account.client.chats.create(account.profile_id, CUSTOMER)
+    other = await account.client.chats.create(account.profile_id, "1700000000000602")
+    await _revoke(clean, account.profile_id)
+    clean.worker.allow_pick_jobs = False
+    try:
+        refused = await account.client.messages.send(chat.id, body="refused for the token")
+        held = [
+            await account.client.messages.send(chat.id, body="held 1"),
+            await account.client.messages.send(chat.id, body="held 2"),
+            await account.client.messages.send(other.id, body="held 3"),
+        ]
+    finally:
+        clean.worker.allow_pick_jobs = True
+
+    async def first_failed() -> bool:
+        return (await account.client.messages.get(refused.id)).status == "failed"
+
+    await wait_for(first_failed)
+    await worker_idle(clean)
+    assert (await account.client.profiles.get(account.profile_id)).status == "expired"
+    for message in held:
+        assert (await account.client.messages.get(message.id)).status == "pending"
+    assert (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"] == []
+
+    done = await dmrelay(
+        "profiles", "add", "--platform", "instagram", "--platform-id", account.platform_id,
+        env={"DMRELAY_ACCESS_TOKEN": "a-fresh-token"},
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert (await account.client.profiles.get(account.profile_id)).status == "active"
+
+    async def all_published() -> bool:
+        statuses = [(await account.client.messages.get(m.id)).status for m in held]
+        return statuses == ["published"] * 3
+
+    await wait_for(all_published, timeout=30)
+    await worker_idle(clean)
+    sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    texts = [r["message"]["text"] for r in sent]
+    # Each once, and a chat's in the order they were accepted.
+    assert sorted(texts) == ["held 1", "held 2", "held 3"]
+    assert texts.index("held 1") < texts.index("held 2")

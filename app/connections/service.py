@@ -126,7 +126,7 @@ async def complete(
         said = error.message if isinstance(error, GraphError) else error.detail
         raise Refused(f"The account was not connected: Meta refused: {said}", back) from error
 
-    profile = await profiles.add_profile(
+    profile = await connect_profile(
         session,
         settings,
         platform_id=platform_id,
@@ -139,9 +139,18 @@ async def complete(
         | {"avatar_url": _text(me.get("profile_picture_url")), "appsecret_proof": proof},
     )
     events.record_profile(session, CustomerEventType.PROFILE_CONNECTED, profile)
-    await messages.release_held(session, profile.id)
     await chat_syncs.start_after_connect(session, profile)
     return Connected(profile, back)
+
+
+async def connect_profile(session: AsyncSession, settings: Settings, **fields: Any) -> Profile:
+    """Connect an account, or reconnect it (the callback's and `dmrelay profiles add`'s one
+    way): the profile written active with its new token (`profiles.add_profile`), and the
+    sends held while it was expired released at once (`messages.release_held`), not left
+    to wait out EXPIRED_HOLD_SECONDS."""
+    profile = await profiles.add_profile(session, settings, **fields)
+    await messages.release_held(session, profile.id)
+    return profile
 
 
 def token_columns(expires_in: int | None) -> dict[str, Any]:
