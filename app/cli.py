@@ -349,6 +349,8 @@ def cmd_profiles_add(args: argparse.Namespace) -> None:
         record = asyncio.run(_with_session(work))
     except profiles.ProfileInAnotherGroup as refusal:
         sys.exit(f"{refusal.message}: pass --move to move it (nothing was changed)")
+    except profiles.ProfileBeingErased as refusal:
+        sys.exit(f"{refusal.message} (nothing was changed)")
     _print(args.json, record, f"profile {record['id']} ({record['name']}) is connected")
 
 

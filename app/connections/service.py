@@ -114,6 +114,12 @@ async def complete(
         account = Account(Connection.INSTAGRAM_LOGIN, "me", None, issued.access_token, proof)
         me = await graph.get_me(account)
         platform_id = str(me["user_id"])
+        if await profiles_repository.being_erased(session, "instagram", platform_id):
+            raise Refused(
+                f"The account was not connected: Instagram account {platform_id} is being "
+                "erased; try again in a minute.",
+                back,
+            )
         elsewhere = await profiles_repository.group_name_of(session, "instagram", platform_id)
         if elsewhere is not None and elsewhere != group.name:
             raise Refused(
@@ -151,6 +157,45 @@ async def connect_profile(session: AsyncSession, settings: Settings, **fields: A
     profile = await profiles.add_profile(session, settings, **fields)
     await messages.release_held(session, profile.id)
     return profile
+
+
+async def unsubscribe(graph: GraphClient, settings: Settings, profile: Profile) -> bool:
+    """Ask Meta to stop sending the account's webhooks to this app; False if it is worth
+    asking again (Meta unreachable, or a transient error). A refusal is not: the token may
+    be dead, and Meta's webhooks for an inactive profile are ignored anyway."""
+    try:
+        await graph.unsubscribe(profiles.graph_account(profile, settings))
+    except GraphUnreachable as error:
+        log.warning("profile %s: unsubscribing could not reach Meta (%s)", profile.id, error.detail)
+        return False
+    except GraphError as error:
+        if error.retryable:
+            log.warning("profile %s: unsubscribing failed for now: %s", profile.id, error.message)
+            return False
+        log.warning(
+            "profile %s: Meta refused to unsubscribe it (%s); its webhooks, if Meta still "
+            "sends them, are ignored",
+            profile.id,
+            error.message,
+        )
+        return True
+    log.info("profile %s: Meta no longer sends its webhooks to this app", profile.id)
+    return True
+
+
+async def unsubscribe_disconnected(
+    sessions: async_sessionmaker[AsyncSession],
+    graph: GraphClient,
+    settings: Settings,
+    profile_id: int,
+) -> bool:
+    """Unsubscribe a disconnected profile (one reconnected meanwhile, or gone, is left
+    alone: nothing to do); False if it is worth asking again."""
+    async with sessions() as session:
+        profile = await session.get(Profile, profile_id)
+    if profile is None or profile.status != ProfileStatus.INACTIVE:
+        return True
+    return await unsubscribe(graph, settings, profile)
 
 
 def token_columns(expires_in: int | None) -> dict[str, Any]:

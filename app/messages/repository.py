@@ -44,6 +44,7 @@ WITH chat AS (
     SELECT chats.id, chats.profile_id, chats.last_inbound_at, profiles.status AS profile_status
     FROM chats JOIN profiles ON profiles.id = chats.profile_id
     WHERE {{match}} AND ($2::bigint IS NULL OR profiles.profile_group_id = $2)
+        AND profiles.erasing_since IS NULL
     LIMIT 1
 ), sent AS (
     INSERT INTO messages
