@@ -92,7 +92,7 @@ async def dispatch(
     if request.method == "GET" and edge is None and node in conversations.by_id:
         return JSONResponse(conversations.read_conversation(conversations.by_id[node]))
     if request.method == "GET" and edge is None and node in conversations.by_mid:
-        return JSONResponse(conversations.read_message(node))
+        return JSONResponse(conversations.read_message(node, params))
     if request.method == "GET" and edge is None and node.isdigit():
         base_url = str(request.base_url)
         return JSONResponse(sandbox.profiles.read(node, params.get("fields"), base_url))
