@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from postproxy import NotFoundError, ValidationError
+from postproxy import ConflictError, NotFoundError, ValidationError
 
 from tests.conftest import empty, wait_for, worker_idle
 from tests.inbound import customer_events, post_payload, scalar, settled
@@ -356,6 +356,10 @@ async def test_a_profile_being_erased_cannot_be_connected_again_until_it_is_gone
         assert result == {"success": True}
         refused = await dmrelay(*add, env=env)
         assert refused.code == 1 and "being erased" in refused.stderr
+        (group,) = (await account.client.profile_groups.list()).data
+        assert group.profiles_count == 0  # hidden already
+        with pytest.raises(ConflictError, match="being erased"):
+            await account.client.profile_groups.delete(group.id)
         assert await scalar(clean, "SELECT count(*) FROM profiles WHERE erasing_since IS NULL") == 0
     finally:
         clean.worker.allow_pick_jobs = True

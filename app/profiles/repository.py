@@ -88,7 +88,7 @@ def _groups(scope: Scope) -> Select[ProfileGroup, int]:
     """The groups the key may see, each with its number of profiles."""
     count = (
         select(func.count(Profile.id))
-        .where(Profile.profile_group_id == ProfileGroup.id)
+        .where(Profile.profile_group_id == ProfileGroup.id, Profile.erasing_since.is_(None))
         .scalar_subquery()
     )
     statement = select(ProfileGroup, count)

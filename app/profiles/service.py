@@ -155,11 +155,17 @@ async def delete_group(session: AsyncSession, scope: Scope, public_id: str) -> N
     """Delete an empty group and its keys (told to every API process once committed)."""
     group, count = await get_group(session, scope, public_id)
     scope.require_account_wide("delete profile groups")
-    if count or not await repository.delete_group(session, group.id):
+    if count:
         raise APIError(
             409,
             f"Profile group '{group.name}' still has profiles: erase them first "
             "(DELETE /api/profiles/{id}?erase=true)",
+        )
+    if not await repository.delete_group(session, group.id):
+        # Its profiles are hidden, but their erasure (a job) has not finished.
+        raise APIError(
+            409,
+            f"Profile group '{group.name}' still has profiles being erased: try again in a minute",
         )
     after_commit(session, api_keys.signal_revocation)
 
