@@ -174,13 +174,22 @@ def cmd_up(args: argparse.Namespace) -> None:
 
 
 async def _with_session(work: "Callable[[AsyncSession], Awaitable[Result]]") -> Result:
-    from app.core.db import create_engine, create_sessionmaker
+    """`work` in one transaction, committed by `session_scope` (the one place), which then
+    queues the jobs it asked for, as the API's requests do."""
+    from contextlib import asynccontextmanager
 
-    engine = create_engine(get_settings(), pool_size=1)
+    from app.core.db import create_engine, create_sessionmaker, session_scope
+    from app.core.queue import arq_pool
+
+    settings = get_settings()
+    engine = create_engine(settings, pool_size=1)
+    redis = arq_pool(settings)
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
+        scope = asynccontextmanager(session_scope)(create_sessionmaker(engine), redis)
+        async with scope as session:
             return await work(session)
     finally:
+        await redis.aclose()
         await engine.dispose()
 
 
@@ -309,6 +318,7 @@ def _access_token(given: str | None) -> str:
 
 
 def cmd_profiles_add(args: argparse.Namespace) -> None:
+    from app.connections.service import connect_profile
     from app.profiles import service as profiles
     from app.profiles.models import Connection
     from app.profiles.schemas import ProfileOut
@@ -321,7 +331,7 @@ def cmd_profiles_add(args: argparse.Namespace) -> None:
 
     async def work(session: "AsyncSession") -> dict[str, Any]:
         group = await profiles.ensure_group(session, args.profile_group)
-        profile = await profiles.add_profile(
+        profile = await connect_profile(
             session,
             get_settings(),
             platform_id=args.platform_id,
@@ -339,6 +349,8 @@ def cmd_profiles_add(args: argparse.Namespace) -> None:
         record = asyncio.run(_with_session(work))
     except profiles.ProfileInAnotherGroup as refusal:
         sys.exit(f"{refusal.message}: pass --move to move it (nothing was changed)")
+    except profiles.ProfileBeingErased as refusal:
+        sys.exit(f"{refusal.message} (nothing was changed)")
     _print(args.json, record, f"profile {record['id']} ({record['name']}) is connected")
 
 

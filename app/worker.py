@@ -24,6 +24,7 @@ from app.messages import tasks as messages_tasks
 from app.messages.sender import Sender
 from app.meta.graph import GraphClient, create_session
 from app.participants import tasks as participants_tasks
+from app.profiles import tasks as profiles_tasks
 from app.webhooks import tasks as webhooks_tasks
 from app.webhooks.dispatcher import Dispatcher
 
@@ -33,6 +34,8 @@ FUNCTIONS: list[Function] = [
     *participants_tasks.FUNCTIONS,
     *media_tasks.FUNCTIONS,
     *chat_syncs_tasks.FUNCTIONS,
+    *connections_tasks.FUNCTIONS,
+    *profiles_tasks.FUNCTIONS,
 ]
 CRON_JOBS: list[CronJob] = [
     *messages_tasks.CRON_JOBS,
@@ -42,6 +45,7 @@ CRON_JOBS: list[CronJob] = [
     *webhooks_tasks.CRON_JOBS,
     *connections_tasks.CRON_JOBS,
     *chat_syncs_tasks.CRON_JOBS,
+    *profiles_tasks.CRON_JOBS,
 ]
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from postproxy import ConflictError
 
-from tests.conftest import wait_for
+from tests.conftest import wait_for, worker_idle
 from tests.inbound import scalar
 from tests.test_connect import (
     ACCOUNT,
@@ -124,3 +124,75 @@ async def test_a_sync_whose_job_was_lost_is_queued_again(admin, clean):
         await admin.client.profiles.backfill_chats(admin.profile_id, from_="2026-01-01")
     await service.sweep(clean.sessionmaker, clean.worker.pool)
     assert (await _done(admin, admin.profile_id, public_id)).status == "completed"
+
+
+async def test_a_backfill_imports_attachments_as_webhooks_store_them_once(admin, clean):
+    """Meta's Conversations API gives a message's files in `attachments` (image_data,
+    video_data, file_url): they are stored as a webhook's are, and copied to dmrelay's
+    media store; a second backfill adds and copies nothing."""
+    from tests.test_unsend_erasure import media_files
+
+    media = f"{clean.sandbox_url}/_sandbox/media"
+    await clean.sandbox("DELETE", "/_sandbox/conversations")
+    seed = {
+        "account_id": ACCOUNT["user_id"],
+        "username": ACCOUNT["username"],
+        "conversations": [
+            {
+                "participant_id": "1700000000000811",
+                "participant_username": "dee",
+                "messages": [
+                    {
+                        "text": "look",
+                        "created_time": _at(timedelta(minutes=5)),
+                        "attachments": [
+                            {"type": "image", "url": f"{media}/backfill-photo.png"},
+                            {"type": "video", "url": f"{media}/backfill-clip.mp4"},
+                        ],
+                    },
+                    {
+                        "sent_by": "account",
+                        "created_time": _at(timedelta(minutes=4)),
+                        "attachments": [
+                            {"type": "file", "url": f"{media}/backfill-menu.pdf", "name": "menu"}
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    await clean.sandbox("POST", "/_sandbox/conversations", json=seed)
+    before = media_files(clean)
+    await sandbox_account(clean)
+    back = landed(await browse(await authorize(clean, await start(admin, await _group(admin)))))
+    profile_id = back["profile_id"][0]
+
+    (sync,) = (await admin.client.profiles.chat_syncs(profile_id)).data  # on connect
+    sync = await _done(admin, profile_id, sync.id)
+    assert (sync.status, sync.messages_imported) == ("completed", 2)
+    (chat,) = (await admin.client.chats.list(profile_id)).data
+    base = clean.settings.media_base_url
+
+    async def copied():
+        page = await admin.client.messages.list(chat.id, per_page=10)
+        found = {m.body: m for m in page.data}
+        attachments = [a for m in page.data for a in m.attachments or []]
+        done = len(attachments) == 3 and all(a.status == "processed" for a in attachments)
+        return found if done else None
+
+    found = await wait_for(copied)
+    photo, clip = found["look"].attachments
+    (menu,) = found[None].attachments
+    assert (photo.type, clip.type, menu.type) == ("image", "video", "file")
+    assert found["look"].direction == "inbound" and found[None].direction == "outbound"
+    for attachment in (photo, clip, menu):
+        assert attachment.url.startswith(f"{base}/"), attachment.url
+    new_files = media_files(clean) - before
+    assert len(new_files) == 3
+
+    again = await admin.client.profiles.backfill_chats(profile_id, from_="2026-01-01")
+    again = await _done(admin, profile_id, again.id)
+    assert (again.status, again.messages_imported) == ("completed", 0)
+    await worker_idle(clean)
+    assert media_files(clean) - before == new_files
+    assert await scalar(clean, "SELECT count(*) FROM messages") == 2

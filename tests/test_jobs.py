@@ -28,6 +28,8 @@ JOB_ARGS = {
     "check_story_mention": (9, 0, 2),
     "delete_media": (["ab/cd.png", "ef/gh.mp4"],),
     "sync_chats": (3,),
+    "unsubscribe_account": (4,),
+    "erase_profile": (5,),
 }
 
 

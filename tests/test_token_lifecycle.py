@@ -2,6 +2,7 @@
 Meta requires), the profile expired when Meta refuses it (on refresh or on a send, with
 profile.disconnected), and reconnected through the connect flow, which sends what was held."""
 
+import asyncio
 import time
 
 from sqlalchemy import text
@@ -130,3 +131,121 @@ async def test_a_send_meta_refuses_for_the_token_holds_the_rest_until_reconnecte
     await wait_for(lambda: _published(admin, held.id), timeout=30)
     sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
     assert [r["message"]["text"] for r in sent] == ["held until reconnected"]
+
+
+async def test_reconnecting_with_the_cli_sends_what_was_held_at_once(account, clean):
+    """`dmrelay profiles add` with a fresh token releases the sends held while the profile
+    was expired through the same function as the connect flow: EXPIRED_HOLD_SECONDS is an
+    hour here, so only the release can explain their delivery."""
+    from tests.cli import dmrelay
+
+    assert clean.settings.expired_hold_seconds >= 3600
+    # One chat: the sends of two would go at once, each meeting the dead token.
+    chat = await account.client.chats.create(account.profile_id, CUSTOMER)
+    await _revoke(clean, account.profile_id)
+    clean.worker.allow_pick_jobs = False
+    try:
+        refused = await account.client.messages.send(chat.id, body="refused for the token")
+        held = [
+            await account.client.messages.send(chat.id, body="held 1"),
+            await account.client.messages.send(chat.id, body="held 2"),
+            await account.client.messages.send(chat.id, body="held 3"),
+        ]
+    finally:
+        clean.worker.allow_pick_jobs = True
+
+    async def first_failed() -> bool:
+        return (await account.client.messages.get(refused.id)).status == "failed"
+
+    await wait_for(first_failed)
+    await worker_idle(clean)
+    assert (await account.client.profiles.get(account.profile_id)).status == "expired"
+    for message in held:
+        assert (await account.client.messages.get(message.id)).status == "pending"
+    assert (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"] == []
+
+    done = await dmrelay(
+        "profiles", "add", "--platform", "instagram", "--platform-id", account.platform_id,
+        env={"DMRELAY_ACCESS_TOKEN": "a-fresh-token"},
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert (await account.client.profiles.get(account.profile_id)).status == "active"
+
+    async def all_published() -> bool:
+        statuses = [(await account.client.messages.get(m.id)).status for m in held]
+        return statuses == ["published"] * 3
+
+    await wait_for(all_published, timeout=30)
+    await worker_idle(clean)
+    sent = (await clean.sandbox("GET", "/_sandbox/sent")).json()["data"]
+    texts = [r["message"]["text"] for r in sent]
+    # Each once, in the order they were accepted.
+    assert texts == ["held 1", "held 2", "held 3"]
+
+
+async def test_a_send_held_back_while_a_reconnect_commits_is_not_held_again(account, clean):
+    """The race the release must win: a worker met the expired profile's pause and gives its
+    message back, held, while a reconnect (profile active, held sends released) is about to
+    commit. Holding it reads the profile's status under its row lock, so it waits for the
+    reconnect and then does not hold the message: nothing is left waiting out the hour."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from app.core import ids
+    from app.core.db import create_engine
+    from app.messages import repository
+
+    chat = await account.client.chats.create(account.profile_id, CUSTOMER)
+    clean.worker.allow_pick_jobs = False
+    engine = create_engine(clean.settings).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        sent = await account.client.messages.send(chat.id, body="met the pause")
+        message_id = ids.decode(ids.Kind.MESSAGE, sent.id)
+        profile_id = ids.decode(ids.Kind.PROFILE, account.profile_id)
+        async with clean.sessionmaker() as session, session.begin():
+            await session.execute(
+                text("UPDATE profiles SET status = 'expired' WHERE id = :p"), {"p": profile_id}
+            )
+            # The worker's claim on its first attempt.
+            await session.execute(
+                text(
+                    "UPDATE messages SET attempts = 1, claimed_until = now() + interval '1 min'"
+                    " WHERE id = :m"
+                ),
+                {"m": message_id},
+            )
+
+        async with clean.sessionmaker() as reconnect:
+            # The reconnect's transaction, up to its commit: the profile active again, its
+            # held messages released (the same statement as the connect flow's).
+            await reconnect.execute(
+                text("UPDATE profiles SET status = 'active' WHERE id = :p"), {"p": profile_id}
+            )
+            await repository.release_held(reconnect, profile_id)
+            give_back = asyncio.ensure_future(
+                repository.give_back(engine, message_id, 1, timedelta(hours=1), True)
+            )
+
+            async def waiting_for_the_reconnect() -> bool:
+                # The give-back's statement is under way, waiting for a lock the reconnect
+                # holds (a lock, not time, says the race is on).
+                waiting = await scalar(
+                    clean,
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database() AND query LIKE 'UPDATE messages%'",
+                )
+                return waiting > 0 or give_back.done()
+
+            await wait_for(waiting_for_the_reconnect)
+            await reconnect.commit()
+        assert await give_back is False
+        assert await scalar(
+            clean,
+            "SELECT next_attempt_at IS NULL AND claimed_until IS NULL AND attempts = 0"
+            " FROM messages WHERE id = :m",
+            m=message_id,
+        )
+    finally:
+        clean.worker.allow_pick_jobs = True
+        await engine.dispose()

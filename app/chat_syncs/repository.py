@@ -12,7 +12,8 @@ from app.chat_syncs.models import OPEN, ChatSync, ChatSyncStatus
 from app.chats import repository as chats
 from app.chats.models import Chat
 from app.core.pagination import PageParams, fetch_page
-from app.messages.models import Message
+from app.inbound import repository as inbound
+from app.messages.models import MessageRow
 
 
 async def start(
@@ -88,22 +89,19 @@ async def import_conversation(
     participant: dict[str, str | None],
     conversation_id: str,
     rows: Sequence[dict[str, Any]],
-) -> int:
-    """The conversation's chat (found or created) and the messages it lacks; how many were
-    new. Messages are unique on (profile, Meta's id): importing again adds nothing."""
+) -> list[MessageRow]:
+    """The conversation's chat (found or created) and the messages it lacks, stored as
+    inbound's are (`app/inbound/repository.py:insert_messages`); the new ones. Messages are
+    unique on (profile, Meta's id): importing again adds nothing."""
     given: dict[str, Any] = {"external_conversation_id": conversation_id}
     if participant.get("username"):
         given["participant_username"] = participant["username"]
     chat, _ = await chats.upsert(session, profile_id, str(participant["id"]), given)
     if not rows:
-        return 0
-    inserted = await session.scalars(
-        insert(Message)
-        .values([{**row, "chat_id": chat.id, "profile_id": profile_id} for row in rows])
-        .on_conflict_do_nothing(index_elements=["profile_id", "external_id"])
-        .returning(Message.id)
+        return []
+    stored = await inbound.insert_messages(
+        session, [{**row, "chat_id": chat.id, "profile_id": profile_id} for row in rows]
     )
-    count = len(inserted.all())
 
     def latest(direction: str | None) -> datetime | None:
         times = [r["external_posted_at"] for r in rows if direction in (None, r["direction"])]
@@ -119,7 +117,7 @@ async def import_conversation(
             last_message_at=func.greatest(Chat.last_message_at, latest(None)),
         )
     )
-    return count
+    return [message for message in stored if message is not None]
 
 
 async def stale(session: AsyncSession, quiet_since: datetime) -> list[int]:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,10 +22,13 @@ from app.api_keys.auth import Scope
 from app.chat_syncs import repository
 from app.chat_syncs.models import ChatSync, ChatSyncTrigger
 from app.core import ids
+from app.core.db import session_scope
 from app.core.errors import APIError, NotFound
 from app.core.jobs import Job, JobName, enqueue, enqueue_after_commit
 from app.core.pagination import PageParams
 from app.core.settings import Settings
+from app.inbound.content import attachment_of
+from app.media import service as media
 from app.messages.models import Direction, MessageStatus
 from app.meta.errors import GraphError
 from app.meta.graph import Account, GraphClient, GraphUnreachable
@@ -140,6 +144,7 @@ async def run(
     sessions: async_sessionmaker[AsyncSession],
     graph: GraphClient,
     settings: Settings,
+    redis: ArqRedis,
     sync_id: int,
 ) -> None:
     async with sessions() as session, session.begin():
@@ -149,7 +154,7 @@ async def run(
             return
         account, since = graph_account(profile, settings), sync.backfill_from
     try:
-        await _import(sessions, graph, settings, sync_id, account, profile.id, since)
+        await _import(sessions, graph, settings, redis, sync_id, account, profile.id, since)
     except (GraphError, GraphUnreachable) as error:
         said = error.message if isinstance(error, GraphError) else error.detail
         log.warning("chat sync %s failed: %s", sync_id, said)
@@ -164,6 +169,7 @@ async def _import(
     sessions: async_sessionmaker[AsyncSession],
     graph: GraphClient,
     settings: Settings,
+    redis: ArqRedis,
     sync_id: int,
     account: Account,
     profile_id: int,
@@ -186,14 +192,20 @@ async def _import(
             rows = []
             for mid in mids[:DETAILED]:
                 row = _row(
-                    await pace.call(graph.message_details, account, mid), account.platform_id
+                    await pace.call(graph.message_details, account, mid),
+                    account.platform_id,
+                    settings,
                 )
                 if row is not None and (since is None or row["external_posted_at"] >= since):
                     rows.append(row)
-            async with sessions() as session, session.begin():
-                imported += await repository.import_conversation(
+            # Committed by session_scope, which then queues the new messages' media copies.
+            async with asynccontextmanager(session_scope)(sessions, redis) as session:
+                stored = await repository.import_conversation(
                     session, profile_id, participant, str(conversation["id"]), rows
                 )
+                for message in stored:
+                    media.mirror_after_commit(session, message, settings)
+                imported += len(stored)
                 seen += 1
                 if updated is not None:
                     oldest = updated if oldest is None else min(oldest, updated)
@@ -217,7 +229,7 @@ def _participant(conversation: dict[str, Any], own_id: str) -> dict[str, str | N
     return None
 
 
-def _row(detail: dict[str, Any], own_id: str) -> dict[str, Any] | None:
+def _row(detail: dict[str, Any], own_id: str, settings: Settings) -> dict[str, Any] | None:
     """A message's columns from Meta's details (None if it lacks what a message needs)."""
     posted_at = _time(detail.get("created_time"))
     sender = detail.get("from")
@@ -225,13 +237,41 @@ def _row(detail: dict[str, Any], own_id: str) -> dict[str, Any] | None:
         return None
     outbound = str(sender.get("id")) == own_id
     text = detail.get("message")
-    return {
+    row: dict[str, Any] = {
         "direction": Direction.OUTBOUND if outbound else Direction.INBOUND,
         "status": MessageStatus.PUBLISHED if outbound else MessageStatus.RECEIVED,
         "body": text if isinstance(text, str) and text else None,
         "external_id": str(detail["id"]),
         "external_posted_at": posted_at,
     }
+    listed = detail.get("attachments")
+    items = listed.get("data") if isinstance(listed, dict) else None
+    if isinstance(items, list) and items:
+        # As a webhook's attachments are stored (and then copied to the media store).
+        row["attachments"] = [attachment_of(_as_webhook(item), settings) for item in items]
+    return row
+
+
+def _as_webhook(item: Any) -> dict[str, Any]:
+    """A Conversations API attachment (Meta's Message reference: `image_data`, `video_data`,
+    or a `file_url` typed by its `mime_type`) in a webhook's shape, `{type, payload: {url}}`,
+    so that inbound's one reading of attachments (`attachment_of`) stores it."""
+    item = item if isinstance(item, dict) else {}
+    mime_type = str(item.get("mime_type") or "")
+    image, video = item.get("image_data"), item.get("video_data")
+    if isinstance(image, dict):
+        kind = "sticker" if image.get("render_as_sticker") else "image"
+        url = image.get("url")
+    elif isinstance(video, dict):
+        kind, url = "video", video.get("url")
+    else:
+        major = mime_type.split("/")[0]
+        kind = major if major in ("image", "video", "audio") else "file"
+        url = item.get("file_url")
+    payload: dict[str, Any] = {"url": url} if isinstance(url, str) and url else {}
+    if isinstance(item.get("name"), str):
+        payload["title"] = item["name"]
+    return {"type": kind, "payload": payload}
 
 
 def _time(value: object) -> datetime | None:

@@ -10,7 +10,7 @@ from app.core.jobs import JobName, periodic, task
 
 
 async def sync_chats(ctx: dict[str, Any], chat_sync_id: int) -> None:
-    await service.run(ctx["sessions"], ctx["graph"], ctx["settings"], chat_sync_id)
+    await service.run(ctx["sessions"], ctx["graph"], ctx["settings"], ctx["redis"], chat_sync_id)
 
 
 FUNCTIONS: list[Function] = [task(sync_chats, JobName.SYNC_CHATS)]

@@ -16,7 +16,9 @@ async def store_comments(session: AsyncSession, comments: Sequence[CommentEvent]
     those of accounts not connected are dropped."""
     accounts = {comment.account_id for comment in comments}
     found = await session.execute(
-        select(Profile.platform_id, Profile.id).where(Profile.platform_id.in_(accounts))
+        select(Profile.platform_id, Profile.id).where(
+            Profile.platform_id.in_(accounts), Profile.erasing_since.is_(None)
+        )
     )
     profiles = {platform_id: profile_id for platform_id, profile_id in found}
     rows = [

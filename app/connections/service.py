@@ -114,6 +114,12 @@ async def complete(
         account = Account(Connection.INSTAGRAM_LOGIN, "me", None, issued.access_token, proof)
         me = await graph.get_me(account)
         platform_id = str(me["user_id"])
+        if await profiles_repository.being_erased(session, "instagram", platform_id):
+            raise Refused(
+                f"The account was not connected: Instagram account {platform_id} is being "
+                "erased; try again in a minute.",
+                back,
+            )
         elsewhere = await profiles_repository.group_name_of(session, "instagram", platform_id)
         if elsewhere is not None and elsewhere != group.name:
             raise Refused(
@@ -126,7 +132,7 @@ async def complete(
         said = error.message if isinstance(error, GraphError) else error.detail
         raise Refused(f"The account was not connected: Meta refused: {said}", back) from error
 
-    profile = await profiles.add_profile(
+    profile = await connect_profile(
         session,
         settings,
         platform_id=platform_id,
@@ -139,9 +145,57 @@ async def complete(
         | {"avatar_url": _text(me.get("profile_picture_url")), "appsecret_proof": proof},
     )
     events.record_profile(session, CustomerEventType.PROFILE_CONNECTED, profile)
-    await messages.release_held(session, profile.id)
     await chat_syncs.start_after_connect(session, profile)
     return Connected(profile, back)
+
+
+async def connect_profile(session: AsyncSession, settings: Settings, **fields: Any) -> Profile:
+    """Connect an account, or reconnect it (the callback's and `dmrelay profiles add`'s one
+    way): the profile written active with its new token (`profiles.add_profile`), and the
+    sends held while it was expired released at once (`messages.release_held`), not left
+    to wait out EXPIRED_HOLD_SECONDS."""
+    profile = await profiles.add_profile(session, settings, **fields)
+    await messages.release_held(session, profile.id)
+    return profile
+
+
+async def unsubscribe(graph: GraphClient, settings: Settings, profile: Profile) -> bool:
+    """Ask Meta to stop sending the account's webhooks to this app; False if it is worth
+    asking again (Meta unreachable, or a transient error). A refusal is not: the token may
+    be dead, and Meta's webhooks for an inactive profile are ignored anyway."""
+    try:
+        await graph.unsubscribe(profiles.graph_account(profile, settings))
+    except GraphUnreachable as error:
+        log.warning("profile %s: unsubscribing could not reach Meta (%s)", profile.id, error.detail)
+        return False
+    except GraphError as error:
+        if error.retryable:
+            log.warning("profile %s: unsubscribing failed for now: %s", profile.id, error.message)
+            return False
+        log.warning(
+            "profile %s: Meta refused to unsubscribe it (%s); its webhooks, if Meta still "
+            "sends them, are ignored",
+            profile.id,
+            error.message,
+        )
+        return True
+    log.info("profile %s: Meta no longer sends its webhooks to this app", profile.id)
+    return True
+
+
+async def unsubscribe_disconnected(
+    sessions: async_sessionmaker[AsyncSession],
+    graph: GraphClient,
+    settings: Settings,
+    profile_id: int,
+) -> bool:
+    """Unsubscribe a disconnected profile (one reconnected meanwhile, or gone, is left
+    alone: nothing to do); False if it is worth asking again."""
+    async with sessions() as session:
+        profile = await session.get(Profile, profile_id)
+    if profile is None or profile.status != ProfileStatus.INACTIVE:
+        return True
+    return await unsubscribe(graph, settings, profile)
 
 
 def token_columns(expires_in: int | None) -> dict[str, Any]:

@@ -39,6 +39,8 @@ class JobName(StrEnum):
     CHECK_STORY_MENTION = "check_story_mention"
     DELETE_MEDIA = "delete_media"
     SYNC_CHATS = "sync_chats"
+    UNSUBSCRIBE_ACCOUNT = "unsubscribe_account"
+    ERASE_PROFILE = "erase_profile"
     # Periodic (arq cron jobs, stored as "cron:<name>").
     SWEEP_SENDS = "sweep"
     SWEEP_WEBHOOK_DELIVERIES = "sweep_inbound"
@@ -47,6 +49,7 @@ class JobName(StrEnum):
     PRUNE_CUSTOMER_EVENTS = "prune_customer_events"
     REFRESH_TOKENS = "refresh_tokens"
     SWEEP_CHAT_SYNCS = "sweep_chat_syncs"
+    SWEEP_PROFILE_ERASURES = "sweep_profile_erasures"
 
 
 # A job's arguments are plain data (see queue.pack_job): ids, and lists of ids or keys.

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from sqlalchemy import ColumnElement, func, or_, select, text, update
+from sqlalchemy import ColumnElement, case, func, null, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api_keys.auth import Scope
@@ -44,6 +44,7 @@ WITH chat AS (
     SELECT chats.id, chats.profile_id, chats.last_inbound_at, profiles.status AS profile_status
     FROM chats JOIN profiles ON profiles.id = chats.profile_id
     WHERE {{match}} AND ($2::bigint IS NULL OR profiles.profile_group_id = $2)
+        AND profiles.erasing_since IS NULL
     LIMIT 1
 ), sent AS (
     INSERT INTO messages
@@ -343,18 +344,41 @@ _FAILURE_EVENTS = {
 
 
 async def give_back(
-    engine: AsyncEngine, message_id: int, attempts: int, wait: timedelta | None
-) -> bool:
+    engine: AsyncEngine,
+    message_id: int,
+    attempts: int,
+    wait: timedelta | None,
+    while_expired: bool = False,
+) -> bool | None:
     """Give a claimed message its claim and attempt back (nothing was sent), and hold it
-    `wait` from now if given; False if it is no longer undelivered on this attempt."""
+    `wait` from now if given; with `while_expired`, only if its profile is still expired
+    (a reconnect that committed meanwhile has released it: it must not be held again).
+    Whether it is now held; None if it was not given back (no longer undelivered on this
+    attempt)."""
     values: dict[str, Any] = {"claimed_until": None, "attempts": Message.attempts - 1}
     if wait is not None:
-        values["next_attempt_at"] = func.now() + wait
+        hold: ColumnElement[Any] = func.now() + wait
+        if while_expired:
+            # The profile's row is read locked (FOR SHARE), so that a reconnect either
+            # commits first (its new status is what is read: the lock waits for it) or
+            # waits for this statement, then releases the message it held back.
+            status = (
+                select(Profile.status)
+                .where(Profile.id == Message.profile_id)
+                .with_for_update(read=True)
+                .scalar_subquery()
+            )
+            hold = case((status == ProfileStatus.EXPIRED, hold), else_=null())
+        values["next_attempt_at"] = hold
     async with engine.connect() as connection:
         given_back = await connection.execute(
-            update(Message).where(*_on_attempt(message_id, attempts)).values(values)
+            update(Message)
+            .where(*_on_attempt(message_id, attempts))
+            .values(values)
+            .returning(Message.next_attempt_at)
         )
-    return given_back.rowcount > 0
+        row = given_back.first()
+    return None if row is None else wait is not None and row[0] is not None
 
 
 async def status_of(engine: AsyncEngine, message_id: int) -> str | None:

@@ -44,7 +44,7 @@ from app.messages import repository
 from app.messages.lease import ChatLeases, Lease, LeaseLost
 from app.messages.models import UNDELIVERED
 from app.messages.repository import Answered, Claim, Head, Outbound
-from app.messages.throttle import Held, ProfileThrottle
+from app.messages.throttle import Held, PauseReason, ProfileThrottle, unpause
 from app.meta.errors import NOT_OWNED_ATTACHMENT, TOKEN_CODE, GraphError
 from app.meta.graph import Account, GraphClient, GraphUnreachable, send_body
 from app.profiles.models import Connection
@@ -205,10 +205,17 @@ class Sender:
                 answer = await self.graph.send_message(account, _body(head, attachment))
         except Held as held:
             SEND_ATTEMPTS.labels("held", "").inc()
-            await self._give_back(message, attempts, timedelta(seconds=held.seconds))
+            held_back = await self._give_back(
+                message, attempts, timedelta(seconds=held.seconds), held.expired
+            )
+            if held.expired and held_back is False:
+                # The profile was reconnected since its token was refused, and the pause
+                # outlived it (its end, asked for after the reconnect's commit, is late or
+                # lost): end it here, so the chat goes on now.
+                await unpause(self.redis, message.profile_id)
             return None
         except LeaseLost:
-            await self._give_back(message, attempts, None)
+            await self._give_back(message, attempts, None, False)
             raise
         except GraphError as error:
             await self._pause_if_throttled(
@@ -376,10 +383,6 @@ class Sender:
         published meanwhile stays published."""
         retry = failure.retryable and attempts < self.settings.max_attempts
         delay = _backoff(attempts, self.settings) if retry else None
-        if failure.is_token_error:
-            # The profile is expired: its other sends are held by the pause, without calling
-            # Meta, until it is reconnected (which ends the pause) or the pause ends.
-            await self.throttle.pause(message.profile_id, self.settings.expired_hold_seconds)
         if retry:
             reason = (
                 f"{failure.reason} Retrying (attempt {attempts} of {self.settings.max_attempts})."
@@ -399,18 +402,29 @@ class Sender:
             retry_after=delay,
             expired_profile_id=message.profile_id if failure.is_token_error else None,
         )
+        if failure.is_token_error:
+            # The profile is expired now (recorded first, so that a pause saying "expired"
+            # never precedes it): its other sends are held by the pause, without calling
+            # Meta, until it is reconnected (which ends the pause) or the pause ends.
+            await self.throttle.pause(
+                message.profile_id, self.settings.expired_hold_seconds, PauseReason.EXPIRED
+            )
         if not recorded:
             return True  # delivered or taken over meanwhile: the chat goes on
         if delay is not None:
             await self._schedule_retry(message, datetime.now(UTC) + delay)
         return delay is None
 
-    async def _give_back(self, message: Outbound, attempts: int, wait: timedelta | None) -> None:
+    async def _give_back(
+        self, message: Outbound, attempts: int, wait: timedelta | None, while_expired: bool
+    ) -> bool | None:
         """Give a claimed message its claim and attempt back (nothing was sent), and keep it
-        (and its chat) back `wait` if given."""
-        given_back = await repository.give_back(self.engine, message.id, attempts, wait)
-        if wait is not None and given_back:
+        (and its chat) back `wait` if given (`while_expired`: only while its profile is
+        still expired). Whether it is held back; None if it was not given back."""
+        held = await repository.give_back(self.engine, message.id, attempts, wait, while_expired)
+        if held and wait is not None:
             await self._schedule_retry(message, datetime.now(UTC) + wait)
+        return held
 
     async def _schedule_retry(self, message: Outbound, when: datetime) -> None:
         await self._enqueue(

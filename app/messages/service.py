@@ -118,11 +118,17 @@ def queue_send(session: AsyncSession, chat_id: int) -> None:
 
 
 async def release_held(session: AsyncSession, profile_id: int) -> None:
-    """Send a reconnected profile's held messages now: their waits end, its pause too (once
-    committed), and their chats are queued."""
-    for chat_id in await repository.release_held(session, profile_id):
-        queue_send(session, chat_id)
+    """Send a reconnected profile's held messages now (the one implementation, for the
+    connect flow and `dmrelay profiles add`): their waits end, and once committed its pause
+    ends, then their chats are queued. In that order: a job that met the pause would hold
+    its chat back again. Sends keep their order and are never sent twice: the send loop's
+    lease and claims (app/messages/sender.py) decide, a released message is only due again.
+    A send that met the pause just before this commit and is held back after it is not held
+    (`repository.give_back` reads the profile's status under its row lock)."""
+    chats = await repository.release_held(session, profile_id)
     after_commit(session, partial(unpause, profile_id=profile_id))
+    for chat_id in sorted(chats):
+        queue_send(session, chat_id)
 
 
 async def edit(session: AsyncSession, scope: Scope, message_id: str) -> NoReturn:

@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
 
 from redis.asyncio import Redis
@@ -58,8 +59,8 @@ UNANSWERED_SECONDS = 3.0
 # send answered since the last call. ARGV: the number of sends, the ms a send stays in the
 # log unanswered, per send its interval in ms and how many logged sends may share its second,
 # then each answered send's log entry.
-# Each send gets {1, ms left on the pause} if its profile is paused; else {0, ms until its
-# slot, its log entry} if the slot is booked, or {0, ms until it should ask again} if not.
+# Each send gets {1, ms left on the pause, why} if its profile is paused; else {0, ms until
+# its slot, its log entry} if the slot is booked, or {0, ms until it should ask again} if not.
 _RESERVE_SLOTS = f"""
 local now_parts = redis.call('TIME')
 local now = now_parts[1] * 1000 + now_parts[2] / 1000
@@ -75,7 +76,7 @@ for i = 1, sends do
   local paused_ms = redis.call('PTTL', pause_key)
   local slot = math.max(tonumber(redis.call('GET', rate_key) or '0'), now)
   if paused_ms > 0 then
-    answers[i] = {{1, tostring(paused_ms)}}
+    answers[i] = {{1, tostring(paused_ms), redis.call('GET', pause_key) or ''}}
   elseif slot - now > {HORIZON_MS} then
     answers[i] = {{0, tostring(slot - now)}}
   else
@@ -140,6 +141,13 @@ class _SlotRequest(NamedTuple):
     most_in_second: int
 
 
+class PauseReason(StrEnum):
+    """Why a profile is paused, kept as the pause key's value."""
+
+    THROTTLED = "1"  # Meta asked us to back off
+    EXPIRED = "expired"  # Meta refused the token: until reconnected
+
+
 @dataclass(frozen=True)
 class Slot:
     """The answer to "may this profile send now?"."""
@@ -150,6 +158,8 @@ class Slot:
     wait: float
     # If the slot is the send's (after `wait`, it goes without asking again).
     booking: Booking | None
+    # Why the profile is paused, if it is.
+    reason: PauseReason | None = None
 
     @property
     def booked(self) -> bool:
@@ -157,11 +167,13 @@ class Slot:
 
 
 class Held(Exception):
-    """The send may not go now: it should be held back `seconds`, not retried soon."""
+    """The send may not go now: it should be held back `seconds`, not retried soon.
+    `expired`: held because the profile's token was refused (until it is reconnected)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, expired: bool = False) -> None:
         super().__init__(f"held back for {seconds:.3f} s")
         self.seconds = seconds
+        self.expired = expired
 
 
 class ProfileThrottle:
@@ -204,7 +216,7 @@ class ProfileThrottle:
         while True:
             slot = await self.reserve(profile_id, connection, attachment_type)
             if slot.paused_for:
-                raise Held(slot.paused_for)
+                raise Held(slot.paused_for, slot.reason == PauseReason.EXPIRED)
             if slot.booking is not None:
                 break
             if time.monotonic() + slot.wait > deadline:
@@ -269,23 +281,34 @@ class ProfileThrottle:
         for request, (paused, ms, *entry) in zip(requests, answers, strict=True):
             seconds = float(ms) / 1000.0
             if paused:
-                slots.append(Slot(paused_for=seconds, wait=0.0, booking=None))
+                why = entry[0] if entry else b""
+                why = why.decode() if isinstance(why, bytes) else str(why)
+                expired = why == PauseReason.EXPIRED
+                reason = PauseReason.EXPIRED if expired else PauseReason.THROTTLED
+                slots.append(Slot(paused_for=seconds, wait=0.0, booking=None, reason=reason))
             else:
                 booking = Booking(request.log_key, entry[0]) if entry else None
                 slots.append(Slot(paused_for=0.0, wait=seconds, booking=booking))
         return slots
 
-    async def pause(self, profile_id: int, seconds: float) -> None:
-        """Hold every send of this profile for a while (Meta asked us to back off)."""
+    async def pause(
+        self, profile_id: int, seconds: float, reason: PauseReason = PauseReason.THROTTLED
+    ) -> None:
+        """Hold every send of this profile for a while (Meta asked us to back off, or
+        refused its token)."""
         milliseconds = max(1, int(seconds * 1000))
         # Only ever lengthen a pause (a race between two workers is harmless: both pause).
         if await self._redis.pttl(_pause_key(profile_id)) < milliseconds:
-            await self._redis.set(_pause_key(profile_id), "1", px=milliseconds)
+            await self._redis.set(_pause_key(profile_id), reason.value, px=milliseconds)
 
 
 async def unpause(redis: Redis, profile_id: int) -> None:
-    """End the profile's pause (it was reconnected: its held sends may go now)."""
-    await redis.delete(_pause_key(profile_id))
+    """End the profile's pause (it was reconnected: its held sends may go now). If Redis
+    fails, a worker meeting the pause of a profile that is active again ends it."""
+    try:
+        await redis.delete(_pause_key(profile_id))
+    except Exception:  # noqa: BLE001 - the send loop ends a stale pause itself
+        log.warning("profile %s: its pause could not be ended now", profile_id, exc_info=True)
 
 
 def _pause_key(profile_id: int) -> str:

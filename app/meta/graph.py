@@ -33,6 +33,7 @@ class GraphOperation(StrEnum):
     UPLOAD_ATTACHMENT = "upload_attachment"
     GET_ME = "get_me"
     SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
     READ = "read"
     GET_USER_PROFILE = "get_user_profile"
 
@@ -255,6 +256,16 @@ class GraphClient:
         status, payload, _ = await self._call(
             GraphOperation.SUBSCRIBE, "POST", url, account, params=params
         )
+        if status >= 300 or not (isinstance(payload, dict) and payload.get("success")):
+            raise self._refusal(account, status, payload)
+
+    async def unsubscribe(self, account: Account) -> None:
+        """Have Meta stop delivering the account's webhooks to this app: `DELETE
+        /me/subscribed_apps` with an Instagram user token, `DELETE /{PAGE_ID}/subscribed_apps`
+        with a Page token (Meta's Page Subscribed Apps reference); `{"success": true}`."""
+        owner = "me" if account.connection == Connection.INSTAGRAM_LOGIN else account.page_id
+        url = self._url(account, f"{owner}/subscribed_apps")
+        status, payload, _ = await self._call(GraphOperation.UNSUBSCRIBE, "DELETE", url, account)
         if status >= 300 or not (isinstance(payload, dict) and payload.get("success")):
             raise self._refusal(account, status, payload)
 

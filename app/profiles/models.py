@@ -7,9 +7,11 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -40,6 +42,7 @@ class Profile(SerialId, Timestamps, Base):
     __tablename__ = "profiles"
     __table_args__ = (
         UniqueConstraint("platform", "platform_id"),
+        Index("ix_profiles_erasing", "id", postgresql_where=text("erasing_since IS NOT NULL")),
         one_of("connection", Connection),
         one_of("status", ProfileStatus),
         CheckConstraint(
@@ -70,6 +73,9 @@ class Profile(SerialId, Timestamps, Base):
     # Send appsecret_proof with this profile's Instagram Login token (always sent with a
     # Page token); Meta does not document it for Instagram Login, so it is opt-in.
     appsecret_proof: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    # Set when its erasure was asked for: from then on no key sees it, and job erase_profile
+    # deletes what it holds in batches, then the row (app/profiles/erasure.py).
+    erasing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
     chat_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # Of those, the archived ones (a trigger, migration 0011): lists leave them out.

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, Table, delete, func, select, update
+from sqlalchemy import Select, Table, delete, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -18,7 +18,9 @@ S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 
 def visible(statement: S, scope: Scope) -> S:
-    """Confine a query that involves profiles to what the caller's key may see."""
+    """Confine a query that involves profiles to what the caller's key may see: never a
+    profile being erased."""
+    statement = statement.where(Profile.erasing_since.is_(None))
     if scope.profile_group_id is None:
         return statement
     return statement.where(Profile.profile_group_id == scope.profile_group_id)
@@ -51,8 +53,10 @@ async def upsert(
         .on_conflict_do_update(
             index_elements=["platform", "platform_id"],
             set_={k: v for k, v in values.items() if k not in {"platform", "platform_id"}},
-            # In the statement itself, so a concurrent add cannot slip a move past the check.
-            where=None if move else Profile.profile_group_id == group_id,
+            # In the statement itself, so a concurrent add cannot slip a move past the check;
+            # a profile being erased is never revived.
+            where=Profile.erasing_since.is_(None)
+            & (true() if move else Profile.profile_group_id == group_id),
         )
         .returning(Profile)
     )
@@ -68,11 +72,23 @@ async def group_name_of(session: AsyncSession, platform: str, platform_id: str) 
     )
 
 
+async def being_erased(session: AsyncSession, platform: str, platform_id: str) -> bool:
+    """Whether the account's profile is being erased (it cannot be connected until then)."""
+    found = await session.scalar(
+        select(Profile.id).where(
+            Profile.platform == platform,
+            Profile.platform_id == platform_id,
+            Profile.erasing_since.is_not(None),
+        )
+    )
+    return found is not None
+
+
 def _groups(scope: Scope) -> Select[ProfileGroup, int]:
     """The groups the key may see, each with its number of profiles."""
     count = (
         select(func.count(Profile.id))
-        .where(Profile.profile_group_id == ProfileGroup.id)
+        .where(Profile.profile_group_id == ProfileGroup.id, Profile.erasing_since.is_(None))
         .scalar_subquery()
     )
     statement = select(ProfileGroup, count)

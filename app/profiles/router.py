@@ -54,7 +54,8 @@ async def delete_profile(
         bool,
         Query(
             description="Also erase its chats, messages, events, raw payloads and media "
-            "(otherwise they stay, and the profile is only disconnected)"
+            "(hidden at once, deleted by a worker in the background; otherwise they stay, and "
+            "the profile is only disconnected)"
         ),
     ] = False,
 ) -> SuccessOut:

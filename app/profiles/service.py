@@ -8,6 +8,7 @@ from app.api_keys.auth import Scope
 from app.core import crypto, ids
 from app.core.db import after_commit
 from app.core.errors import APIError, NotFound
+from app.core.jobs import Job, JobName, enqueue_after_commit
 from app.core.settings import Settings
 from app.events import service as events
 from app.events.models import CustomerEventType
@@ -47,6 +48,17 @@ class ProfileInAnotherGroup(APIError):
         self.group_name = group_name
 
 
+class ProfileBeingErased(APIError):
+    """The account's profile is being erased: it can be connected again once that is done."""
+
+    def __init__(self, platform_id: str) -> None:
+        super().__init__(
+            409,
+            f"Instagram account {platform_id} is being erased; connect it again once that is "
+            "done (in a minute or so)",
+        )
+
+
 async def add_profile(
     session: AsyncSession,
     settings: Settings,
@@ -80,6 +92,8 @@ async def add_profile(
     }
     profile = await repository.upsert(session, values, group.id, move)
     if profile is None:
+        if await repository.being_erased(session, PLATFORM, platform_id):
+            raise ProfileBeingErased(platform_id)
         current = await repository.group_name_of(session, PLATFORM, platform_id)
         raise ProfileInAnotherGroup(platform_id, current or "?", group.name)
     return profile
@@ -141,23 +155,39 @@ async def delete_group(session: AsyncSession, scope: Scope, public_id: str) -> N
     """Delete an empty group and its keys (told to every API process once committed)."""
     group, count = await get_group(session, scope, public_id)
     scope.require_account_wide("delete profile groups")
-    if count or not await repository.delete_group(session, group.id):
+    if count:
         raise APIError(
             409,
             f"Profile group '{group.name}' still has profiles: erase them first "
             "(DELETE /api/profiles/{id}?erase=true)",
         )
+    if not await repository.delete_group(session, group.id):
+        # Its profiles are hidden, but their erasure (a job) has not finished.
+        raise APIError(
+            409,
+            f"Profile group '{group.name}' still has profiles being erased: try again in a minute",
+        )
     after_commit(session, api_keys.signal_revocation)
+
+
+def unsubscribe_job(profile_id: int) -> Job:
+    """The job that asks Meta to stop sending a disconnected profile's webhooks."""
+    return Job(JobName.UNSUBSCRIBE_ACCOUNT, (profile_id,), f"unsubscribe:{profile_id}")
 
 
 async def delete_profile(session: AsyncSession, scope: Scope, public_id: str, erase: bool) -> None:
     """Disconnect the profile (its history stays), or with `erase` remove it and everything
-    dmrelay keeps of it. Disconnecting one that is disconnected already changes nothing."""
+    dmrelay keeps of it: at once invisible, deleted by a job. Either way Meta is asked, once
+    this commits, to stop sending its webhooks: by a job, so that Meta's answer neither
+    delays nor fails the request. Disconnecting one that is disconnected already changes
+    nothing."""
     profile = await get_profile(session, scope, public_id)
     if erase:
-        await erasure.erase(session, profile)
+        # erase_profile unsubscribes first: it needs the token, which goes with the row.
+        await erasure.start_erasing(session, profile)
     elif profile.status != ProfileStatus.INACTIVE:
         await erasure.disconnect(session, profile)
         events.record_profile(
             session, CustomerEventType.PROFILE_DISCONNECTED, profile, origin="user"
         )
+        enqueue_after_commit(session, unsubscribe_job(profile.id))

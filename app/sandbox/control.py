@@ -15,7 +15,8 @@ GET        /media/{name}         bytes for attachment and profile picture URLs
 PUT        /media/{name}         serve the body (with its Content-Type) at that name
 POST       /media/expire         {"names": [...]}: those answer 404 from now on
 GET|POST   /oauth                Instagram Login: who the authorize page approves as, or
-                                 {"deny": true}; GET also lists token calls and subscriptions
+                                 {"deny": true}; GET also lists token calls, subscriptions
+                                 and unsubscriptions (DELETE subscribed_apps), in order
 POST|DELETE /conversations       seed an account's conversations (shape: app.sandbox.conversations)
                                  -> {ids}; GET lists the Conversations API calls answered
 GET|DELETE /proofs               whether each Graph call carried appsecret_proof
@@ -241,6 +242,7 @@ async def get_oauth(sandbox: SandboxDep) -> Answer:
         **oauth.control.model_dump(),
         "calls": oauth.calls,
         "subscribed": oauth.subscribed,
+        "unsubscribed": oauth.unsubscribed,
         "tokens": len(oauth.tokens),
     }
 
@@ -252,6 +254,7 @@ async def set_oauth(body: OAuthControl, sandbox: SandboxDep) -> Answer:
     sandbox.oauth.control = body
     sandbox.oauth.calls.clear()
     sandbox.oauth.subscribed.clear()
+    sandbox.oauth.unsubscribed.clear()
     return body.model_dump()
 
 

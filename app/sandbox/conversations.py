@@ -7,6 +7,7 @@ Conversations are seeded through POST /_sandbox/conversations.
 """
 
 import base64
+import hashlib
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -22,12 +23,64 @@ CALLS_PER_SECOND = 2
 MAX_LIMIT = 100
 
 
+class SeedAttachment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["image", "video", "audio", "file"]
+    url: str
+    name: str = "attachment"
+    mime_type: str | None = Field(None, description="By default, one that fits the type")
+
+
 class SeedMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str
+    text: str = ""
     sent_by: Literal["participant", "account"] = "participant"
     created_time: str = Field(description="ISO 8601, as Meta gives it: 2026-01-02T03:04:05+0000")
+    attachments: list[SeedAttachment] = []
+
+
+DEFAULT_MIME_TYPES = {
+    "image": "image/png",
+    "video": "video/mp4",
+    "audio": "audio/mpeg",
+    "file": "application/pdf",
+}
+
+
+def served_attachment(attachment: SeedAttachment, index: int, mid: str) -> dict[str, Any]:
+    """An attachment as Meta's Message reference serves it in `attachments.data`: an image
+    in `image_data`, a video in `video_data` (each with `url` and `preview_url`), other files
+    (audio too) as `file_url`; with `id`, `mime_type`, `name` and `size`."""
+    mime_type = attachment.mime_type or DEFAULT_MIME_TYPES[attachment.type]
+    served: dict[str, Any] = {
+        "id": str(int(hashlib.sha256(f"{mid}:{index}".encode()).hexdigest(), 16) % 10**15),
+        "mime_type": mime_type,
+        "name": attachment.name,
+        "size": 1024,
+    }
+    if attachment.type == "image":
+        served["image_data"] = {
+            "width": 640,
+            "height": 640,
+            "max_width": 640,
+            "max_height": 640,
+            "url": attachment.url,
+            "preview_url": attachment.url,
+            "render_as_sticker": False,
+        }
+    elif attachment.type == "video":
+        served["video_data"] = {
+            "width": 640,
+            "height": 640,
+            "length": 5,
+            "url": attachment.url,
+            "preview_url": attachment.url,
+        }
+    else:
+        served["file_url"] = attachment.url
+    return served
 
 
 class SeedConversation(BaseModel):
@@ -53,8 +106,8 @@ class Conversation:
     account_username: str
     participant_id: str
     participant_username: str
-    # (mid, created_time, sent by the participant, text), oldest first.
-    messages: list[tuple[str, str, bool, str]]
+    # (mid, created_time, sent by the participant, text, attachments), oldest first.
+    messages: list[tuple[str, str, bool, str, list[SeedAttachment]]]
 
     @property
     def updated_time(self) -> str:
@@ -79,7 +132,13 @@ class Conversations:
                 given.participant_id,
                 given.participant_username,
                 [
-                    (events.new_mid(), m.created_time, m.sent_by == "participant", m.text)
+                    (
+                        events.new_mid(),
+                        m.created_time,
+                        m.sent_by == "participant",
+                        m.text,
+                        m.attachments,
+                    )
                     for m in given.messages
                 ],
             )
@@ -157,25 +216,31 @@ class Conversations:
             "id": conversation.id,
         }
 
-    def read_message(self, mid: str) -> dict[str, Any]:
+    def read_message(self, mid: str, params: dict[str, Any]) -> dict[str, Any]:
         conversation, index = self.by_mid[mid]
         self._count(conversation.account_id, "message")
         if index < len(conversation.messages) - DETAILED:
             raise GraphError(100, "(#100) This message has been deleted")
-        mid, created_time, from_participant, text = conversation.messages[index]
+        mid, created_time, from_participant, text, attachments = conversation.messages[index]
         participant = {
             "username": conversation.participant_username,
             "id": conversation.participant_id,
         }
         account = {"username": conversation.account_username, "id": conversation.account_id}
         sender, recipient = (participant, account) if from_participant else (account, participant)
-        return {
+        detail: dict[str, Any] = {
             "id": mid,
             "created_time": created_time,
             "from": sender,
             "to": {"data": [recipient]},
             "message": text,
         }
+        # Only when asked for (fields=…,attachments), as Graph returns only requested fields.
+        if attachments and "attachments" in str(params.get("fields", "")).split(","):
+            detail["attachments"] = {
+                "data": [served_attachment(a, i, mid) for i, a in enumerate(attachments)]
+            }
+        return detail
 
 
 def _cursor(offset: int) -> str:

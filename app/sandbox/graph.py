@@ -92,15 +92,12 @@ async def dispatch(
     if request.method == "GET" and edge is None and node in conversations.by_id:
         return JSONResponse(conversations.read_conversation(conversations.by_id[node]))
     if request.method == "GET" and edge is None and node in conversations.by_mid:
-        return JSONResponse(conversations.read_message(node))
+        return JSONResponse(conversations.read_message(node, params))
     if request.method == "GET" and edge is None and node.isdigit():
         base_url = str(request.base_url)
         return JSONResponse(sandbox.profiles.read(node, params.get("fields"), base_url))
-    if request.method == "POST" and edge == "subscribed_apps":
-        sandbox.oauth.subscribed[owner(sandbox, node, token)] = str(
-            params.get("subscribed_fields", "")
-        )
-        return JSONResponse({"success": True})
+    if edge == "subscribed_apps":
+        return subscribed_apps(request.method, sandbox, owner(sandbox, node, token), params)
     if request.method == "POST" and edge == "messages":
         return await send(request, sandbox, node, params)
     if edge == "messenger_profile":
@@ -108,6 +105,36 @@ async def dispatch(
     if request.method == "POST" and edge == "message_attachments":
         return upload(sandbox, owner(sandbox, node, token), params)
     raise unsupported(request.method, node)
+
+
+def subscribed_apps(method: str, sandbox: Sandbox, account: str, params: Params) -> Response:
+    """An account's (or Page's) webhook subscription for this app (meta doc §11.6; Meta's
+    Page Subscribed Apps reference): POST subscribes it with `subscribed_fields`, GET lists
+    it, DELETE unsubscribes it (recorded, for tests); POST and DELETE answer
+    `{"success": true}`."""
+    oauth = sandbox.oauth
+    if method == "POST":
+        oauth.subscribed[account] = str(params.get("subscribed_fields", ""))
+        return JSONResponse({"success": True})
+    if method == "DELETE":
+        oauth.subscribed.pop(account, None)
+        oauth.unsubscribed.append(account)
+        return JSONResponse({"success": True})
+    if method == "GET":
+        fields = oauth.subscribed.get(account)
+        data = (
+            []
+            if fields is None
+            else [
+                {
+                    "id": sandbox.settings.instagram_app_id or "sandbox-app",
+                    "name": "dmrelay",
+                    "subscribed_fields": [f for f in fields.split(",") if f],
+                }
+            ]
+        )
+        return JSONResponse({"data": data})
+    raise unsupported(method, "subscribed_apps")
 
 
 def owner(sandbox: Sandbox, node: str, token: str) -> str:

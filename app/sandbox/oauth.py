@@ -65,6 +65,8 @@ class OAuth:
     calls: list[dict[str, Any]] = field(default_factory=list)
     # Accounts subscribed to webhooks (POST subscribed_apps), with their fields.
     subscribed: dict[str, str] = field(default_factory=dict)
+    # Every DELETE subscribed_apps, in order: the account (or Page) unsubscribed.
+    unsubscribed: list[str] = field(default_factory=list)
 
     def issue(self, account: OAuthAccount, long_lived: bool) -> tuple[str, Issued]:
         now = time.time()
