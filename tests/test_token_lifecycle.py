@@ -170,6 +170,9 @@ async def test_reconnecting_with_the_cli_sends_what_was_held_at_once(account, cl
     )  # fmt: skip
     assert done.code == 0, done.stderr
     assert (await account.client.profiles.get(account.profile_id)).status == "active"
+    # Reconnected as the connect flow does: the customer hears of it.
+    kinds = [kind for kind, _ in await customer_events(clean)]
+    assert kinds.count("profile.connected") == 1
 
     async def all_published() -> bool:
         statuses = [(await account.client.messages.get(m.id)).status for m in held]

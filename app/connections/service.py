@@ -144,17 +144,17 @@ async def complete(
         extra=token_columns(issued.expires_in)
         | {"avatar_url": _text(me.get("profile_picture_url")), "appsecret_proof": proof},
     )
-    events.record_profile(session, CustomerEventType.PROFILE_CONNECTED, profile)
     await chat_syncs.start_after_connect(session, profile)
     return Connected(profile, back)
 
 
 async def connect_profile(session: AsyncSession, settings: Settings, **fields: Any) -> Profile:
     """Connect an account, or reconnect it (the callback's and `dmrelay profiles add`'s one
-    way): the profile written active with its new token (`profiles.add_profile`), and the
-    sends held while it was expired released at once (`messages.release_held`), not left
+    way): the profile written active with its new token (`profiles.add_profile`),
+    profile.connected recorded, and the sends held while it was expired released at once (`messages.release_held`), not left
     to wait out EXPIRED_HOLD_SECONDS."""
     profile = await profiles.add_profile(session, settings, **fields)
+    events.record_profile(session, CustomerEventType.PROFILE_CONNECTED, profile)
     await messages.release_held(session, profile.id)
     return profile
 
