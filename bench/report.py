@@ -87,7 +87,7 @@ def markdown(results: dict) -> str:
         notes.append(
             f"1: worker stopped (accept path only); wrk 1 thread, {a['connections']} "
             f"connections (a closed loop: the same load for each), {a['seconds']:g} s per run "
-            f"after a 2 s warm-up, {a['rounds']} rounds taking turns (floor, dmrelay, dmrelay "
+            f"after a 2 s warm-up, {a['rounds']} round(s) taking turns (floor, dmrelay, dmrelay "
             "with LOG_LEVEL=WARNING: no access line), median round shown (req/s: floor "
             f"{', '.join(_n(r) for r in f['rates'])}; dmrelay "
             f"{', '.join(_n(r) for r in d['rates'])}; log off "
@@ -128,7 +128,7 @@ def markdown(results: dict) -> str:
             # One account may not be sent more than Meta's cap, whatever the worker can do.
             capped = d["profiles"] == 1
             rows.append((
-                "3", f"Sends/s, one worker, {d['profiles']} profile(s)",
+                "3", f"Sends/s, {_workers(d.get('workers', 1))}, {d['profiles']} profile(s)",
                 f"{_n(d['rate'])}", f"{d['published']}/{d['messages']} published in "
                 f"{_n(d['seconds'], 1)} s",
                 "n/a: Meta caps one account at 100/s (see 4)" if capped else "≥ 1,500",
@@ -186,7 +186,8 @@ def markdown(results: dict) -> str:
             f"5: wrk 1 thread, {w['connections']} connections each pausing {w['pause_ms']} ms on "
             f"average (drawn at random) between requests, {w['seconds']:g} s; "
             f"{w['entries']} entries × 1 messaging event per POST, unique mids, signed with "
-            f"META_APP_SECRET; {w['unique_posts']:,} unique bodies sent; one worker running; "
+            f"META_APP_SECRET; {w['unique_posts']:,} unique bodies sent; "
+            f"{_workers(w.get('workers', 1))} running; "
             f"events/s = stored rows / (load time + {w['stored_after_load_seconds']:.1f} s "
             + (
                 "until the last event was stored or the count stopped growing)."
@@ -314,6 +315,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _workers(count: int) -> str:
+    return "one worker" if count == 1 else f"{count} workers"
+
+
 def _ms(value: float | None) -> str:
     """Milliseconds of CPU per item: three decimals, as they are a fraction of a millisecond."""
     return "–" if value is None else f"{value:.3f}"
@@ -379,7 +384,8 @@ def _cost(s: dict) -> list[str]:
     return [
         "",
         "CPU per message (ms of CPU time, utime + stime from /proc, over the load; the API's "
-        "and workers' process trees; PostgreSQL: the backends of the bench's database):",
+        "and workers' process trees; PostgreSQL: the backends of the bench's database; runs "
+        "paced by Meta's caps, one profile and video, include the worker's idle polling):",
         "",
         "| Path | API | Worker(s) | PostgreSQL | Reference |",
         "|---|---|---|---|---|",
@@ -397,7 +403,7 @@ def _hot_chat(h: dict, rows: list, notes: list) -> None:
         "≥ 0.95 ×", _mark(h["ratio"] >= 0.95),
     ))  # fmt: skip
     rows.append((
-        "9", "… CPU per request, API / PostgreSQL (ms), 1 chat against many",
+        "9", "… CPU per request, API / PostgreSQL (ms), 1 chat against many (target: the sum)",
         f"{_ms(one['cpu_ms_per_request'])} / {_ms(one['postgres_cpu_ms_per_request'])} against "
         f"{_ms(many['cpu_ms_per_request'])} / {_ms(many['postgres_cpu_ms_per_request'])}",
         f"floor {_ms(f_one['cpu_ms_per_request'])} / "
@@ -414,10 +420,12 @@ def _hot_chat(h: dict, rows: list, notes: list) -> None:
         "–", "–",
     ))  # fmt: skip
     rows.append((
-        "9", "… `chats` rows: updates per request, HOT share, most dead tuples seen",
+        "9", "… `chats` rows: updates per request, HOT share, dead tuples added (net), "
+        "most seen",
         f"1 chat: {one['chat_updates_per_request']:.2f}, {_pct(one['hot_update_share'])}, "
-        f"{one['max_dead_tuples']:,}; many: {many['chat_updates_per_request']:.2f}, "
-        f"{_pct(many['hot_update_share'])}, {many['max_dead_tuples']:,}",
+        f"{one['dead_tuples_added']:+,}, {one['max_dead_tuples']:,}; many: "
+        f"{many['chat_updates_per_request']:.2f}, {_pct(many['hot_update_share'])}, "
+        f"{many['dead_tuples_added']:+,}, {many['max_dead_tuples']:,}",
         f"autovacuums during the runs: {one['autovacuums'] + many['autovacuums']}",
         "–", "–",
     ))  # fmt: skip
