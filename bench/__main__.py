@@ -193,7 +193,7 @@ async def run(plan: Plan, only: set[str], args: argparse.Namespace, results: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~5 minutes)")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "latest.json",
         help="where to write the JSON (the markdown goes next to it, as .md)",
