@@ -69,7 +69,7 @@ class Plan:
     hooks_timeout: float = 60
     media_chats: int = 1000
     # Hot chat: seconds per run, rounds of (dmrelay, floor) × (one chat, many).
-    hot_seconds: float = 8
+    hot_seconds: float = 6
     hot_rounds: int = 2
     # Scale out: rounds of (1 API, 1 worker) then (N, M); accept seconds; messages delivered.
     scale_out_rounds: int = 2

@@ -431,14 +431,14 @@ def _hot_chat(h: dict, rows: list, notes: list) -> None:
     ))  # fmt: skip
     notes.append(
         f"9: worker stopped; wrk 1 thread, {h['connections']} connections, {h['seconds']:g} s "
-        f"per run after a 2 s warm-up, {h['rounds']} round(s) of dmrelay and the floor (whose "
-        "INSERT fires the same counter trigger) each on one chat, then on "
+        f"per run (after one 2 s warm-up each), {h['rounds']} round(s) of dmrelay and the "
+        "floor (whose INSERT fires the same counter trigger) each on one chat, then on "
         f"{h['chats_many']}; median round's req/s; CPU per request over all rounds "
         "(PostgreSQL: the bench database's backends); lock waits: pg_stat_activity sampled "
         "every 50 ms, backends with wait_event_type Lock (a row or transaction another holds), "
         "as a mean count and a share of the active ones; `chats` counts from "
-        "pg_stat_user_tables before and after each run (1.5 s after the load, as backends "
-        "report them about once a second)."
+        "pg_stat_user_tables before and after each run (read 11 s after the load: a busy "
+        "backend reports what it holds back only after 10 s idle)."
     )
 
 
