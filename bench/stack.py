@@ -209,8 +209,10 @@ class Stack:
     def stop_workers(self) -> None:
         self.stop(*[name for name in self.processes if name in self.worker_ports])
 
-    async def wait_workers(self, timeout: float = 30.0) -> None:
-        """Until every worker has polled its queue (its /healthz answers 200): started up."""
+    async def wait_workers(self, timeout: float = 15.0) -> None:
+        """Until every worker has polled its queue (its /healthz answers 200): started up.
+        A worker that serves no health port (a source tree older than WORKER_HTTP_PORT, run
+        with --app-dir) is waited for `timeout` seconds, then taken as started."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:
             for name, port in list(self.worker_ports.items()):
@@ -223,7 +225,9 @@ class Stack:
                     except httpx.TransportError:
                         pass
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"{name} did not start within {timeout:.0f} s")
+                        print(f"[bench] {name}: no health port; its start-up counts in its CPU",
+                              file=sys.stderr)  # fmt: skip
+                        break
                     await asyncio.sleep(0.02)
 
     def cli(self, *args: str) -> str:
