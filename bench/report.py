@@ -469,8 +469,9 @@ def _scale_out(so: dict, rows: list, notes: list) -> None:
         f"10: {so['rounds']} round(s) taking turns: the API restarted with uvicorn --workers N, "
         f"wrk as in 1 for {so['seconds']:g} s (worker stopped), then {so['messages']:,} "
         "messages accepted and delivered by M workers as in 3; median rounds. CPU (ms): "
-        f"{configs}. On this machine every process shares the same cores: more processes "
-        "can only take CPU from the others."
+        f"{configs}. All processes share this machine's cores: more processes can only take "
+        "CPU from the others (and, on a shared machine, from its other users: judge by CPU "
+        "per message)."
     )
 
 
