@@ -11,8 +11,8 @@ The machine is small, shared and noisy: absolute figures drift from run to run, 
 measured in the same run (dmrelay against the floor in bench/floor.py, 1 M rows against
 10 k) are what to compare.
 
-    python -m bench                 # full run, about 8 minutes
-    python -m bench --quick         # smoke run, about 2 minutes
+    python -m bench                 # full run, about 13 minutes
+    python -m bench --quick         # smoke run, about 5 minutes
     python -m bench --profile-accept  # also samples the API with py-spy under accept load
 
 wrk is required (`apt-get install -y wrk`); py-spy only for --profile-accept

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import atexit
+import dataclasses
 import json
 import signal
 import sys
@@ -13,7 +14,18 @@ from pathlib import Path
 
 from bench import fixtures, report
 from bench.loadgen import require_wrk
-from bench.scenarios import accept, customer_webhooks, delivery, latency, media, scale, webhook
+from bench.scenarios import (
+    accept,
+    customer_webhooks,
+    delivery,
+    hot_chat,
+    latency,
+    media,
+    scale,
+    scale_out,
+    soak,
+    webhook,
+)
 from bench.stack import ROOT, Stack
 
 SCENARIOS = (
@@ -25,6 +37,10 @@ SCENARIOS = (
     "scale",
     "customer_webhooks",
     "media",
+    "hot_chat",
+    "scale_out",
+    # Only with --soak-minutes.
+    "soak",
 )
 
 
@@ -52,6 +68,13 @@ class Plan:
     hooks_seconds: float = 10
     hooks_timeout: float = 60
     media_chats: int = 1000
+    # Hot chat: seconds per run, rounds of (dmrelay, floor) × (one chat, many).
+    hot_seconds: float = 6
+    hot_rounds: int = 2
+    # Scale out: rounds of (1 API, 1 worker) then (N, M); accept seconds; messages delivered.
+    scale_out_rounds: int = 2
+    scale_out_seconds: float = 8
+    scale_out_messages: int = 6_000
 
 
 FULL = Plan(
@@ -88,6 +111,11 @@ QUICK = Plan(
     hooks_seconds=4,
     hooks_timeout=20,
     media_chats=100,
+    hot_seconds=3,
+    hot_rounds=1,
+    scale_out_rounds=1,
+    scale_out_seconds=3,
+    scale_out_messages=600,
 )
 LATENCY_RATE = 100
 MAIN_CHATS = 100
@@ -97,10 +125,15 @@ def progress(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-async def run(
-    plan: Plan, only: set[str], profile_accept: bool, app_dir: Path, results: dict
-) -> None:
-    stack = Stack(log_dir=ROOT / "bench" / "results" / "logs", app_dir=app_dir)
+async def run(plan: Plan, only: set[str], args: argparse.Namespace, results: dict) -> None:
+    stack = Stack(
+        log_dir=ROOT / "bench" / "results" / "logs",
+        app_dir=args.app_dir,
+        api_processes=args.api_workers,
+        workers=args.workers,
+    )
+    # The configurations the scale-out scenario compares: 1/1, then N/M (at least 2/2).
+    scaled = (max(2, args.api_workers), max(2, args.workers))
     atexit.register(stack.stop_all)  # also on an exit that skips the finally below
     try:
         progress("fresh database and queue, sandbox and API starting")
@@ -134,6 +167,14 @@ async def run(
                                            plan.hooks_seconds, plan.hooks_timeout)),
             ("media", "media",
              lambda: media.run(stack, fx, plan.media_chats, plan.media_chats / 8 + 30)),
+            ("hot_chat", "hot_chat",
+             lambda: hot_chat.run(stack, fx, plan.hot_seconds, plan.hot_rounds)),
+            ("scale_out", "scale_out",
+             lambda: scale_out.run(stack, fx, spread_chats, [(1, 1), scaled],
+                                   plan.scale_out_rounds, plan.scale_out_seconds,
+                                   plan.scale_out_messages, plan.delivery_timeout)),
+            ("soak", "soak",
+             lambda: soak.run(stack, fx, spread_chats, args.soak_minutes)),
         ]  # fmt: skip
         for scenario, key, step in steps:
             if scenario not in only:
@@ -142,7 +183,7 @@ async def run(
             started = time.monotonic()
             results["scenarios"][key] = await step()
             progress(f"{key} done in {time.monotonic() - started:.0f} s")
-        if profile_accept:
+        if args.profile_accept:
             progress("py-spy on the API under accept load …")
             await stack.reset_messages()
             results["profile"] = await accept.profile(stack, fx, 10)
@@ -152,7 +193,7 @@ async def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~5 minutes)")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "latest.json",
         help="where to write the JSON (the markdown goes next to it, as .md)",
@@ -168,8 +209,35 @@ def main() -> None:
         "--app-dir", type=Path, default=ROOT,
         help="the dmrelay source tree to run, e.g. an export of a commit (default: this one)",
     )  # fmt: skip
+    parser.add_argument(
+        "--messages", type=int, default=None,
+        help="measure 6's large stage: this many messages (e.g. 10000000; default 1,000,000, "
+        "quick 100,000), in max(10,000, messages/100) chats",
+    )  # fmt: skip
+    parser.add_argument(
+        "--soak-minutes", type=float, default=0,
+        help="also run the soak: sustained sends and webhooks for this long, sampling the "
+        "chats table's dead tuples every 30 s (default 0: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--api-workers", type=int, default=1, metavar="N",
+        help="API processes (uvicorn --workers) for every scenario (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="M",
+        help="dmrelay worker processes for every scenario (default 1); scale_out compares "
+        "1/1 with N/M (at least 2/2)",
+    )  # fmt: skip
     args = parser.parse_args()
-    if set(args.only) & {"accept", "webhook"}:  # the scenarios wrk loads
+    only = set(args.only)
+    # The soak runs when given a length, and only then.
+    if args.soak_minutes > 0:
+        only.add("soak")
+    elif "soak" in only and args.only is not SCENARIOS:
+        parser.error("the soak needs --soak-minutes N")
+    else:
+        only.discard("soak")
+    if only & {"accept", "webhook", "hot_chat", "scale_out"}:  # the scenarios wrk loads
         require_wrk()
     # A SIGTERM unwinds like Ctrl-C, through the finally that stops every child process.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -182,7 +250,16 @@ def main() -> None:
     }
     try:
         plan = QUICK if args.quick else FULL
-        asyncio.run(run(plan, set(args.only), args.profile_accept, args.app_dir, results))
+        if args.messages is not None:
+            large = (max(10_000, args.messages // 100), args.messages)
+            plan = dataclasses.replace(plan, scale_stages=[plan.scale_stages[0], large])
+        results["options"] = {
+            "api_workers": args.api_workers,
+            "workers": args.workers,
+            "messages": plan.scale_stages[-1][1],
+            "soak_minutes": args.soak_minutes,
+        }
+        asyncio.run(run(plan, only, args, results))
     finally:
         results["seconds"] = round(time.monotonic() - started, 1)
         args.out.parent.mkdir(parents=True, exist_ok=True)

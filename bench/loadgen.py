@@ -29,6 +29,8 @@ class WrkResult:
     seconds: float
     errors: dict[str, int]
     latency_ms: dict[str, float]
+    # The latency histogram's percentiles (p50 … p99.99, and the max), keyed "50" … "max".
+    percentiles_ms: dict[str, float]
 
     @property
     def rate(self) -> float:
@@ -59,6 +61,10 @@ async def wrk(
         seconds=summary["duration_us"] / 1e6,
         errors=summary["errors"],
         latency_ms={k: v / 1000 for k, v in summary["latency_us"].items()},
+        percentiles_ms={
+            **{k: v / 1000 for k, v in summary["percentiles_us"].items()},
+            "max": summary["latency_us"]["max"] / 1000,
+        },
     )
 
 

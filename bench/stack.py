@@ -43,7 +43,12 @@ class Stack:
     api_port: int = field(default_factory=free_port)
     sandbox_port: int = field(default_factory=free_port)
     floor_port: int = field(default_factory=free_port)
+    # How many API processes (uvicorn workers) and dmrelay workers run (--api-workers, --workers).
+    api_processes: int = 1
+    workers: int = 1
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Each running worker's WORKER_HTTP_PORT, by process name.
+    worker_ports: dict[str, int] = field(default_factory=dict)
     db: asyncpg.Connection | None = None
     queue: ArqRedis | None = None
 
@@ -109,12 +114,14 @@ class Stack:
         if self.db is not None:
             await self.db.close()
 
-    def start(self, name: str, module: str, *args: str) -> subprocess.Popen:
+    def start(
+        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=self.app_dir,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() reaches any children
@@ -124,19 +131,31 @@ class Stack:
         return process
 
     def stop_all(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
+        self.stop(*self.processes)
 
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    def stop(self, *names: str) -> None:
+        """Stop these processes: all told at once, then each waited for."""
+        stopping = []
+        for name in names:
+            process = self.processes.pop(name, None)
+            self.worker_ports.pop(name, None)
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                stopping.append(process)
+        for process in stopping:
+            try:
+                process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def pids(self, role: str) -> list[int]:
+        """The root pids of a role: "api", "floor", … or "worker" (every worker process)."""
+        return [
+            process.pid
+            for name, process in self.processes.items()
+            if name == role or (role == "worker" and name in self.worker_ports)
+        ]
 
     async def wait_http(self, url: str, name: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -151,9 +170,21 @@ class Stack:
                     await asyncio.sleep(0.1)
         raise RuntimeError(f"{name} did not answer on {url} within {timeout:.0f}s")
 
-    async def start_api(self) -> None:
-        self.start("api", "app.cli", "api", "--port", str(self.api_port), "--workers", "1")
-        await self.wait_http(f"{self.api_url}/healthz", "api")
+    async def start_api(
+        self,
+        name: str = "api",
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        processes: int | None = None,
+    ) -> None:
+        """The API (`dmrelay api --workers N`), by default the stack's own on api_port; others
+        (the accept scenario's, with request logging off) on a port of their own."""
+        port = self.api_port if port is None else port
+        processes = self.api_processes if processes is None else processes
+        self.start(
+            name, "app.cli", "api", "--port", str(port), "--workers", str(processes), env=env
+        )
+        await self.wait_http(f"http://127.0.0.1:{port}/healthz", name)
 
     async def start_floor(self) -> None:
         self.start(
@@ -167,8 +198,37 @@ class Stack:
         )  # fmt: skip
         await self.wait_http(f"{self.floor_url}/healthz", "floor")
 
-    def start_worker(self) -> None:
-        self.start("worker", "app.cli", "worker")
+    def start_worker(self, count: int | None = None) -> None:
+        """`count` worker processes (default: the stack's), each with a health port."""
+        for index in range(self.workers if count is None else count):
+            name = "worker" if index == 0 else f"worker-{index + 1}"
+            port = free_port()
+            self.start(name, "app.cli", "worker", env={"WORKER_HTTP_PORT": str(port)})
+            self.worker_ports[name] = port
+
+    def stop_workers(self) -> None:
+        self.stop(*[name for name in self.processes if name in self.worker_ports])
+
+    async def wait_workers(self, timeout: float = 15.0) -> None:
+        """Until every worker has polled its queue (its /healthz answers 200): started up.
+        A worker that serves no health port (a source tree older than WORKER_HTTP_PORT, run
+        with --app-dir) is waited for `timeout` seconds, then taken as started."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            for name, port in list(self.worker_ports.items()):
+                while True:
+                    if self.processes[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited; see {self.log_dir / name}.log")
+                    try:
+                        if (await client.get(f"http://127.0.0.1:{port}/healthz")).is_success:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        print(f"[bench] {name}: no health port; its start-up counts in its CPU",
+                              file=sys.stderr)  # fmt: skip
+                        break
+                    await asyncio.sleep(0.02)
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(

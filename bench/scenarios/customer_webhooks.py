@@ -25,6 +25,7 @@ import time
 import asyncpg
 import httpx
 
+from bench.cpu import CpuWindow
 from bench.loadgen import paced, percentiles
 from bench.stack import DATABASE_URL, Stack, free_port
 
@@ -140,9 +141,12 @@ async def _throughput(
     )
     stack.start_worker()
     try:
-        arrived = await _wait_for(records, endpoints * events, timeout)
+        await stack.wait_workers()
+        async with CpuWindow({"worker": stack.pids("worker")}, stack.db) as window:
+            early = len(await _arrivals(records))
+            arrived = await _wait_for(records, endpoints * events, timeout)
     finally:
-        stack.stop("worker")
+        stack.stop_workers()
     times = sorted(at for _, _, at in arrived)
     span = times[-1] - times[0] if len(times) > 1 else 0.0
     return {
@@ -152,6 +156,8 @@ async def _throughput(
         "expected": endpoints * events,
         "seconds": span,
         "rate": len(arrived) / span if span else 0.0,
+        # The worker's CPU per delivery once started (its first poll of the queue on).
+        "cpu": window.summary(len(arrived) - early),
     }
 
 
@@ -160,6 +166,7 @@ async def _floor(
 ) -> dict:
     """The floor, on the same events (still in the table) and receiver."""
     (await records.delete("/_records")).raise_for_status()
+
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "bench.webhook_floor", DATABASE_URL, receiver, str(endpoints),
@@ -167,7 +174,12 @@ async def _floor(
         env=stack.env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     result = json.loads(done.stdout)
-    return {**result, "rate": result["deliveries"] / result["seconds"]}
+    return {
+        **result,
+        "rate": result["deliveries"] / result["seconds"],
+        # Its own process's CPU over the deliveries (it has no children).
+        "cpu_ms_per_delivery": result["cpu_seconds"] * 1000 / (result["deliveries"] or 1),
+    }
 
 
 async def _latency(
@@ -207,7 +219,7 @@ async def _latency(
         arrived = await _wait_for(records, len(started_at), DRAIN_SECONDS)
     finally:
         await pool.close()
-        stack.stop("worker")
+        stack.stop_workers()
     latencies = [
         (at - started_at[event_id]) * 1000 for _, event_id, at in arrived if event_id in started_at
     ]

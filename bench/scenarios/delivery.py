@@ -1,4 +1,5 @@
-"""3. Delivery throughput of one worker process, and 4. use of Meta's per-profile rate cap.
+"""3. Delivery throughput of one worker process (or --workers N) and its CPU per send, and
+4. use of Meta's per-profile rate cap.
 
 With the worker stopped, the messages are accepted through the API, so they are stored and
 their jobs enqueued exactly as dmrelay does it; then one worker starts. The rate is taken
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from bench.cpu import CpuWindow
 from bench.fixtures import Chat, Fixtures
 from bench.stack import Stack
 
@@ -71,11 +73,11 @@ async def deliver_all(
     """Accept `count` messages over `chats`, then run one worker until none is undelivered
     or `timeout` seconds have passed. With rate_cap, the sandbox is asked to throttle each
     account above it (see enable_sandbox_rate_limit)."""
-    stack.stop("worker")
+    stack.stop_workers()
     await stack.reset_messages()
     enforced = rate_cap is not None and await enable_sandbox_rate_limit(stack, rate_cap)
     resent = await accept(stack, fixtures, chats, count)
-    outcome = await work_until_delivered(stack, timeout, 0.25)
+    outcome, cost = await work_until_delivered(stack, timeout, 0.25)
     # A run cut short counts until it was cut: a worker that stalls is not let off.
     span = float(outcome["span" if outcome["undelivered"] == 0 else "since_first"] or 0)
     published = outcome["published"]
@@ -94,24 +96,35 @@ async def deliver_all(
         "rate": (published - 1) / span if span > 0 else None,
         "timeout": timeout,
         "cap_enforced_by_sandbox": enforced,
+        "workers": stack.workers,
+        "cpu": cost,
     }
 
 
 # --- 4. rate-limit use ---------------------------------------------------------------------
 
 
-async def work_until_delivered(stack: Stack, timeout: float, poll: float) -> Any:
-    """Run one worker until no message is undelivered or `timeout` passes: the last outcome."""
+async def work_until_delivered(
+    stack: Stack, timeout: float, poll: float
+) -> tuple[Any, dict[str, Any]]:
+    """Run the worker(s) until no message is undelivered or `timeout` passes: the last
+    outcome, and the CPU per message published once they had started up (their CPU from
+    their first poll of the queue / the messages published since)."""
     stack.start_worker()
     deadline = time.monotonic() + timeout
     try:
+        await stack.wait_workers()
+        window = CpuWindow({"worker": stack.pids("worker")}, stack.db)
+        await window.begin()
+        before = await stack.db.fetchrow(OUTCOME, THROTTLE_CODES)
         while True:
             outcome = await stack.db.fetchrow(OUTCOME, THROTTLE_CODES)
             if outcome["undelivered"] == 0 or time.monotonic() > deadline:
-                return outcome
+                await window.end()
+                return outcome, window.summary(outcome["published"] - before["published"])
             await asyncio.sleep(poll)
     finally:
-        stack.stop("worker")
+        stack.stop_workers()
 
 
 async def enable_sandbox_rate_limit(stack: Stack, per_second: int) -> bool:

@@ -90,7 +90,7 @@ async def _running_worker(stack: Stack):
     try:
         yield
     finally:
-        stack.stop("worker")
+        stack.stop_workers()
 
 
 async def _wait_for_worker(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.cpu import CpuWindow
 from bench.fixtures import Fixtures
 from bench.loadgen import wrk
 from bench.stack import APP_SECRET, Stack
@@ -72,7 +73,7 @@ async def grant_consent(stack: Stack) -> None:
 
 
 async def run(stack: Stack, fixtures: Fixtures, seconds: float, settle: float) -> dict:
-    stack.stop("worker")
+    stack.stop_workers()
     await stack.reset_messages()
     # Enough that none is sent twice, as Meta sends an acknowledged delivery once.
     bodies = round(OFFERED_POSTS * seconds * 1.2)
@@ -80,13 +81,19 @@ async def run(stack: Stack, fixtures: Fixtures, seconds: float, settle: float) -
     await grant_consent(stack)
     stack.start_worker()
     try:
+        await stack.wait_workers()
+        # The API's CPU per event acknowledged; the worker's per event stored, load and
+        # settling both (the API is idle by then).
+        window = CpuWindow({"api": stack.pids("api"), "worker": stack.pids("worker")}, stack.db)
+        await window.begin()
         load = await wrk(
             stack.api_url, "webhook.lua", [str(path), str(PAUSE_MS)], seconds, CONNECTIONS
         )
         offered = min(load.requests, bodies) * ENTRIES
         stored, late, settled = await _settle(stack, offered, settle)
+        await window.end()
     finally:
-        stack.stop("worker")
+        stack.stop_workers()
     return {
         "connections": CONNECTIONS,
         "pause_ms": PAUSE_MS,
@@ -101,6 +108,10 @@ async def run(stack: Stack, fixtures: Fixtures, seconds: float, settle: float) -
         "settled": settled,
         "events_per_second": stored / (load.seconds + late),
         "ack_ms": load.latency_ms,
+        "cpu": window.summary(stored),
+        # Every POST carries ENTRIES events, duplicates (a body sent twice) included.
+        "api_cpu_ms_per_event": window.seconds["api"] * 1000 / (load.requests * ENTRIES or 1),
+        "workers": stack.workers,
         "errors": load.errors,
     }
 
