@@ -208,6 +208,31 @@ SELECT disabled_reason FROM counted
 WHERE NOT enabled AND NOT $7 AND consecutive_failures = $13
 """
 
+# The successes of several endpoints' attempts in one statement (one commit): what _RECORD
+# does for a success, for each. An endpoint's attempts come in the order they were made.
+_RECORD_DELIVERED = f"""
+WITH attempt AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int[],
+        $6::int[], $7::text[], $8::int[], $9::timestamptz[]) WITH ORDINALITY
+        AS a(webhook_id, dispatch_id, event_public_id, event_type, attempt_number,
+            response_status, response_excerpt, duration_ms, attempted_at, n)
+), logged AS (
+    INSERT INTO customer_webhook_attempts (webhook_id, dispatch_id, event_public_id,
+        event_type, attempt_number, response_status, success, response_excerpt, error,
+        duration_ms, attempted_at)
+    SELECT webhook_id, dispatch_id, event_public_id, event_type, attempt_number,
+        response_status, true, response_excerpt, NULL, duration_ms, attempted_at
+    FROM attempt ORDER BY n
+), moved AS (
+    UPDATE customer_webhook_dispatches d
+    SET attempts = a.attempt_number, status = '{DispatchStatus.DELIVERED}'
+    FROM attempt a
+    WHERE d.id = a.dispatch_id AND d.status = '{DispatchStatus.PENDING}'
+)
+UPDATE customer_webhooks SET consecutive_failures = 0
+WHERE id IN (SELECT webhook_id FROM attempt) AND consecutive_failures <> 0
+"""
+
 
 async def take_lease(db: asyncpg.Pool, webhook_id: int, owner: int, lease: timedelta) -> bool:
     """The endpoint is this worker's to send for `lease`, unless another worker's lease is
@@ -305,6 +330,34 @@ async def record_attempt(
         result.outcome,
     )
     return disabled
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A successful attempt, to record (`record_delivered`)."""
+
+    head: Head
+    event_public_id: str
+    result: AttemptResult
+
+
+async def record_delivered(db: asyncpg.Pool, delivered: list[Delivered]) -> None:
+    """Log successful attempts, of any endpoints, and move their events on (delivered), as
+    `record_attempt` does for each, in one statement. Raises
+    asyncpg.ForeignKeyViolationError if an endpoint was deleted meanwhile (nothing is
+    recorded then)."""
+    await db.execute(
+        _RECORD_DELIVERED,
+        [d.head.webhook_id for d in delivered],
+        [d.head.dispatch_id for d in delivered],
+        [d.event_public_id for d in delivered],
+        [d.head.event_type for d in delivered],
+        [d.head.attempts + 1 for d in delivered],
+        [d.result.response_status for d in delivered],
+        [d.result.response_excerpt for d in delivered],
+        [d.result.duration_ms for d in delivered],
+        [d.result.attempted_at for d in delivered],
+    )
 
 
 async def due_webhooks(engine: AsyncEngine, limit: int) -> list[int]:
