@@ -275,7 +275,7 @@ class Dispatcher:
             None if head.attempts >= len(schedule) else timedelta(seconds=schedule[head.attempts])
         )
         try:
-            disabled = await repository.record_attempt(
+            disabled = await repository.record_failure(
                 self.db,
                 head,
                 event_id,
