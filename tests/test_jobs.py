@@ -2,6 +2,7 @@
 (whose loading runs code of the writer's choosing), is dropped by the worker unread."""
 
 import asyncio
+import functools
 import os
 import pickle
 import signal
@@ -115,3 +116,66 @@ async def test_a_worker_told_to_stop_stops_even_if_its_cancellation_is_lost(stac
     finally:
         main.cancel()
         await worker.close()
+
+
+async def test_a_send_job_starts_when_enqueued_and_a_webhook_job_waits_for_the_poll(settings):
+    """A send's job is published on the queue's wake channel as it is enqueued, and the
+    worker starts it then: here the worker polls once an hour, so only the wake can start
+    it. A webhook delivery's job is not announced (its jobs gain from gathering for the
+    next poll): it stays queued."""
+    from arq.constants import in_progress_key_prefix
+
+    from app.core.jobs import enqueue_first_free, task
+    from app.core.worker import ResilientWorker
+
+    queue_name = "dmrelay:test:wake"
+    started: list[tuple[str, int]] = []
+
+    async def record(name: str, ctx: dict, item: int) -> None:
+        started.append((name, item))
+
+    worker = ResilientWorker(
+        functions=[
+            task(functools.partial(record, "send"), JobName.SEND_CHAT),
+            task(functools.partial(record, "webhook"), JobName.PROCESS_WEBHOOK),
+        ],
+        redis_pool=queue.arq_pool(settings, default_queue_name=queue_name),
+        queue_name=queue_name,
+        poll_delay=3600,
+        handle_signals=False,
+        job_serializer=queue.pack_job,
+        job_deserializer=queue.unpack_job,
+    )
+    pool = queue.arq_pool(settings, default_queue_name=queue_name)
+    await pool.delete(queue_name)
+    main = asyncio.create_task(worker.async_run())
+    try:
+        # Its first poll is behind it (it saw an empty queue), and it listens.
+        async def polled() -> bool:
+            return worker.last_poll is not None
+
+        async def listening() -> bool:
+            return await _subscribed(pool, queue_name)
+
+        async def sent() -> bool:
+            return started == [("send", 1)]
+
+        await wait_for(polled)
+        await wait_for(listening)
+        await enqueue_first_free(pool, JobName.PROCESS_WEBHOOK, (2,), ["wake-test:webhook"])
+        await request_send(pool, 1)
+        await wait_for(sent)
+        assert await pool.zscore(queue_name, "wake-test:webhook") is not None
+        assert not await pool.exists(in_progress_key_prefix + "wake-test:webhook")
+    finally:
+        main.cancel()
+        await worker.close()
+        await pool.delete(queue_name, "arq:job:wake-test:webhook")
+        await pool.aclose()
+
+
+async def _subscribed(pool, queue_name: str) -> bool:
+    from app.core.jobs import wake_channel
+
+    counts = dict(await pool.pubsub_numsub(wake_channel(queue_name)))
+    return counts.get(wake_channel(queue_name).encode(), 0) > 0

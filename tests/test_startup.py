@@ -170,3 +170,12 @@ async def test_a_worker_waiting_for_redis_starts_and_its_check_says_so(clean):
     stderr = (await worker.stderr.read()).decode()
     assert "dmrelay worker: Redis is not answering" in stderr
     assert "starting anyway" in stderr
+
+
+async def test_the_workers_start_up_heap_is_left_out_of_full_collections(clean):
+    """What the worker's start-up built is frozen (gc.freeze): a full collection, which stops
+    the event loop, walks only what came since."""
+    import gc
+
+    assert "sender" in clean.worker.ctx  # its start-up has run (in this process)
+    assert gc.get_freeze_count() > 0

@@ -355,6 +355,43 @@ async def test_events_arrive_in_order_per_endpoint_through_retries(account: Acco
     assert row["response_excerpt"] == "answer 500"
 
 
+async def test_an_event_sent_but_not_recorded_is_sent_again_never_lost(
+    account: Account, hooks: Hooks
+):
+    """Successes are recorded while the endpoint's next events go: if recording fails (here
+    the delivery log refuses every row), the events stay pending and are sent again once it
+    works: at least once, first arrivals in order, none marked delivered unrecorded."""
+    hook = await account.client.webhooks.create(
+        hooks.receiver.url("unlogged"), ["message.received"]
+    )
+    await _ddl(
+        hooks,
+        "ALTER TABLE customer_webhook_attempts ADD CONSTRAINT refuse_all CHECK (false) NOT VALID",
+    )
+    try:
+        await text_messages(hooks.stack, 5)
+        await received(hooks.receiver, "unlogged", 5)
+        undelivered = "SELECT count(*) FROM customer_webhook_dispatches WHERE status = 'pending'"
+        assert await hooks.sql(undelivered) == [(5,)]
+    finally:
+        await _ddl(hooks, "ALTER TABLE customer_webhook_attempts DROP CONSTRAINT refuse_all")
+
+    async def all_delivered() -> bool:
+        return await hooks.sql(undelivered) == [(0,)]
+
+    await wait_for(all_delivered)  # the poller finds them due again
+    log = await account.client.webhooks.deliveries(hook.id, per_page=100)
+    assert [d.success for d in log.data] == [True] * 5
+    bodies = [d.message.body for _, d in hooks.receiver.events("unlogged", hook.secret)]
+    assert len(bodies) > 5
+    assert list(dict.fromkeys(bodies)) == [f"m{n}" for n in range(5)]
+
+
+async def _ddl(hooks: Hooks, statement: str) -> None:
+    async with hooks.stack.sessionmaker() as session, session.begin():
+        await session.execute(text(statement))
+
+
 async def test_retries_follow_the_schedule_then_give_up(account: Account, hooks: Hooks):
     hooks.configure(webhook_retry_schedule_seconds=(0.0, 0.3, 0.6))
     hook = await account.client.webhooks.create(hooks.receiver.url("down"), ["message.received"])

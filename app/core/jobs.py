@@ -91,19 +91,32 @@ def enqueue_after_commit(session: AsyncSession, job: Job) -> None:
 
 
 # arq's enqueue_job for several candidate ids in one round trip (arq itself takes three per
-# id: WATCH, EXISTS, MULTI/EXEC): the job goes under the first id with no job or result.
+# id: WATCH, EXISTS, MULTI/EXEC): the job goes under the first id with no job or result, and
+# its id is published on the wake channel if one is given (see WAKES).
 # KEYS: the queue, then each id's job key and result key. ARGV: the serialised job, its
-# score, its expiry (ms), then the ids.
+# score, its expiry (ms), the wake channel or '', then the ids.
 _ENQUEUE_FIRST_FREE = """
-for j = 1, #ARGV - 3 do
+for j = 1, #ARGV - 4 do
     if redis.call('EXISTS', KEYS[2 * j], KEYS[2 * j + 1]) == 0 then
         redis.call('PSETEX', KEYS[2 * j], ARGV[3], ARGV[1])
-        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3 + j])
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4 + j])
+        if ARGV[4] ~= '' then
+            redis.call('PUBLISH', ARGV[4], ARGV[4 + j])
+        end
         return j
     end
 end
 return 0
 """
+# Jobs a worker starts as soon as they are enqueued, told on the queue's wake channel,
+# rather than at its next poll of the queue (up to the poll delay later): a send waits for
+# nobody. Webhook deliveries are not: their jobs gain from being gathered into one batch.
+WAKES = frozenset({JobName.SEND_CHAT})
+
+
+def wake_channel(queue_name: str) -> str:
+    """The Redis channel the ids of a queue's WAKES jobs are published on when enqueued."""
+    return f"{queue_name}:wake"
 
 
 async def enqueue_first_free(
@@ -147,7 +160,8 @@ def _first_free(
     keys = [pool.default_queue_name]
     for job_id in job_ids:
         keys += [job_key_prefix + job_id, result_key_prefix + job_id]
-    return keys, [job, enqueued_ms, pool.expires_extra_ms, *job_ids]
+    wake = wake_channel(pool.default_queue_name) if name in WAKES else ""
+    return keys, [job, enqueued_ms, pool.expires_extra_ms, wake, *job_ids]
 
 
 def task(coroutine: WorkerCoroutine, name: JobName, max_tries: int = 1) -> Function:

@@ -1,13 +1,15 @@
 """The arq worker dmrelay runs: arq's, made to outlive Redis outages and to stop when told.
 
 It relies on arq's public surface only (`main`, `start_jobs`, `heart_beat`, `on_stop`, the
-`tasks`, `sem` and `job_counter` attributes, the `redis_pool` argument); tests/test_libraries.py
-fails if that surface changes in an arq release within the pinned range.
+`tasks`, `sem`, `job_counter`, `queue_name` and `allow_pick_jobs` attributes, the
+`redis_pool` argument); tests/test_libraries.py fails if that surface changes in an arq
+release within the pinned range.
 """
 
 import asyncio
 import logging
 import time
+from contextlib import suppress
 from signal import Signals
 from typing import Any
 
@@ -15,6 +17,7 @@ from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from app.core import worker_http
+from app.core.jobs import wake_channel
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,8 @@ REDIS_RETRY_SECONDS = 1.0
 
 class ResilientWorker(Worker):
     """An arq worker that waits out a Redis outage instead of exiting, even one it starts
-    in, does not ask Redis about the jobs it is running itself, and stops when told to.
+    in, does not ask Redis about the jobs it is running itself, starts the jobs announced on
+    its queue's wake channel at once (app/core/jobs.py:WAKES), and stops when told to.
 
     Give it a pool that connects lazily (`redis_pool=queue.arq_pool(settings)`): arq's own
     would fail at once while Redis is down. `on_startup` runs again after an outage, so it
@@ -52,9 +56,13 @@ class ResilientWorker(Worker):
         if self.http_port is not None:
             # Before Redis answers: an orchestrator asks from the start.
             runner = await worker_http.start(self, self.http_port)
+        woken = asyncio.create_task(self._start_woken_jobs(), name="worker-wake")
         try:
             await self._main()
         finally:
+            woken.cancel()
+            with suppress(asyncio.CancelledError):
+                await woken
             if runner is not None:
                 await runner.cleanup()
 
@@ -72,6 +80,33 @@ class ResilientWorker(Worker):
                     "Redis is unavailable (%s); trying again in %.0f s", error, REDIS_RETRY_SECONDS
                 )
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
+
+    async def _start_woken_jobs(self) -> None:
+        """Start each job whose id is published on the queue's wake channel, as arq's poll
+        would at its next turn (up to `poll_delay` later). arq's own checks (the job is due,
+        not started by another worker) still decide: every worker hears the id and one wins.
+        A wake missed (Redis away, this worker busy) costs only the wait for the poll."""
+        channel = wake_channel(self.queue_name)
+        while not self._stopping:
+            pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    job_ids = {message["data"]}
+                    # Those published meanwhile, in one go.
+                    while (message := await pubsub.get_message()) is not None:
+                        job_ids.add(message["data"])
+                    if self.allow_pick_jobs:
+                        await self.start_jobs(list(job_ids))
+            except (RedisError, OSError):
+                # The poll goes on meanwhile, and main() says that Redis is away.
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+            finally:
+                with suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def heart_beat(self) -> None:
         if self._stopping:

@@ -7,7 +7,11 @@ endpoint; it also polls (WEBHOOK_POLL_SECONDS) for endpoints with events due tha
 sending: a retry come due, a notification missed, a worker gone.
 
 Per endpoint, one task at a time (and, across workers, one lease) sends its events oldest
-first, each until it succeeds or its retry schedule runs out, so events arrive in order.
+first, each until it succeeds or its retry schedule runs out, so events arrive in order. A
+success is recorded while the endpoint's next event is sent, together with the successes of
+other endpoints (one statement, one commit); the endpoint's events are read again only once
+its successes are recorded, so none is sent twice by this worker, and a worker gone before
+recording one leaves the event pending: sent again, never lost.
 Endpoints never wait for each other: each has its own task and HTTP connections, so a slow
 or dead one holds up only itself. Nothing here touches Meta's webhook or sends.
 """
@@ -29,12 +33,13 @@ from yarl import URL
 
 from app.core import crypto, ids
 from app.core.addresses import Resolver, pinned, resolve
+from app.core.batching import Batcher
 from app.core.db import connect_options
 from app.core.settings import Settings
 from app.events.models import MESSAGE_EVENTS
 from app.events.service import message_data
 from app.webhooks import repository, signing, targets
-from app.webhooks.repository import AttemptResult, Head
+from app.webhooks.repository import AttemptResult, Delivered, Head
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,9 @@ class Dispatcher:
         self.background: list[asyncio.Task[None]] = []
         self.stopping = False
         self.listening = asyncio.Event()
+        # Successes of all endpoints, recorded together: while one statement runs, those
+        # that come meanwhile wait for the next (a group commit).
+        self._delivered = Batcher(self._record_delivered, one_at_a_time=True)
 
     # -- Life -------------------------------------------------------------------------------
 
@@ -194,8 +202,14 @@ class Dispatcher:
         if not await repository.take_lease(self.db, webhook_id, self.owner, self.lease):
             return  # another worker is sending them
         renewed = time.monotonic()
+        # Successes sent and not yet recorded (each True once recorded, False if the
+        # endpoint was deleted meanwhile).
+        recording: list[asyncio.Task[bool]] = []
         try:
             while not self.stopping:
+                # Read again only once recorded: an event being recorded is still pending.
+                if not await _recorded(recording):
+                    return
                 batch = await repository.heads(self.db, webhook_id, BATCH)
                 if not batch:
                     if await self._more_soon(webhook_id):
@@ -213,9 +227,12 @@ class Dispatcher:
                         ):
                             return
                         renewed = time.monotonic()
-                    if not await self._send(head):
+                    if not await self._send(head, recording):
                         break  # read the head again: a retry due now, or later, or disabled
         finally:
+            # Recorded before the lease goes: another worker would send them again.
+            with suppress(Exception):
+                await _recorded(recording)
             with suppress(Exception):
                 await repository.release_lease(self.db, webhook_id, self.owner)
 
@@ -236,22 +253,29 @@ class Dispatcher:
         self.again.discard(webhook_id)
         return not self.stopping
 
-    async def _send(self, head: Head) -> bool:
-        """One attempt at the head event; whether it moved on (delivered or given up)."""
+    async def _send(self, head: Head, recording: list[asyncio.Task[bool]]) -> bool:
+        """One attempt at the head event; whether it moved on (delivered or given up). A
+        success is recorded in the background (added to `recording`); a failure, after the
+        endpoint's successes before it, at once."""
         event_id, payload = await self._envelope(head)
         secret = crypto.decrypt(self.settings.secret_key, head.secret_encrypted)
         dispatch_id = ids.encode(ids.Kind.DISPATCH, head.dispatch_id)
         result = await self._post(
             head, payload, signing.headers(secret, payload, head.event_type, dispatch_id)
         )
+        if result.success:
+            recording.append(
+                asyncio.create_task(self._delivered.submit(Delivered(head, event_id, result)))
+            )
+            return True
+        if not await _recorded(recording):
+            return False  # the endpoint was deleted meanwhile: its heads are gone
         schedule = self.settings.webhook_retry_schedule_seconds
         retry_after = (
-            None
-            if result.success or head.attempts >= len(schedule)
-            else timedelta(seconds=schedule[head.attempts])
+            None if head.attempts >= len(schedule) else timedelta(seconds=schedule[head.attempts])
         )
         try:
-            disabled = await repository.record_attempt(
+            disabled = await repository.record_failure(
                 self.db,
                 head,
                 event_id,
@@ -263,8 +287,6 @@ class Dispatcher:
             return False  # the endpoint was deleted meanwhile: its heads are gone
         if disabled is not None:
             log.warning("customer webhook %d: %s", head.webhook_id, disabled)
-        if result.success:
-            return True
         if retry_after is None:
             log.warning(
                 "customer webhook %d: event %s given up after %d attempts",
@@ -276,6 +298,17 @@ class Dispatcher:
         if retry_after > timedelta():
             self._wake_later(head.webhook_id, retry_after.total_seconds())
         return False
+
+    async def _record_delivered(self, delivered: list[Delivered]) -> list[bool]:
+        """Record successes of any endpoints together; for each, False if its endpoint was
+        deleted meanwhile (then the others are recorded one by one)."""
+        try:
+            await repository.record_delivered(self.db, delivered)
+            return [True] * len(delivered)
+        except asyncpg.ForeignKeyViolationError:
+            if len(delivered) == 1:
+                return [False]
+        return [(await self._record_delivered([one]))[0] for one in delivered]
 
     async def _envelope(self, head: Head) -> tuple[str, bytes]:
         """The event's public id and the body that carries it."""
@@ -393,6 +426,19 @@ def _pinned(target: httpx.URL, address: str) -> tuple[URL, dict[str, str], str |
     each of an endpoint's events)."""
     url, host, extensions = pinned(target, address)
     return URL(str(url), encoded=True), host, extensions.get("sni_hostname")
+
+
+async def _recorded(recording: list[asyncio.Task[bool]]) -> bool:
+    """Wait for the successes being recorded; False if their endpoint was deleted meanwhile.
+    Raises the first failure to record one (its event stays pending: sent again later)."""
+    if not recording:
+        return True
+    results = await asyncio.gather(*recording, return_exceptions=True)
+    recording.clear()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return all(results)
 
 
 def _set(event: asyncio.Event, *_: object) -> None:

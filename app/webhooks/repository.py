@@ -171,41 +171,65 @@ WHERE d.webhook_id = $1 AND d.status = '{DispatchStatus.PENDING}'
 ORDER BY d.id
 LIMIT $2
 """
-# One statement: the attempt logged, its dispatch moved on (delivered; pending again after
-# $12; failed when $12 is NULL), the endpoint's run of failures, and the endpoint disabled
-# when this failure makes the run $13 long. Answers the reason when it did.
-_RECORD = f"""
+# A failed attempt in one statement: logged, its dispatch moved on (pending again after
+# $11; failed when $11 is NULL), the endpoint's run of failures one longer, and the endpoint
+# disabled when that makes the run $12 long. Answers the reason when it did. (Successes:
+# _RECORD_DELIVERED.)
+_RECORD_FAILURE = f"""
 WITH logged AS (
     INSERT INTO customer_webhook_attempts (webhook_id, dispatch_id, event_public_id,
         event_type, attempt_number, response_status, success, response_excerpt, error,
         duration_ms, attempted_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, $9, $10)
 ), moved AS (
     UPDATE customer_webhook_dispatches
     SET attempts = $5,
-        status = CASE WHEN $7 THEN '{DispatchStatus.DELIVERED}'
-            WHEN $12::interval IS NULL THEN '{DispatchStatus.FAILED}'
+        status = CASE WHEN $11::interval IS NULL THEN '{DispatchStatus.FAILED}'
             ELSE '{DispatchStatus.PENDING}' END,
-        next_attempt_at = CASE WHEN $7 OR $12::interval IS NULL THEN next_attempt_at
-            ELSE now() + $12::interval END
+        next_attempt_at = CASE WHEN $11::interval IS NULL THEN next_attempt_at
+            ELSE now() + $11::interval END
     WHERE id = $2 AND status = '{DispatchStatus.PENDING}'
 ), counted AS (
     UPDATE customer_webhooks w
-    SET consecutive_failures = CASE WHEN $7 THEN 0 ELSE w.consecutive_failures + 1 END,
-        enabled = w.enabled AND ($7 OR w.consecutive_failures + 1 < $13),
+    SET consecutive_failures = w.consecutive_failures + 1,
+        enabled = w.enabled AND w.consecutive_failures + 1 < $12,
         disabled_reason = CASE
-            WHEN w.enabled AND NOT $7 AND w.consecutive_failures + 1 >= $13
+            WHEN w.enabled AND w.consecutive_failures + 1 >= $12
             THEN format('Disabled after %s consecutive failed attempts; the last: %s',
-                w.consecutive_failures + 1, $14::text)
+                w.consecutive_failures + 1, $13::text)
             ELSE w.disabled_reason END,
-        updated_at = CASE WHEN w.enabled AND NOT $7 AND w.consecutive_failures + 1 >= $13
+        updated_at = CASE WHEN w.enabled AND w.consecutive_failures + 1 >= $12
             THEN now() ELSE w.updated_at END
-    -- A success changes nothing on an endpoint with no failures: no row written.
-    WHERE w.id = $1 AND NOT ($7 AND w.consecutive_failures = 0)
+    WHERE w.id = $1
     RETURNING w.enabled, w.disabled_reason, w.consecutive_failures
 )
-SELECT disabled_reason FROM counted
-WHERE NOT enabled AND NOT $7 AND consecutive_failures = $13
+SELECT disabled_reason FROM counted WHERE NOT enabled AND consecutive_failures = $12
+"""
+
+# Successful attempts, of several endpoints, in one statement (one commit): each logged, its
+# dispatch delivered, its endpoint's run of failures ended (no row written for an endpoint
+# with none). An endpoint's attempts come in the order they were made.
+_RECORD_DELIVERED = f"""
+WITH attempt AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int[],
+        $6::int[], $7::text[], $8::int[], $9::timestamptz[]) WITH ORDINALITY
+        AS a(webhook_id, dispatch_id, event_public_id, event_type, attempt_number,
+            response_status, response_excerpt, duration_ms, attempted_at, n)
+), logged AS (
+    INSERT INTO customer_webhook_attempts (webhook_id, dispatch_id, event_public_id,
+        event_type, attempt_number, response_status, success, response_excerpt, error,
+        duration_ms, attempted_at)
+    SELECT webhook_id, dispatch_id, event_public_id, event_type, attempt_number,
+        response_status, true, response_excerpt, NULL, duration_ms, attempted_at
+    FROM attempt ORDER BY n
+), moved AS (
+    UPDATE customer_webhook_dispatches d
+    SET attempts = a.attempt_number, status = '{DispatchStatus.DELIVERED}'
+    FROM attempt a
+    WHERE d.id = a.dispatch_id AND d.status = '{DispatchStatus.PENDING}'
+)
+UPDATE customer_webhooks SET consecutive_failures = 0
+WHERE id IN (SELECT webhook_id FROM attempt) AND consecutive_failures <> 0
 """
 
 
@@ -275,7 +299,7 @@ class AttemptResult:
         return self.error or "no answer"
 
 
-async def record_attempt(
+async def record_failure(
     db: asyncpg.Pool,
     head: Head,
     event_public_id: str,
@@ -283,19 +307,18 @@ async def record_attempt(
     retry_after: timedelta | None,
     disable_after: int,
 ) -> str | None:
-    """Log an attempt, and move its event on: delivered, due again after `retry_after`, or
-    failed (None); the endpoint's run of failures too. The reason the endpoint was disabled
-    by this failure, if it was. Raises asyncpg.ForeignKeyViolationError if the endpoint was
-    deleted meanwhile."""
+    """Log a failed attempt, and move its event on: due again after `retry_after`, or failed
+    (None); the endpoint's run of failures too. The reason the endpoint was disabled by this
+    failure, if it was. Raises asyncpg.ForeignKeyViolationError if the endpoint was deleted
+    meanwhile."""
     disabled: str | None = await db.fetchval(
-        _RECORD,
+        _RECORD_FAILURE,
         head.webhook_id,
         head.dispatch_id,
         event_public_id,
         head.event_type,
         head.attempts + 1,
         result.response_status,
-        result.success,
         result.response_excerpt,
         result.error,
         result.duration_ms,
@@ -305,6 +328,34 @@ async def record_attempt(
         result.outcome,
     )
     return disabled
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A successful attempt, to record (`record_delivered`)."""
+
+    head: Head
+    event_public_id: str
+    result: AttemptResult
+
+
+async def record_delivered(db: asyncpg.Pool, delivered: list[Delivered]) -> None:
+    """Log successful attempts, of any endpoints, and move their events on (delivered), in
+    one statement. Raises
+    asyncpg.ForeignKeyViolationError if an endpoint was deleted meanwhile (nothing is
+    recorded then)."""
+    await db.execute(
+        _RECORD_DELIVERED,
+        [d.head.webhook_id for d in delivered],
+        [d.head.dispatch_id for d in delivered],
+        [d.event_public_id for d in delivered],
+        [d.head.event_type for d in delivered],
+        [d.head.attempts + 1 for d in delivered],
+        [d.result.response_status for d in delivered],
+        [d.result.response_excerpt for d in delivered],
+        [d.result.duration_ms for d in delivered],
+        [d.result.attempted_at for d in delivered],
+    )
 
 
 async def due_webhooks(engine: AsyncEngine, limit: int) -> list[int]:
