@@ -151,8 +151,8 @@ async def complete(
 async def connect_profile(session: AsyncSession, settings: Settings, **fields: Any) -> Profile:
     """Connect an account, or reconnect it (the callback's and `dmrelay profiles add`'s one
     way): the profile written active with its new token (`profiles.add_profile`),
-    profile.connected recorded, and the sends held while it was expired released at once (`messages.release_held`), not left
-    to wait out EXPIRED_HOLD_SECONDS."""
+    profile.connected recorded, and the sends held while it was expired released at once
+    (`messages.release_held`), not left to wait out EXPIRED_HOLD_SECONDS."""
     profile = await profiles.add_profile(session, settings, **fields)
     events.record_profile(session, CustomerEventType.PROFILE_CONNECTED, profile)
     await messages.release_held(session, profile.id)
