@@ -57,6 +57,18 @@ log = logging.getLogger(__name__)
 tracer: Tracer | None = None
 
 INSTRUMENTATION = "dmrelay"
+# OTel's variables that docker-compose.yml passes through to the API and the worker (their
+# service names stay dmrelay-api and dmrelay-worker unless OTEL_RESOURCE_ATTRIBUTES says).
+ENVIRONMENT = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_SDK_DISABLED",
+)
 EXTRA = "pip install 'dmrelay[tracing]'"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _OFF: AbstractContextManager[None] = nullcontext()
