@@ -2,6 +2,9 @@
 accepts it, through the worker's attempt and its Graph call, to Meta's echo, in one trace;
 ids as attributes, never a token or a text; and nothing at all unless it is configured."""
 
+import http.server
+import threading
+
 import httpx
 import pytest
 from opentelemetry import trace
@@ -251,3 +254,49 @@ async def test_start_configures_a_provider_with_the_service_name_and_stop_ends_i
 async def test_a_tracing_setting_dmrelay_cannot_honour_stops_the_process(env, says):
     done = await dmrelay_process("api", "--port", str(_free_port()), env=env)
     assert says in _one_line(done, "api")
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector on loopback: keeps what it is sent."""
+
+    received: list[tuple[str, bytes]] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Collector.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+async def test_spans_reach_an_otlp_collector_and_stop_flushes_them():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Collector.received.clear()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        provider = tracing.start("dmrelay-test", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        with tracing.span("dmrelay.test", attributes={"dmrelay.message.id": "m1"}):
+            pass
+        # Batched: nothing is sent before the batch's delay, or the flush at stop.
+        await tracing.stop(provider)
+    finally:
+        server.shutdown()
+        thread.join()
+    [(path, body)] = _Collector.received
+    assert path == "/v1/traces"
+    request = ExportTraceServiceRequest.FromString(body)
+    [resource_spans] = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert service["service.name"] == "dmrelay-test"
+    [span] = [span for scope in resource_spans.scope_spans for span in scope.spans]
+    assert span.name == "dmrelay.test"
+    assert {a.key: a.value.string_value for a in span.attributes} == {"dmrelay.message.id": "m1"}

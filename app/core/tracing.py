@@ -112,7 +112,12 @@ def exporter_from_environment(environ: Mapping[str, str]) -> "SpanExporter | Non
                 )
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            return OTLPSpanExporter()
+            # As the SDK derives it, but from `environ`; unset, the SDK's default (localhost).
+            # Headers, timeout and compression: the process's OTEL_EXPORTER_OTLP_* variables.
+            traces = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            endpoint = traces or (f"{base.rstrip('/')}/v1/traces" if base else None)
+            return OTLPSpanExporter(endpoint=endpoint)
         if names == ["console"]:
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
