@@ -32,8 +32,9 @@ COLLECTOR = "http://127.0.0.1:4318"
 
 
 @pytest.fixture
-def spans():
-    """Tracing on, in this process (the API and the worker both), into memory."""
+def spans(clean):
+    """Tracing on, in this process (the API and the worker both), into memory: once the
+    stack is emptied, so that the work left by earlier tests is not in it."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -85,7 +86,9 @@ async def test_a_send_is_one_trace_from_the_api_to_meta_and_its_echo(spans, acco
         finished = list(spans.get_finished_spans())
         ended = {span.context.span_id for span in finished}
         echoes = _named(finished, "dmrelay.echo")
-        return len(echoes) >= 2 and all(echo.parent.span_id in ended for echo in echoes)
+        return len(echoes) >= 2 and all(
+            echo.parent is not None and echo.parent.span_id in ended for echo in echoes
+        )
 
     await wait_for(echoes_traced)
     finished = list(spans.get_finished_spans())
@@ -128,6 +131,7 @@ async def test_a_send_is_one_trace_from_the_api_to_meta_and_its_echo(spans, acco
             span
             for span in _named(finished, "dmrelay.echo")
             if span.attributes["dmrelay.message.id"] == message_id
+            and span.attributes["dmrelay.profile.id"] == account.profile_id
         ]
         assert [link.context.trace_id for link in echo.links] == [trace_id]
         [batch] = [span for span in finished if span.context.span_id == echo.parent.span_id]
