@@ -14,7 +14,7 @@ from app.chats.router import router as chats_router
 from app.comments.router import router as comments_router
 from app.connections.router import callback_router
 from app.connections.router import router as connections_router
-from app.core import errors, openapi
+from app.core import errors, openapi, tracing
 from app.core.addresses import Resolver, resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
@@ -55,6 +55,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # On only if OTel's environment variables ask for it (app/core/tracing.py).
+        tracer_provider = tracing.start("dmrelay-api")
         engine = create_engine(settings)
         app.state.sessionmaker = create_sessionmaker(engine)
         # Neither pool connects before its first use: the API starts while PostgreSQL or
@@ -81,6 +83,7 @@ def create_app(
             await app.state.arq_pool.aclose()
             await close_driver_pool(app.state.driver_pool)
             await engine.dispose()
+            await tracing.stop(tracer_provider)
 
     app = FastAPI(
         title="dmrelay",
@@ -113,6 +116,9 @@ def create_app(
         upload_limits=[(messages_express.ROUTE.path, settings.media_upload_max_bytes)],
     )
     app.add_middleware(RequestIdMiddleware)
+    # A server span per request while tracing is on (a check of a global while it is off);
+    # outside the request id, so that its 500s and 503s are traced with their id.
+    app.add_middleware(tracing.HttpTracing)
     # Outermost: counts every answer, the middlewares' own 503s and 500s included.
     app.add_middleware(HttpMetrics)
 

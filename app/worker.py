@@ -10,7 +10,7 @@ from arq.worker import Function
 
 from app.chat_syncs import tasks as chat_syncs_tasks
 from app.connections import tasks as connections_tasks
-from app.core import idempotency
+from app.core import idempotency, tracing
 from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import arq_pool, pack_job, redis_settings, unpack_job
 from app.core.settings import get_settings
@@ -55,6 +55,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         return  # again, after a Redis outage (see ResilientWorker)
     settings = get_settings()
     ctx["settings"] = settings
+    # On only if OTel's environment variables ask for it (app/core/tracing.py).
+    ctx["tracer_provider"] = tracing.start("dmrelay-worker")
     ctx["engine"] = create_engine(settings)
     ctx["http"] = create_session(settings.graph_timeout_seconds)
     sessions = create_sessionmaker(ctx["engine"])
@@ -95,6 +97,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["media_http"].aclose()
     await close_driver_pool(ctx["driver_pool"])
     await ctx["engine"].dispose()
+    await tracing.stop(ctx["tracer_provider"])
 
 
 class WorkerSettings:

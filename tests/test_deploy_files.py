@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from app.cli import parser
+from app.core import tracing
 from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,8 @@ def test_compose_runs_the_whole_stack():
 def test_compose_commands_exist_and_variables_are_settings(service):
     spec = COMPOSE["services"][service]
     assert _parses(spec["command"])
-    known = {name.upper() for name in Settings.model_fields}
+    # dmrelay's settings, and OpenTelemetry's variables for tracing (app/core/tracing.py).
+    known = {name.upper() for name in Settings.model_fields} | set(tracing.ENVIRONMENT)
     assert set(spec["environment"]) <= known
     assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"} <= set(spec["environment"])
 
@@ -124,7 +126,9 @@ def test_the_lock_pins_every_runtime_dependency_within_its_range():
         if re.match(r"^[a-z0-9_.-]+==", line):
             assert "--hash=sha256:" in lines[number + 1], line  # --require-hashes needs them
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["s3"]
+    # The image has the S3 store and tracing's SDK and exporter, so both are settings away.
+    extras = project["optional-dependencies"]
+    wanted = project["dependencies"] + extras["s3"] + extras["tracing"]
     for line in wanted:
         requirement = Requirement(line)
         name = requirement.name.lower().replace("_", "-")
@@ -176,6 +180,8 @@ def test_services_start_once_what_they_need_is_healthy():
 def test_compose_passes_every_setting_through(service):
     environment = COMPOSE["services"][service]["environment"]
     assert {name.upper() for name in Settings.model_fields} <= set(environment)
+    # Tracing is turned on by OpenTelemetry's variables, which reach the processes too.
+    assert set(tracing.ENVIRONMENT) <= set(environment)
 
 
 def test_the_sandbox_is_an_optional_profile():

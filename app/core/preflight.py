@@ -9,6 +9,7 @@ cannot use, a SECRET_KEY that cannot read the stored tokens.
 """
 
 import asyncio
+import os
 import socket
 import sys
 from enum import StrEnum
@@ -22,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.engine import make_url
 
-from app.core import crypto
+from app.core import crypto, tracing
 from app.core.availability import Schema, behind_sentence, schema_of
 from app.core.settings import Settings, get_settings
 
@@ -76,6 +77,10 @@ def check(role: Role, command: str) -> Settings:
                 "cannot be verified, and are refused",
             )
         if role in (Role.API, Role.WORKER):
+            try:
+                tracing.exporter_from_environment(os.environ)
+            except tracing.TracingConfigError as error:
+                raise ConfigError(str(error)) from None
             for warning in asyncio.run(_probe(settings)):
                 warn(command, warning)
     except ConfigError as error:

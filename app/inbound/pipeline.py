@@ -35,6 +35,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import tracing
 from app.core.db import session_scope
 from app.core.jobs import JobName, enqueue_each_first_free
 from app.core.settings import Settings
@@ -60,6 +61,8 @@ def webhook_delivery_job_id(webhook_delivery_id: int) -> str:
 class _Queued(NamedTuple):
     webhook_delivery_id: int
     done: asyncio.Future[None]
+    # The trace of the POST that stored it (while tracing is on).
+    traceparent: str | None = None
 
 
 class _SplitPass(NamedTuple):
@@ -85,11 +88,13 @@ class InboundPipeline:
         async for session in session_scope(self.sessionmaker, self.redis):
             yield session
 
-    async def process_webhook_delivery(self, webhook_delivery_id: int) -> None:
+    async def process_webhook_delivery(
+        self, webhook_delivery_id: int, traceparent: str | None = None
+    ) -> None:
         """The job of one webhook delivery. Those queued meanwhile are processed together by
         whichever of their jobs takes the lock first; the others then find theirs done."""
         done = asyncio.get_running_loop().create_future()
-        self._queued.append(_Queued(webhook_delivery_id, done))
+        self._queued.append(_Queued(webhook_delivery_id, done, traceparent))
         async with self._batching:
             while not done.done():
                 batch = self._queued[:BATCH_WEBHOOK_DELIVERIES]
@@ -97,6 +102,15 @@ class InboundPipeline:
                 await self._process_batch(batch)
 
     async def _process_batch(self, batch: list[_Queued]) -> None:
+        # A span of its own, linked to the POSTs of the webhook deliveries it applies.
+        with tracing.span(
+            "dmrelay.inbound_batch",
+            links=[queued.traceparent for queued in batch],
+            attributes={"dmrelay.webhook_deliveries": len(batch)},
+        ):
+            await self._process_queued(batch)
+
+    async def _process_queued(self, batch: list[_Queued]) -> None:
         try:
             await self.process_webhook_deliveries([queued.webhook_delivery_id for queued in batch])
         finally:

@@ -12,6 +12,7 @@ import asyncpg
 from arq.connections import ArqRedis
 from asyncpg.pool import PoolConnectionProxy
 
+from app.core import tracing
 from app.core.db import acquire
 from app.core.express import Answer, ExpressRequest, Route
 from app.core.jobs import JobName, enqueue_first_free
@@ -48,7 +49,11 @@ async def store(
     text = body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     webhook_delivery_id = await repository.store_webhook_delivery(connection, text)
     job_ids = [webhook_delivery_job_id(webhook_delivery_id)]
-    await enqueue_first_free(redis, JobName.PROCESS_WEBHOOK, (webhook_delivery_id,), job_ids)
+    # While tracing, the job carries this request's trace, which the batch applying the
+    # webhook delivery links to (app/inbound/pipeline.py).
+    traceparent = tracing.traceparent()
+    args = (webhook_delivery_id,) if traceparent is None else (webhook_delivery_id, traceparent)
+    await enqueue_first_free(redis, JobName.PROCESS_WEBHOOK, args, job_ids)
     META_WEBHOOKS_STORED.inc()
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chats.models import Chat
+from app.core import tracing
 from app.core.settings import Settings
 from app.events import service as events
 from app.events.models import CustomerEventType
@@ -112,8 +113,10 @@ async def apply_echo(context: Context, event: Event) -> Outcome:
         ours = await _claimed_match(context, event)
     if ours is not None:
         # Published as the send's answer would (Meta's id, no retry or error left), if not
-        # yet; and message.delivered.
-        await messages_repository.confirm_echoed(session, ours, mid, event.occurred_at)
+        # yet; and message.delivered. Traced in the inbound batch, linked to the send's trace.
+        with tracing.span("dmrelay.echo", links=[ours.traceparent]):
+            tracing.annotate(message=ours.id, chat=ours.chat_id, profile=ours.profile_id)
+            await messages_repository.confirm_echoed(session, ours, mid, event.occurred_at)
         _touch_chat(context.chat, outbound_at=event.occurred_at)
         return Outcome.APPLIED
     published: NewMessage = {"direction": Direction.OUTBOUND, "status": MessageStatus.PUBLISHED}

@@ -10,8 +10,13 @@ from app.core.jobs import JobName, resource, sweep, task
 from app.inbound.pipeline import InboundPipeline
 
 
-async def process_webhook(ctx: dict[str, Any], webhook_delivery_id: int) -> None:
-    await resource(ctx, "inbound", InboundPipeline).process_webhook_delivery(webhook_delivery_id)
+async def process_webhook(
+    ctx: dict[str, Any], webhook_delivery_id: int, traceparent: str | None = None
+) -> None:
+    """`traceparent`: the trace of the POST that stored it, while tracing is on."""
+    await resource(ctx, "inbound", InboundPipeline).process_webhook_delivery(
+        webhook_delivery_id, traceparent
+    )
 
 
 async def sweep_inbound(ctx: dict[str, Any]) -> None:

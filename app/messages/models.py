@@ -82,6 +82,9 @@ class Message(SerialId, Timestamps, Base):
     interactive: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # A private reply: the comment it answers (Meta's `recipient: {comment_id}`).
     external_comment_id: Mapped[str | None] = mapped_column(Text)
+    # Outbound, while tracing is on: the W3C traceparent of the request that accepted it, so
+    # that its send and echo join that trace (app/core/tracing.py).
+    traceparent: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     error_details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
@@ -150,3 +153,4 @@ class MessageRow:
     updated_at: datetime
     interactive: dict[str, Any] | None = None
     external_comment_id: str | None = None
+    traceparent: str | None = None

@@ -49,9 +49,9 @@ WITH chat AS (
 ), sent AS (
     INSERT INTO messages
         (chat_id, profile_id, direction, status, body, tag, attachment, reply_to_external_id,
-         interactive)
+         interactive, traceparent)
     SELECT id, profile_id, '{Direction.OUTBOUND}', '{MessageStatus.PENDING}', $3, $4, $5::jsonb, $6,
-        $8::jsonb
+        $8::jsonb, $9
     FROM chat
     WHERE profile_status = '{ProfileStatus.ACTIVE}'
         AND (last_inbound_at IS NULL OR last_inbound_at >= now() - $7::interval)
@@ -90,6 +90,7 @@ async def raw_accept(
     reply_to_external_id: str | None,
     window: timedelta,
     interactive: dict[str, Any] | None = None,
+    traceparent: str | None = None,
 ) -> Acceptance | None:
     """Insert a pending outbound message in the chat (our serial, or Meta's conversation id)
     if the key may see it, its profile is active and its window open; None if no such chat."""
@@ -103,6 +104,7 @@ async def raw_accept(
         reply_to_external_id,
         window,
         json.dumps(interactive) if interactive else None,
+        traceparent,
     )
     return None if row is None else Acceptance(*row)
 
@@ -127,6 +129,8 @@ class Outbound:
     next_attempt_at: datetime | None
     interactive: dict[str, Any] | None = None
     external_comment_id: str | None = None
+    # The trace its send joins (app/core/tracing.py); None unless accepted while tracing.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +263,7 @@ def _head(row: asyncpg.Record) -> Head:
         next_attempt_at=row["next_attempt_at"],
         interactive=json.loads(row["interactive"]) if row["interactive"] else None,
         external_comment_id=row["external_comment_id"],
+        traceparent=row["traceparent"],
     )
     return Head(
         message,

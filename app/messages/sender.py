@@ -30,9 +30,10 @@ from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core import logs
+from app.core import logs, tracing
 from app.core.batching import Batcher
 from app.core.jobs import Job, JobName, enqueue, enqueue_first_free
 from app.core.metrics import SEND_ATTEMPTS
@@ -179,14 +180,27 @@ class Sender:
         """One attempt at the head message; the chat's next head, or None if there is none
         or the chat must now wait. Raises LeaseLost, having sent nothing, if another worker
         has the chat."""
+        if tracing.tracer is None:
+            return await self._attempt_once(head, account, lease)
+        message = head.message
+        # In the trace of the request that accepted the message (a chat's job sends the
+        # messages of many requests).
+        with tracing.span("dmrelay.send", parent=message.traceparent, kind=SpanKind.CONSUMER):
+            tracing.annotate(message=message.id, chat=message.chat_id, profile=message.profile_id)
+            return await self._attempt_once(head, account, lease)
+
+    async def _attempt_once(self, head: Head, account: Account, lease: Lease) -> Head | None:
         message = head.message
         logs.bind(message_id=message.id, profile_id=message.profile_id)
         if message.claimed_until is not None and await self._unfinished_attempt_delivered(message):
+            tracing.annotate(outcome="delivered_before")
             return await self._next_head(message.chat_id)
         await self.leases.keep(lease)
         # Claimed before its rate-limit slot, not after: the claim's round trip would delay
         # the send past its slot, into the next one's (sends bunched so exceed Meta's count).
-        attempts = await self._claims.submit(Claim(message.id, lease.owner))
+        with tracing.span("dmrelay.claim"):
+            attempts = await self._claims.submit(Claim(message.id, lease.owner))
+        tracing.annotate(attempt=attempts)
         if attempts is None:
             # Delivered meanwhile (an echo attached to it), or another attempt's claim is
             # still live; or, if the lease was lost, neither, and the lease says so.
@@ -205,6 +219,7 @@ class Sender:
                 answer = await self.graph.send_message(account, _body(head, attachment))
         except Held as held:
             SEND_ATTEMPTS.labels("held", "").inc()
+            tracing.annotate(outcome="held")
             held_back = await self._give_back(
                 message, attempts, timedelta(seconds=held.seconds), held.expired
             )
@@ -232,15 +247,20 @@ class Sender:
                 failure = replace(failure, retryable=True)
         except GraphUnreachable as error:
             if error.maybe_delivered and await self._echo_arrived(message.id, error.detail):
+                tracing.annotate(outcome="echoed")
                 return await self._next_head(message.chat_id)
             failure = Failure.of_unreachable(error)
         else:
             SEND_ATTEMPTS.labels("published", "").inc()
             await self._pause_if_throttled(message.profile_id, answer.throttled_for, False)
-            return await self._publish(
-                Answered(message, attempts, answer.message_id, datetime.now(UTC))
-            )
-        if await self._failed(message, attempts, failure):
+            tracing.annotate(outcome="published")
+            with tracing.span("dmrelay.publish"):
+                return await self._publish(
+                    Answered(message, attempts, answer.message_id, datetime.now(UTC))
+                )
+        with tracing.span("dmrelay.record_failure"):
+            done = await self._failed(message, attempts, failure)
+        if done:
             return await self._next_head(message.chat_id)
         return None
 
@@ -393,6 +413,7 @@ class Sender:
             reason = failure.reason
         log.info("message %s attempt %s failed: %s", message.id, attempts, failure.details)
         SEND_ATTEMPTS.labels("retrying" if retry else "failed", failure.code).inc()
+        tracing.annotate(outcome="retrying" if retry else "failed", meta_error_code=failure.code)
         recorded = await repository.record_failure(
             self.engine,
             message.id,

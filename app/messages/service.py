@@ -11,7 +11,7 @@ from app.chats import service as chats
 from app.chats import window
 from app.chats.models import Chat
 from app.chats.schemas import ChatCreate
-from app.core import ids
+from app.core import ids, tracing
 from app.core.db import after_commit, driver_connection
 from app.core.errors import APIError, NotFound
 from app.core.metrics import MESSAGES_ACCEPTED
@@ -50,12 +50,18 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
         fields.reply_to_external_id,
         window.length(fields.tag),
         fields.interactive,
+        # The request's trace, for the worker's send to join; None while tracing is off.
+        traceparent := tracing.traceparent(),
     )
     if accepted is None:
         raise NotFound("Chat")
     if accepted.message_id is None or accepted.created_at is None:
         _refuse(accepted, fields.tag)
     MESSAGES_ACCEPTED.inc()
+    if traceparent is not None:
+        tracing.annotate(
+            message=accepted.message_id, chat=accepted.chat_id, profile=accepted.profile_id
+        )
     return Message(
         id=accepted.message_id,
         chat_id=accepted.chat_id,

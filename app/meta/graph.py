@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+from opentelemetry.trace import SpanKind, StatusCode
 
+from app.core import tracing
 from app.core.metrics import META_REQUEST_DURATION
 from app.core.settings import Settings
 from app.messages.interactive import meta_message
@@ -109,7 +111,35 @@ class GraphClient:
         self, operation: GraphOperation, method: str, url: str, account: Account, **kwargs: Any
     ) -> tuple[int, Any, Mapping[str, str]]:
         """Status, JSON payload (None if not JSON) and headers; GraphUnreachable if none.
-        Timed, per `operation`, for the metrics."""
+        Timed, per `operation`, for the metrics; a client span while tracing is on."""
+        if tracing.tracer is None:
+            return await self._request(operation, method, url, account, **kwargs)
+        parts = urlsplit(url)
+        # The path names ids only; the token is in a header, never an attribute.
+        attributes = {
+            "http.request.method": method,
+            "server.address": parts.hostname or "",
+            "url.path": parts.path,
+            "dmrelay.graph.operation": operation.value,
+        }
+        with tracing.span(
+            f"{method} {operation}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            answer = status, payload, _ = await self._request(
+                operation, method, url, account, **kwargs
+            )
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 400:
+                    error = payload.get("error") if isinstance(payload, dict) else None
+                    code = error.get("code") if isinstance(error, dict) else None
+                    span.set_attribute("dmrelay.meta.error_code", str(code))
+                    span.set_status(StatusCode.ERROR)
+            return answer
+
+    async def _request(
+        self, operation: GraphOperation, method: str, url: str, account: Account, **kwargs: Any
+    ) -> tuple[int, Any, Mapping[str, str]]:
         headers = {"Authorization": f"Bearer {account.access_token}"}
         if account.proves_app:
             kwargs["params"] = {**kwargs.get("params", {}), **self._proof(account)}
