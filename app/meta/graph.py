@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -472,24 +473,33 @@ def throttled_for(headers: Mapping[str, str]) -> float | None:
     `X-Business-Use-Case-Usage` gives `estimated_time_to_regain_access` in minutes per
     business object; an `X-App-Usage` figure at 100 % means throttled, for an unknown time.
     """
+    return _throttled_for(
+        headers.get("x-business-use-case-usage", "{}"), headers.get("x-app-usage", "{}")
+    )
+
+
+# Every answer carries both headers, and their values repeat (usage moves by whole percents):
+# decoded once per value, not per send (3 µs of a send's CPU, 0.1 µs remembered).
+@lru_cache(maxsize=1024)
+def _throttled_for(business_use_case_usage: str, app_usage_header: str) -> float | None:
     seconds: float | None = None
-    for usages in _json_header(headers, "x-business-use-case-usage").values():
+    for usages in _json_object(business_use_case_usage).values():
         for usage in usages if isinstance(usages, list) else []:
             minutes = usage.get("estimated_time_to_regain_access") if isinstance(usage, dict) else 0
             if isinstance(minutes, int | float) and minutes > 0:
                 seconds = max(seconds or 0.0, minutes * 60.0)
-    app_usage = _json_header(headers, "x-app-usage")
+    app_usage = _json_object(app_usage_header)
     if seconds is None and any(isinstance(v, int | float) and v >= 100 for v in app_usage.values()):
         seconds = 0.0  # throttled, duration unknown: the caller picks a pause
     return seconds
 
 
-def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:
+def _json_object(value: str) -> dict[str, Any]:
     try:
-        value = json.loads(headers.get(name, "{}"))
+        decoded = json.loads(value)
     except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def sender_action_body(
