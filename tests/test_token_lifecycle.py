@@ -252,3 +252,37 @@ async def test_a_send_held_back_while_a_reconnect_commits_is_not_held_again(acco
     finally:
         clean.worker.allow_pick_jobs = True
         await engine.dispose()
+
+
+async def test_a_token_refused_after_a_reconnect_leaves_the_profile_active(account, clean):
+    """A send that took the old token may hear Meta's 190 after a reconnect has committed a
+    new one: the refusal is of the token sent, so the reconnected profile stays active (and
+    a refusal of the token it holds still expires it)."""
+    from app.connections.service import connect_profile
+    from app.profiles import repository as profiles_repository
+    from app.profiles.models import Connection, ProfileGroup
+
+    profile_id = ids.decode(ids.Kind.PROFILE, account.profile_id)
+    old = await _ciphertext(clean, account.profile_id)
+    async with clean.sessionmaker() as session, session.begin():
+        group = await session.scalar(
+            text("SELECT profile_group_id FROM profiles WHERE id = :id"), {"id": profile_id}
+        )
+        await connect_profile(
+            session,
+            clean.settings,
+            platform_id=account.platform_id,
+            access_token="a-token-from-the-reconnect",
+            connection=Connection.INSTAGRAM_LOGIN,
+            group=await session.get(ProfileGroup, group),
+        )
+    new = await _ciphertext(clean, account.profile_id)
+    assert new != old
+
+    async with clean.sessionmaker() as session, session.begin():
+        assert not await profiles_repository.expire(session, profile_id, old)
+    assert (await account.client.profiles.get(account.profile_id)).status == "active"
+
+    async with clean.sessionmaker() as session, session.begin():
+        assert await profiles_repository.expire(session, profile_id, new)
+    assert (await account.client.profiles.get(account.profile_id)).status == "expired"

@@ -259,7 +259,7 @@ async def _refresh(
             profile_id,
             error.message,
         )
-        await profiles_repository.expire(session, profile_id)
+        await profiles_repository.expire(session, profile_id, profile.access_token_encrypted)
         return False
     values = token_columns(issued.expires_in) | {
         "access_token_encrypted": crypto.encrypt(settings.secret_key, issued.access_token),

@@ -305,12 +305,13 @@ async def record_failure(
     reason: str,
     details: dict[str, str | None],
     retry_after: timedelta | None,
-    expired_profile_id: int | None,
+    refused_token: tuple[int, str] | None,
 ) -> bool:
     """Record a failed attempt: `failed_waiting_for_retry` until `retry_after` from now, or
     `failed` if None, with its customer event, in one transaction; False if the message is
-    no longer undelivered on this attempt. The profile `expired_profile_id` (its token
-    refused) is marked so either way."""
+    no longer undelivered on this attempt. If Meta refused the token (`refused_token`: the
+    profile's id and the token, encrypted), the profile is marked expired either way, unless
+    it holds another token by now."""
     retry = retry_after is not None
     status = MessageStatus.FAILED_WAITING_FOR_RETRY if retry else MessageStatus.FAILED
     async with engine.connect() as autocommit:
@@ -336,8 +337,8 @@ async def record_failure(
                 await events.write_message_event(
                     connection, _FAILURE_EVENTS[status], message, message.updated_at
                 )
-            if expired_profile_id is not None:
-                await profiles_repository.expire(connection, expired_profile_id)
+            if refused_token is not None:
+                await profiles_repository.expire(connection, *refused_token)
     return failed is not None
 
 

@@ -259,7 +259,7 @@ class Sender:
                     Answered(message, attempts, answer.message_id, datetime.now(UTC))
                 )
         with tracing.span("dmrelay.record_failure"):
-            done = await self._failed(message, attempts, failure)
+            done = await self._failed(head, attempts, failure)
         if done:
             return await self._next_head(message.chat_id)
         return None
@@ -397,10 +397,11 @@ class Sender:
             self._proof_opt_ins[ciphertext] = known
         return known[0]
 
-    async def _failed(self, message: Outbound, attempts: int, failure: Failure) -> bool:
+    async def _failed(self, head: Head, attempts: int, failure: Failure) -> bool:
         """Record a failed attempt; False if the message will be retried (the chat waits).
         Only while the message is still undelivered and on this attempt: one an echo
         published meanwhile stays published."""
+        message = head.message
         retry = failure.retryable and attempts < self.settings.max_attempts
         delay = _backoff(attempts, self.settings) if retry else None
         if retry:
@@ -421,7 +422,10 @@ class Sender:
             reason,
             failure.details,
             retry_after=delay,
-            expired_profile_id=message.profile_id if failure.is_token_error else None,
+            # The token sent, not the profile: one reconnected meanwhile stays active.
+            refused_token=(message.profile_id, head.access_token_encrypted)
+            if failure.is_token_error
+            else None,
         )
         if failure.is_token_error:
             # The profile is expired now (recorded first, so that a pause saying "expired"

@@ -136,14 +136,22 @@ async def delete_group(session: AsyncSession, group_id: int) -> bool:
 
 
 async def expire(
-    connection: AsyncSession | AsyncConnection, profile_id: int, origin: str = "automated"
+    connection: AsyncSession | AsyncConnection,
+    profile_id: int,
+    refused_token: str,
+    origin: str = "automated",
 ) -> bool:
-    """Mark an active profile expired (Meta refused its token), with its profile.disconnected
-    event; False if it was not active."""
+    """Mark an active profile expired (Meta refused its token, `refused_token` encrypted as
+    stored), with its profile.disconnected event; False if it was not active, or holds
+    another token: reconnected while the refused one was in use, it stays active."""
     row = (
         await connection.execute(
             update(Profile)
-            .where(Profile.id == profile_id, Profile.status == ProfileStatus.ACTIVE)
+            .where(
+                Profile.id == profile_id,
+                Profile.status == ProfileStatus.ACTIVE,
+                Profile.access_token_encrypted == refused_token,
+            )
             .values(status=ProfileStatus.EXPIRED)
             .returning(*cast(Table, Profile.__table__).c)
         )
