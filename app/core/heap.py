@@ -1,0 +1,62 @@
+"""The garbage collector in a serving process: the start-up heap kept out of collections, and
+each collection's pause measured.
+
+A full (generation 2) collection walks every container object the process holds. The API
+holds about 190,000 once started (FastAPI's routes and models, pydantic's validators, the MCP
+server, SQLAlchemy's tables), and a walk of them took 150 to 450 ms on the 2-core development
+machine: under load one came every few seconds, and every request in flight waited for it,
+which was the accept path's p99 (docs/performance.md, "Accept"). Those objects live as long as
+the process, so walking them again finds nothing: frozen after start-up (`gc.freeze`), a full
+collection walks only what was made since.
+
+The worker is a different case (docs/performance.md, "Tried, and not kept"): there, freezing
+was tried together with collecting less often, and the rarer, larger collections bunched its
+sends. Only the freeze is used here; the thresholds stay Python's.
+"""
+
+import gc
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from app.core.metrics import GC_PAUSE
+
+
+@contextmanager
+def frozen() -> Iterator[None]:
+    """Within the block, what exists now (after collecting the garbage start-up left) is
+    left out of collections; at its end it is collected again as usual, so an app that
+    stops (in tests, one per test) leaves nothing behind that only a collection can free."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+class _Pauses:
+    """A gc callback: times each collection, into GC_PAUSE by generation."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        # The labelled children, made once: the callback runs at every collection.
+        self.by_generation = [GC_PAUSE.labels(str(generation)) for generation in range(3)]
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.by_generation[info["generation"]].observe(time.perf_counter() - self.started)
+
+
+@contextmanager
+def pauses_measured() -> Iterator[None]:
+    """Count the collectors' pauses (GC_PAUSE) within the block."""
+    callback = _Pauses()
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
