@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, express: bool = True) -> Fas
         # Sender actions (app/actions) book their slots under the profile's rate limit.
         app.state.throttle = ProfileThrottle(app.state.arq_pool, settings)
         principals: PrincipalCache = app.state.principals
-        watcher = asyncio.create_task(principals.watch(app.state.arq_pool))
+        watcher = asyncio.create_task(principals.watch(app.state.arq_pool, app.state.sessionmaker))
         try:
             # The start-up heap out of the collector's walks; its pauses measured
             # (app/core/heap.py).
