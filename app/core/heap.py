@@ -3,11 +3,11 @@ each collection's pause measured.
 
 A full (generation 2) collection walks every container object the process holds. The API
 holds about 190,000 once started (FastAPI's routes and models, pydantic's validators, the MCP
-server, SQLAlchemy's tables), and a walk of them took 150 to 450 ms on the 2-core development
-machine: under load one came every few seconds, and every request in flight waited for it,
-which was the accept path's p99 (docs/performance.md, "Accept"). Those objects live as long as
-the process, so walking them again finds nothing: frozen after start-up (`gc.freeze`), a full
-collection walks only what was made since.
+server, SQLAlchemy's tables), and a walk of them held it 245 to 665 ms on the 2-core
+development machine: under load one came every few seconds, and every request in flight
+waited for it, which was much of the accept path's p99 (docs/performance.md, "Accept"). Those
+objects live as long as the process, so walking them again finds nothing: frozen after
+start-up (`gc.freeze`), a full collection walks only what was made since.
 
 The worker is a different case (docs/performance.md, "Tried, and not kept"): there, freezing
 was tried together with collecting less often, and the rarer, larger collections bunched its
@@ -22,18 +22,27 @@ from typing import Any
 
 from app.core.metrics import GC_PAUSE
 
+# The blocks in `frozen` now: the heap is thawed when the last ends (tests run several apps
+# in one process, and one app stopping must not thaw another's).
+_holders = 0
+
 
 @contextmanager
 def frozen() -> Iterator[None]:
     """Within the block, what exists now (after collecting the garbage start-up left) is
-    left out of collections; at its end it is collected again as usual, so an app that
-    stops (in tests, one per test) leaves nothing behind that only a collection can free."""
+    left out of collections; when the last such block ends, it is collected again as usual,
+    so an app that stops (in tests, several per process) leaves nothing behind that only a
+    collection can free."""
+    global _holders
     gc.collect()
     gc.freeze()
+    _holders += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        _holders -= 1
+        if not _holders:
+            gc.unfreeze()
 
 
 class _Pauses:
