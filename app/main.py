@@ -14,7 +14,7 @@ from app.chats.router import router as chats_router
 from app.comments.router import router as comments_router
 from app.connections.router import callback_router
 from app.connections.router import router as connections_router
-from app.core import errors, openapi, tracing
+from app.core import errors, heap, openapi, tracing
 from app.core.addresses import Resolver, resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
@@ -69,10 +69,13 @@ def create_app(
         # Sender actions (app/actions) book their slots under the profile's rate limit.
         app.state.throttle = ProfileThrottle(app.state.arq_pool, settings)
         principals: PrincipalCache = app.state.principals
-        watcher = asyncio.create_task(principals.watch(app.state.arq_pool))
+        watcher = asyncio.create_task(principals.watch(app.state.arq_pool, app.state.sessionmaker))
         try:
-            async with app.state.mcp.session_manager.run():
-                yield
+            # The start-up heap out of the collector's walks; its pauses measured
+            # (app/core/heap.py).
+            with heap.pauses_measured(), heap.frozen():
+                async with app.state.mcp.session_manager.run():
+                    yield
         finally:
             principals.stop()
             watcher.cancel()

@@ -1,7 +1,7 @@
 """The arq worker: every capability's jobs (its tasks.py), assembled, with the resources
 they share."""
 
-import gc
+from contextlib import ExitStack
 from typing import Any
 
 import uvloop
@@ -10,7 +10,7 @@ from arq.worker import Function
 
 from app.chat_syncs import tasks as chat_syncs_tasks
 from app.connections import tasks as connections_tasks
-from app.core import idempotency, tracing
+from app.core import heap, idempotency, tracing
 from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
 from app.core.queue import arq_pool, pack_job, redis_settings, unpack_job
 from app.core.settings import get_settings
@@ -81,15 +81,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     # What start-up built (modules, mappings, schemas) lives as long as the worker: kept out
     # of the collector's sight, a full collection walks only what came since. Walking it all
     # stopped the event loop for tens of milliseconds (hundreds on a busy machine), the
-    # tail of sends' and customer webhooks' latency. The thresholds stay: collecting less
-    # often made each collection longer and bunched sends (docs/performance.md).
-    gc.collect()
-    gc.freeze()
+    # tail of sends' and customer webhooks' latency (app/core/heap.py).
+    ctx["heap"] = ExitStack()
+    ctx["heap"].enter_context(heap.pauses_measured())
+    ctx["heap"].enter_context(heap.frozen())
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     if "engine" not in ctx:
         return  # stopped before Redis ever answered
+    if "heap" in ctx:  # not if start-up failed before it
+        ctx["heap"].close()
     await ctx["webhooks"].stop()
     await close_driver_pool(ctx["webhooks_pool"])
     await ctx["webhooks_engine"].dispose()

@@ -167,7 +167,7 @@ async def test_many_deliveries_at_once_are_each_applied_once(account, clean):
     # New messages of chats with nothing open are applied as split: none is staged.
     assert await scalar(clean, "SELECT count(*) FROM inbound_events") == 0
     assert await scalar(clean, "SELECT count(*) FROM customer_events") == 200
-    assert await scalar(clean, "SELECT sum(message_count) FROM chats") == 200
+    assert await scalar(clean, "SELECT sum(n) FROM chat_message_counts") == 200
     last = await scalar(
         clean, "SELECT max(last_inbound_at) = to_timestamp(:t / 1000.0) FROM chats", t=T0 + 394
     )

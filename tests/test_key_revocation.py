@@ -2,10 +2,13 @@
 it verified in a cache."""
 
 import asyncio
+import time
 
 import httpx
 from redis.asyncio import Redis
+from sqlalchemy import text
 
+from app.api_keys import service
 from app.api_keys.service import PrincipalCache
 from app.main import create_app
 from tests.cli import dmrelay
@@ -90,3 +93,32 @@ async def test_a_process_that_cannot_hear_of_revocations_checks_every_key(accoun
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await nowhere.aclose()
+
+
+async def test_a_key_in_use_is_verified_again_before_its_entry_runs_out(
+    account, clean, monkeypatch
+):
+    # Verified again while still served from the cache, so that its entry never runs out
+    # under traffic (when it did, every request in flight missed it at once).
+    monkeypatch.setattr(service, "REFRESH_SECONDS", 0.0)
+    cache = PrincipalCache()
+    # As its watcher would: no revocation heard of (for the test's length).
+    cache.observe(None, time.monotonic() + 60)
+    async with clean.sessionmaker() as session:
+        assert await cache.resolve(session, account.token) is not None
+    token_hash = service.hash_token(account.token)
+    verified = cache._entries[token_hash]
+    await cache.refresh(clean.sessionmaker)
+    assert cache._entries[token_hash] is verified  # unused since: not verified again
+
+    assert cache.cached(account.token) is not None
+    await cache.refresh(clean.sessionmaker)
+    renewed = cache._entries[token_hash]
+    assert renewed is not verified and renewed.expires >= verified.expires
+
+    # Revoked by hand in SQL (no signal): the next verification drops it.
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE api_keys SET revoked_at = now()"))
+    assert cache.cached(account.token) is not None
+    await cache.refresh(clean.sessionmaker)
+    assert cache.cached(account.token) is None

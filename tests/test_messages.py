@@ -1,5 +1,6 @@
 """Sending: validation, the 24-hour window, delivery through the worker to the sandbox."""
 
+import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import get_args
@@ -7,7 +8,7 @@ from typing import get_args
 import httpx
 import pytest
 from postproxy import NotFoundError, ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from app.api_keys.auth import Scope
 from app.chats.models import Chat
@@ -15,7 +16,8 @@ from app.core.db import session_scope
 from app.messages import service
 from app.messages.models import Direction, Message, MessageStatus
 from app.messages.schemas import DirectionName, MessageSend, StatusName
-from tests.conftest import wait_for
+from tests.conftest import _worker_idle, wait_for
+from tests.inbound import scalar
 
 CUSTOMER = "1602510301006188"
 
@@ -252,6 +254,32 @@ async def test_messages_list_newest_first_with_filters(account, clean):
     assert [m.body for m in second_page.data] == ["m0"]
     with pytest.raises(ValidationError):
         await account.client.messages.list(chat.id, status="weird")
+
+
+async def test_concurrent_sends_to_one_chat_are_counted_exactly_without_writing_its_row(
+    account, clean
+):
+    # The count is kept in shards (migration 0017): sends on many connections at once add to
+    # different rows, none to the chat's, and the total stays exact.
+    chat = await _chat(account)
+    clean.worker.allow_pick_jobs = False  # the worker would write the chat (lease, times)
+    try:
+        await wait_for(_worker_idle(clean.worker))
+        row_version = await scalar(clean, "SELECT xmin::text FROM chats")
+        sent = await asyncio.gather(
+            *(account.client.messages.send(chat.id, body=f"m{n}") for n in range(40))
+        )
+        assert {message.status for message in sent} == {"pending"}
+        assert await scalar(clean, "SELECT xmin::text FROM chats") == row_version
+        assert (await account.client.messages.list(chat.id)).total == 40
+        shards = await scalar(clean, "SELECT count(*) FROM chat_message_counts")
+        assert 1 <= shards <= 16
+    finally:
+        clean.worker.allow_pick_jobs = True
+    async with clean.sessionmaker() as session, session.begin():
+        await session.execute(delete(Message).where(Message.body.in_(["m0", "m1", "m2"])))
+    assert (await account.client.messages.list(chat.id)).total == 37
+    assert await scalar(clean, "SELECT sum(n) FROM chat_message_counts") == 37
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 accepted, send attempts and Meta's latency (the worker runs in this process), Meta webhooks,
 and the send backlog read at scrape time."""
 
+import gc
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -105,3 +107,13 @@ async def test_the_backlog_shows_waiting_messages_and_their_age(account, clean):
     assert _value(samples, "dmrelay_oldest_undelivered_message_age_seconds") >= 0
     assert _value(samples, "dmrelay_queue_jobs") >= 1
     assert _value(samples, "dmrelay_backlog_up") == 1
+
+
+async def test_the_collectors_pauses_are_counted_and_the_start_up_heap_is_frozen(clean):
+    # The API runs in this process: its lifespan froze what start-up made (app/core/heap.py),
+    # so a full collection walks only what was made since, and each pause is counted.
+    assert gc.get_freeze_count() > 10_000
+    before = _value(await _scrape(clean.api_url), "dmrelay_gc_pause_seconds_count", generation="2")
+    gc.collect()
+    after = _value(await _scrape(clean.api_url), "dmrelay_gc_pause_seconds_count", generation="2")
+    assert after >= before + 1

@@ -3,10 +3,11 @@ import hashlib
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api_keys import repository
 from app.api_keys.models import ApiKey
@@ -24,6 +25,12 @@ TOKEN_PREFIX = "dmr_"
 # How long a verified key is trusted without asking the database again: a backstop only,
 # for a key revoked without the Redis signal below (by hand, in SQL).
 CACHE_SECONDS = 30.0
+# A key used since it was verified is verified again by the watcher (below) once it is this
+# old, while requests are still served from the cache: under steady traffic its entry never
+# runs out. Were it left to run out, every request in flight would miss it at once and take
+# FastAPI's full route (the express lane trusts the cache alone): a burst of slow requests
+# every 30 s, which was the accept path's p99 (docs/performance.md, "Accept").
+REFRESH_SECONDS = CACHE_SECONDS / 2
 # Set to a fresh random value whenever a key is revoked. Random rather than a counter, so
 # that a Redis flush followed by a revocation can never bring back a value a process saw.
 REVOCATIONS_KEY = "dmrelay:api_keys:revoked"
@@ -67,6 +74,15 @@ async def signal_revocation(redis: Redis) -> None:
     await redis.set(REVOCATIONS_KEY, secrets.token_hex(16))
 
 
+@dataclass(slots=True)
+class _Entry:
+    expires: float
+    principal: Principal
+    verified: float
+    # Used since it was verified: worth verifying again before it expires.
+    used: bool = False
+
+
 class PrincipalCache:
     """Verified keys, per process: the accept path must not pay a query per request.
 
@@ -75,7 +91,7 @@ class PrincipalCache:
     running) every request is checked against the database."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._entries: dict[str, _Entry] = {}
         self._marker: bytes | None | object = _UNSEEN
         # Bumped whenever the entries are dropped: a lookup that began before must not
         # store what it read, which may predate the revocation.
@@ -89,7 +105,10 @@ class PrincipalCache:
         if now >= self._trusted_until:
             return None
         entry = self._entries.get(hash_token(token))
-        return entry[1] if entry and entry[0] > now else None
+        if entry is None or entry.expires <= now:
+            return None
+        entry.used = True
+        return entry.principal
 
     async def resolve(self, session: AsyncSession, token: str) -> Principal | None:
         if (principal := self.cached(token)) is not None:
@@ -101,8 +120,34 @@ class PrincipalCache:
             self._entries.pop(token_hash, None)
             return None
         if generation == self._generation:
-            self._entries[token_hash] = (time.monotonic() + CACHE_SECONDS, principal)
+            self._store(token_hash, principal)
         return principal
+
+    def _store(self, token_hash: str, principal: Principal) -> None:
+        now = time.monotonic()
+        self._entries[token_hash] = _Entry(now + CACHE_SECONDS, principal, now)
+
+    async def refresh(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        """Verify again the keys used since their verification, once REFRESH_SECONDS old:
+        still valid, trusted CACHE_SECONDS more; revoked meanwhile, dropped."""
+        now = time.monotonic()
+        due = [
+            token_hash
+            for token_hash, entry in self._entries.items()
+            if entry.used and now - entry.verified >= REFRESH_SECONDS
+        ]
+        if not due:
+            return
+        generation = self._generation
+        async with sessionmaker() as session:
+            for token_hash in due:
+                principal = await repository.find_unrevoked(session, token_hash)
+                if generation != self._generation:
+                    return  # dropped meanwhile: what was read may predate a revocation
+                if principal is None:
+                    self._entries.pop(token_hash, None)
+                else:
+                    self._store(token_hash, principal)
 
     def observe(self, marker: bytes | None, read_at: float) -> None:
         """Take in REVOCATIONS_KEY's value, as read by a GET that began at `read_at`."""
@@ -112,9 +157,12 @@ class PrincipalCache:
             self._generation += 1
         self._trusted_until = read_at + REVOCATION_SECONDS
 
-    async def watch(self, redis: Redis) -> None:
-        """Keep reading REVOCATIONS_KEY, for as long as the process serves (a task)."""
-        failing = False
+    async def watch(
+        self, redis: Redis, sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    ) -> None:
+        """Keep reading REVOCATIONS_KEY, for as long as the process serves (a task); with a
+        sessionmaker, also keep the keys in use verified (`refresh`)."""
+        failing = refresh_failing = False
         while not self._stopping:
             read_at = time.monotonic()
             try:
@@ -130,6 +178,15 @@ class PrincipalCache:
             else:
                 self.observe(marker, read_at)
                 failing = False
+            if sessionmaker is not None:
+                try:
+                    await self.refresh(sessionmaker)
+                except Exception as error:  # the entries then run out, as without a refresh
+                    if not refresh_failing:
+                        log.warning("cannot verify the API keys in use again (%r)", error)
+                    refresh_failing = True
+                else:
+                    refresh_failing = False
             await asyncio.sleep(WATCH_SECONDS)
 
     def stop(self) -> None:

@@ -1,7 +1,16 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -45,9 +54,22 @@ class Chat(SerialId, Timestamps, Base):
     # The last attempt to read the participant's profile from Meta, and why it failed.
     participant_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     participant_sync_error: Mapped[str | None] = mapped_column(Text)
-    # Kept by a trigger (migration 0004), so an unfiltered page needs no count(*).
-    message_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # One worker at a time sends a chat's messages, in order; it holds this lease meanwhile.
     send_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A random token of the worker that took the lease: only it renews or releases it.
     send_lease_owner: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ChatMessageCount(Base):
+    """A chat's message count, in shards: kept by triggers (migrations 0004, 0017), so that an
+    unfiltered page needs no count(*). The count is the sum of the chat's shards; each
+    transaction adds to its backend's shard, so concurrent sends to one chat seldom wait for
+    each other, and a send does not write the chat's row."""
+
+    __tablename__ = "chat_message_counts"
+
+    chat_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -33,9 +33,17 @@ class Kind(IntEnum):
     CHAT_SYNC = 10
 
 
-@lru_cache(maxsize=65_536)
 def encode(kind: Kind, serial: int) -> str:
-    return _sqids.encode([int(kind), serial])
+    return _encode(int(kind), serial)
+
+
+# The caches are keyed by plain ints and strings, not by `Kind`: a key holding an enum member
+# (an object the garbage collector tracks) stays tracked, and a full cache of them made every
+# full collection walk 65,536 more objects (app/core/heap.py); a tuple of ints and strings is
+# untracked at the first collection it survives.
+@lru_cache(maxsize=65_536)
+def _encode(kind: int, serial: int) -> str:
+    return _sqids.encode([kind, serial])
 
 
 # The longest id dmrelay issues: serials are PostgreSQL bigints. Anything longer is refused
@@ -54,16 +62,16 @@ def decode(kind: Kind, public_id: str) -> int | None:
     """The serial behind a public id of that kind, or None for anything else."""
     if len(public_id) > MAX_LENGTH or not public_id.isascii() or not public_id.isalnum():
         return None
-    return _decode(kind, public_id)
+    return _decode(int(kind), public_id)
 
 
 @lru_cache(maxsize=65_536)
-def _decode(kind: Kind, public_id: str) -> int | None:
+def _decode(kind: int, public_id: str) -> int | None:
     try:
         numbers = _sqids.decode(public_id)
         # sqids decodes many strings; only the canonical encoding of our own pair counts
         # (encoding refuses numbers past a bigint's range).
-        if len(numbers) != 2 or numbers[0] != kind or encode(kind, numbers[1]) != public_id:
+        if len(numbers) != 2 or numbers[0] != kind or _encode(kind, numbers[1]) != public_id:
             return None
     except ValueError:
         return None

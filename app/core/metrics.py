@@ -78,6 +78,15 @@ CUSTOMER_WEBHOOK_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# Seconds the garbage collector held the process (app/core/heap.py): a young collection takes
+# tens of microseconds, a full one of a large heap hundreds of milliseconds.
+GC_PAUSE = Histogram(
+    "dmrelay_gc_pause_seconds",
+    "Time each garbage collection held the process, by generation (2: a full collection)",
+    ["generation"],
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+
 # The route label of requests no route matched: never the path itself (unbounded, and it may
 # carry what a client should not have sent).
 UNMATCHED = "(unmatched)"

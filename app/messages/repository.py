@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, case, func, null, or_, select, text, updat
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api_keys.auth import Scope
-from app.chats.models import Chat
+from app.chats.models import Chat, ChatMessageCount
 from app.core.models import sql_values
 from app.core.pagination import PageParams, fetch_page
 from app.events import service as events
@@ -518,6 +518,16 @@ async def find(session: AsyncSession, scope: Scope, serial_or_mid: int | str) ->
         .limit(1)
     )
     return found
+
+
+async def message_count(session: AsyncSession, chat_id: int) -> int:
+    """The chat's messages, as its trigger-kept count says (the sum of its shards)."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(ChatMessageCount.n), 0)).where(
+            ChatMessageCount.chat_id == chat_id
+        )
+    )
+    return int(total or 0)
 
 
 async def page_of_chat(

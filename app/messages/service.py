@@ -171,7 +171,7 @@ async def list_messages(
 ) -> tuple[list[Message], int]:
     filtered = direction is not None or status is not None
     # Unfiltered, the total is the count the chat keeps.
-    total = None if filtered else chat.message_count
+    total = None if filtered else await repository.message_count(session, chat.id)
     return await repository.page_of_chat(
         session, chat.id, page, direction=direction, status=status, total=total
     )
