@@ -116,6 +116,14 @@ def _schemathesis_walk(spec: dict[str, Any], target: Target) -> list[str]:
                         # alone is one no API refuses): not a negative case any more.
                         checks = tuple(c for c in CHECKS if c is not negative_data_rejection)
                 headers = {"Authorization": f"Bearer {target.token}"}
+                # The key is the case's own (schemathesis then judges the request sent, not
+                # one without it), and parameters the operation does not define are left
+                # out: every API ignores an unknown query parameter, so a case whose only
+                # fault is one is not a negative case.
+                case.headers = {**(case.headers or {}), **headers}
+                if case.query:
+                    known = {p.name for p in case.operation.query}
+                    case.query = {k: v for k, v in case.query.items() if k in known}
                 response = case.call(
                     base_url=target.api_url, session=session, headers=headers, timeout=30
                 )
