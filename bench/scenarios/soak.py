@@ -10,10 +10,6 @@ PostgreSQL's backends per message (sent or received) is reported over the whole 
 """
 
 import asyncio
-import hashlib
-import hmac
-import json
-import random
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -24,8 +20,8 @@ import httpx
 from bench.cpu import CpuWindow, table_stats
 from bench.fixtures import Chat, Fixtures
 from bench.scenarios.hot_chat import STATS_DELAY
-from bench.scenarios.webhook import FIRST_SENDER, SENDERS_PER_ACCOUNT, grant_consent
-from bench.stack import APP_SECRET, Stack
+from bench.scenarios.webhook import grant_consent, signed_post
+from bench.stack import Stack
 
 SEND_RATE = 50.0
 WEBHOOK_RATE = 20.0
@@ -52,19 +48,10 @@ async def _open_loop(
 
 def _webhook_body(accounts: list[str], run_id: str, post: int) -> tuple[str, str]:
     now = int(time.time() * 1000)
-    entries = []
-    for j in range(EVENTS_PER_POST):
-        account = random.choice(accounts)
-        event = {
-            "sender": {"id": str(FIRST_SENDER + random.randrange(SENDERS_PER_ACCOUNT))},
-            "recipient": {"id": account},
-            "timestamp": now + j,
-            "message": {"mid": f"soak-{run_id}-{post}-{j}", "text": f"soak {post} {j}"},
-        }
-        entries.append({"id": account, "time": now + j, "messaging": [event]})
-    body = json.dumps({"object": "instagram", "entry": entries}, ensure_ascii=True)
-    digest = hmac.new(APP_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
-    return body, f"sha256={digest}"
+    events = [
+        (now + j, f"soak-{run_id}-{post}-{j}", f"soak {post} {j}") for j in range(EVENTS_PER_POST)
+    ]
+    return signed_post(accounts, events)
 
 
 async def run(

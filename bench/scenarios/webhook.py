@@ -40,25 +40,33 @@ STABLE_SECONDS = 10.0
 INBOUND = "SELECT count(*) FROM messages WHERE direction = 'inbound'"
 
 
+def signed_post(accounts: list[str], events: list[tuple[int, str, str]]) -> tuple[str, str]:
+    """One webhook POST as Meta sends it: its body, an entry per (timestamp, mid, text) from
+    a random customer to a random account, and its signature header."""
+    entries = []
+    for timestamp, mid, text in events:
+        account = random.choice(accounts)
+        event = {
+            "sender": {"id": str(FIRST_SENDER + random.randrange(SENDERS_PER_ACCOUNT))},
+            "recipient": {"id": account},
+            "timestamp": timestamp,
+            "message": {"mid": mid, "text": text},
+        }
+        entries.append({"id": account, "time": timestamp, "messaging": [event]})
+    body = json.dumps({"object": "instagram", "entry": entries}, ensure_ascii=True)
+    digest = hmac.new(APP_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    return body, f"sha256={digest}"
+
+
 def write_bodies(fixtures: Fixtures, count: int, path: Path) -> Path:
     accounts = [profile.platform_id for profile in fixtures.spread]
     now = int(time.time() * 1000)
     lines = []
     for i in range(count):
-        entries = []
-        for j in range(ENTRIES):
-            n = i * ENTRIES + j
-            account = random.choice(accounts)
-            event = {
-                "sender": {"id": str(FIRST_SENDER + random.randrange(SENDERS_PER_ACCOUNT))},
-                "recipient": {"id": account},
-                "timestamp": now + n,
-                "message": {"mid": f"aWdfZAG1faXRlbTpiZW5jaD{n:012d}", "text": f"hello {n}"},
-            }
-            entries.append({"id": account, "time": now + n, "messaging": [event]})
-        body = json.dumps({"object": "instagram", "entry": entries}, ensure_ascii=True)
-        digest = hmac.new(APP_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
-        lines.append(f"sha256={digest} {body}\n")
+        numbers = range(i * ENTRIES, (i + 1) * ENTRIES)
+        events = [(now + n, f"aWdfZAG1faXRlbTpiZW5jaD{n:012d}", f"hello {n}") for n in numbers]
+        body, signature = signed_post(accounts, events)
+        lines.append(f"{signature} {body}\n")
     path.write_text("".join(lines))
     return path
 
