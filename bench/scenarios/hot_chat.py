@@ -1,7 +1,8 @@
 """9. Hot chat rows: sending to ONE chat against sending to many, by CPU and lock waits.
 
-Every accepted message updates its chat's row (the `message_count` trigger, its times), so
-32 clients sending to one chat all update one row, where 32 over 100 chats rarely meet. The
+Every accepted message used to update its chat's row (migration 0004's `message_count`
+trigger), so 32 clients sending to one chat all updated one row, where 32 over 100 chats
+rarely meet; migration 0017 keeps the count in shards off the row. The
 worker is stopped (the accept path alone); wrk with 32 connections posts to one chat of the
 main profile, then to its 100 chats, dmrelay and the floor (whose INSERT fires the same
 trigger) taking turns, round after round, after one warm-up each. For each run: req/s, CPU

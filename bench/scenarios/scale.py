@@ -76,8 +76,9 @@ def progress(text: str) -> None:
 
 COUNTERS = """
 SELECT (SELECT chat_count FROM profiles WHERE id = $1) AS chat_count,
-       (SELECT coalesce(sum(message_count), 0) FROM chats WHERE profile_id = $1) AS counted,
-       (SELECT message_count FROM chats WHERE id = $2) AS hot_counted,
+       (SELECT coalesce(sum(n), 0) FROM chat_message_counts
+        WHERE chat_id IN (SELECT id FROM chats WHERE profile_id = $1)) AS counted,
+       (SELECT coalesce(sum(n), 0) FROM chat_message_counts WHERE chat_id = $2) AS hot_counted,
        (SELECT count(*) FROM messages WHERE chat_id = $2) AS hot_messages
 """
 
