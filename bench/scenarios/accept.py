@@ -90,6 +90,10 @@ async def run(stack: Stack, fixtures: Fixtures, seconds: float, rounds: int) -> 
     stack.stop_workers()
     await stack.reset_messages()
     await stack.start_floor()
+    # Both APIs start now, so that they differ in their log alone: the stack's own has
+    # served the fixtures' set-up, whose leftovers its garbage collector walks.
+    stack.stop("api")
+    await stack.start_api()
     quiet_port = free_port()
     await stack.start_api("api-quiet", quiet_port, QUIET_ENV)
     paths = write_paths(fixtures.main.chats, stack.log_dir / "chat-paths.txt")
