@@ -92,8 +92,7 @@ async def erase(session: AsyncSession, message: Message, account_id: str) -> Non
     await session.execute(_ERASE_RESPONSES, {"erased": erased, "public_id": shown["id"]})
     if message.external_id is not None:
         await _erase_raw_payloads(session, account_id, message.external_id)
-    if stored_media:
-        await media.delete_after_commit(session, stored_media)
+    await media.delete_after_commit(session, stored_media)
 
 
 async def _erase_raw_payloads(session: AsyncSession, account_id: str, mid: str) -> None:

@@ -48,7 +48,9 @@ def stored_keys(attachments: list[dict[str, Any]] | None) -> list[str]:
 
 async def delete_after_commit(session: AsyncSession, keys: list[str]) -> None:
     """Delete stored media once the session's transaction (which records the deletion)
-    commits; until it is gone, the sweep enqueues it again."""
+    commits; until it is gone, the sweep enqueues it again. No keys, nothing to do."""
+    if not keys:
+        return
     await repository.record_deletions(session, keys)
     enqueue_after_commit(session, Job(JobName.DELETE_MEDIA, (keys,)))
 

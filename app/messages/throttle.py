@@ -283,8 +283,10 @@ class ProfileThrottle:
             if paused:
                 why = entry[0] if entry else b""
                 why = why.decode() if isinstance(why, bytes) else str(why)
-                expired = why == PauseReason.EXPIRED
-                reason = PauseReason.EXPIRED if expired else PauseReason.THROTTLED
+                # A pause set before reasons were kept says "1": throttled.
+                reason = (
+                    PauseReason.EXPIRED if why == PauseReason.EXPIRED else PauseReason.THROTTLED
+                )
                 slots.append(Slot(paused_for=seconds, wait=0.0, booking=None, reason=reason))
             else:
                 booking = Booking(request.log_key, entry[0]) if entry else None

@@ -243,8 +243,7 @@ async def _store_avatars(
             )
         if rows:
             await repository.store(session, rows)
-        if unkept:
-            await media.delete_after_commit(session, unkept)
+        await media.delete_after_commit(session, unkept)
 
 
 async def _store_outcomes(

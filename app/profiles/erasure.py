@@ -141,7 +141,7 @@ class Eraser:
                 .where(Chat.id.in_(chat_ids), Chat.participant_avatar_key.is_not(None))
                 .with_for_update()
             )
-            await _forget_media(session, [key for key in keys.all() if key])
+            await media.delete_after_commit(session, [key for key in keys.all() if key])
             await session.execute(delete(Chat).where(Chat.id.in_(chat_ids)))
         return True
 
@@ -155,7 +155,7 @@ class Eraser:
             )
             rows = deleted.all()
             keys = [key for (listed,) in rows for key in media.stored_keys(listed)]
-            await _forget_media(session, keys)
+            await media.delete_after_commit(session, keys)
         return len(rows) == BATCH
 
     async def _customer_events(self, profile: Profile) -> bool:
@@ -220,10 +220,4 @@ async def _last(session: AsyncSession, profile: Profile) -> None:
     )
     # What is left cascades with it (comments, chat syncs, late rows).
     await session.execute(delete(Profile).where(Profile.id == profile.id))
-    await _forget_media(session, stored)
-
-
-async def _forget_media(session: AsyncSession, keys: list[str]) -> None:
-    """Delete these stored files once the session's transaction commits."""
-    if keys:
-        await media.delete_after_commit(session, keys)
+    await media.delete_after_commit(session, stored)
