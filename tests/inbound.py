@@ -25,6 +25,17 @@ async def emit(stack: Stack, *events: dict, **options) -> list[str]:
     return answer["mids"]
 
 
+async def customer_writes(stack: Stack, account, sender: str, text: str) -> str:
+    """A customer writes to the account, as the sandbox plays it (Meta's webhook follows);
+    the new message's mid."""
+    answer = await stack.sandbox(
+        "POST",
+        "/_sandbox/inbound",
+        json={"account_id": account.platform_id, "sender_id": sender, "text": text},
+    )
+    return answer.json()["mid"]
+
+
 async def post_raw(
     stack: Stack, body: bytes, secret: str | None = None, signature: str | None = None
 ) -> httpx.Response:

@@ -10,18 +10,14 @@ from app.chats.models import Chat
 from app.core import ids
 from app.profiles.models import Profile
 from tests.conftest import wait_for
+from tests.inbound import customer_writes
 
 CUSTOMER = "1602510301006188"
 
 
 async def _inbound(account, clean, text="Hi"):
     """A message from the customer (which opens the window); its chat and message."""
-    answer = await clean.sandbox(
-        "POST",
-        "/_sandbox/inbound",
-        json={"account_id": account.platform_id, "sender_id": CUSTOMER, "text": text},
-    )
-    mid = answer.json()["mid"]
+    mid = await customer_writes(clean, account, CUSTOMER, text)
 
     async def arrived():
         try:

@@ -7,6 +7,7 @@ from postproxy import ValidationError
 from postproxy._types import CardDefaultAction, MessageButton, MessageCard, QuickReply
 
 from tests.conftest import wait_for
+from tests.inbound import customer_writes
 
 CUSTOMER = "1602510301006188"
 
@@ -113,12 +114,7 @@ async def test_a_carousel_of_elements_goes_without_a_body(account, clean):
 
 
 async def test_reply_to_external_id_quotes_the_message(account, clean):
-    inbound = await clean.sandbox(
-        "POST",
-        "/_sandbox/inbound",
-        json={"account_id": account.platform_id, "sender_id": CUSTOMER, "text": "Hi"},
-    )
-    mid = inbound.json()["mid"]
+    mid = await customer_writes(clean, account, CUSTOMER, "Hi")
     chats = await wait_for(lambda: _chats(account))
     message = await account.client.messages.send(
         chats[0].id, body="Hello!", reply_to_external_id=mid

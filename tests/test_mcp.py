@@ -18,6 +18,7 @@ from app.chats.models import Chat
 from app.comments.models import Comment
 from app.sandbox.media import FORMATS
 from tests.conftest import CDN_URL, connect, wait_for
+from tests.inbound import customer_writes
 
 ROOT = Path(__file__).parent.parent
 CUSTOMER = "1602510301006188"
@@ -192,12 +193,7 @@ async def test_send_dm_needs_profile_id_when_the_key_sees_several(clean):
 
 
 async def test_react_and_unreact_reach_instagram(account, clean):
-    answer = await clean.sandbox(
-        "POST",
-        "/_sandbox/inbound",
-        json={"account_id": account.platform_id, "sender_id": CUSTOMER, "text": "Hi"},
-    )
-    mid = answer.json()["mid"]
+    mid = await customer_writes(clean, account, CUSTOMER, "Hi")
     async with _http_session(clean, account.token) as session:
 
         async def arrived():
