@@ -18,8 +18,9 @@ from app.core import errors, heap, openapi, tracing
 from app.core.addresses import Resolver, resolve
 from app.core.availability import RETRY_AFTER_SECONDS, readiness
 from app.core.db import close_driver_pool, create_driver_pool, create_engine, create_sessionmaker
-from app.core.edge import EdgeGuard
-from app.core.express import ExpressLane, Route
+from app.core.edge import BodyCaps, EdgeGuard
+from app.core.express import ExpressLane, Lane, Route
+from app.core.front import ExpressFront, FrontedAPI
 from app.core.idempotency import Replay
 from app.core.metrics import HttpMetrics, exposition
 from app.core.queue import arq_pool
@@ -46,7 +47,7 @@ from app.webhooks.router import router as webhooks_router
 
 def create_app(
     settings: Settings | None = None, *, express: bool = True, resolver: Resolver = resolve
-) -> FastAPI:
+) -> FrontedAPI:
     """The API. `express=False` leaves the express lane out, so that tests can compare its
     answers with the FastAPI routes' alone (tests/test_express.py). `resolver` resolves
     every host name the API checks before it connects (sends' media URLs, customer webhook
@@ -88,7 +89,7 @@ def create_app(
             await engine.dispose()
             await tracing.stop(tracer_provider)
 
-    app = FastAPI(
+    app = FrontedAPI(
         title="dmrelay",
         summary="Instagram direct messages over Meta's Graph API, Postproxy-compatible",
         lifespan=lifespan,
@@ -102,22 +103,21 @@ def create_app(
     )
     errors.install(app)
     app.add_exception_handler(Replay, lambda request, replay: replay.response())
-    # Inside the request id middleware, so their answers carry one too; the edge in front
-    # of the express lane, so that both lanes share its checks.
-    if express:
-        # Requests the lane answered itself, per route (app/core/express.py).
-        app.state.express_answered = Counter[Route]()
-        app.add_middleware(
-            ExpressLane,
-            routes=[messages_express.ROUTE, receipt.ROUTE],
-            answered=app.state.express_answered,
-        )
-    app.add_middleware(
-        EdgeGuard,
-        max_body_bytes=settings.max_body_bytes,
+    caps = BodyCaps(
+        settings.max_body_bytes,
         path_limits={receipt.PATH: settings.webhook_max_body_bytes},
         upload_limits=[(messages_express.ROUTE.path, settings.media_upload_max_bytes)],
     )
+    # The lane inside the request id middleware, so that its answers carry one too; the edge
+    # in front of it, so that both lanes share its checks. And before all of them, the front,
+    # which serves the lane's plain requests the same way, inline (app/core/front.py).
+    if express:
+        # Requests the lane answered itself, per route (app/core/express.py).
+        app.state.express_answered = Counter[Route]()
+        lane = Lane([messages_express.ROUTE, receipt.ROUTE], app.state.express_answered)
+        app.add_middleware(ExpressLane, lane=lane)
+        app.front = ExpressFront(lane, caps)
+    app.add_middleware(EdgeGuard, caps=caps)
     app.add_middleware(RequestIdMiddleware)
     # A server span per request while tracing is on (a check of a global while it is off);
     # outside the request id, so that its 500s and 503s are traced with their id.

@@ -176,9 +176,9 @@ async def _call(guard, scope: dict, receive) -> list[dict]:
 
 
 async def test_the_guard_stops_reading_at_the_cap():
-    from app.core.edge import EdgeGuard
+    from app.core.edge import BodyCaps, EdgeGuard
 
-    guard = EdgeGuard(_read_all, max_body_bytes=10_000, path_limits={"/hook": 3_000})
+    guard = EdgeGuard(_read_all, BodyCaps(10_000, {"/hook": 3_000}))
     receive = CountingReceive(chunks=1_000_000)
     sent = await _call(guard, _scope(), receive)
     assert sent[0]["status"] == 413
@@ -194,9 +194,9 @@ async def test_the_guard_stops_reading_at_the_cap():
 
 
 async def test_the_guard_refuses_a_content_length_over_the_cap_without_reading():
-    from app.core.edge import EdgeGuard
+    from app.core.edge import BodyCaps, EdgeGuard
 
-    guard = EdgeGuard(_read_all, max_body_bytes=10_000)
+    guard = EdgeGuard(_read_all, BodyCaps(10_000))
     receive = CountingReceive(chunks=1)
     sent = await _call(guard, _scope(headers=[(b"content-length", b"10001")]), receive)
     assert sent[0]["status"] == 413
@@ -517,10 +517,10 @@ async def test_the_last_page_allowed_is_empty_not_an_error(account, clean):
 async def test_multipart_sends_have_the_upload_cap_and_json_keeps_the_small_one():
     import re
 
-    from app.core.edge import EdgeGuard
+    from app.core.edge import BodyCaps, EdgeGuard
 
     sends = re.compile(r"/api/chats/[^/]+/messages")
-    guard = EdgeGuard(_read_all, max_body_bytes=10_000, upload_limits=[(sends, 30_000)])
+    guard = EdgeGuard(_read_all, BodyCaps(10_000, upload_limits=[(sends, 30_000)]))
     multipart = [(b"content-type", b"multipart/form-data; boundary=x")]
     json_type = [(b"content-type", b"application/json")]
     path = "/api/chats/abc/messages"

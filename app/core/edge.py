@@ -37,15 +37,15 @@ def too_large(limit: int) -> str:
     return f"The request body is too large: this endpoint accepts at most {limit} bytes"
 
 
-class EdgeGuard:
+class BodyCaps:
+    """The body caps: one for all, but for the paths and uploads given their own."""
+
     def __init__(
         self,
-        app: ASGIApp,
         max_body_bytes: int,
         path_limits: Mapping[str, int] | None = None,
         upload_limits: Sequence[tuple[re.Pattern[str], int]] = (),
     ) -> None:
-        self.app = app
         self.max_body_bytes = max_body_bytes
         # Exact paths with a cap of their own (Meta's webhook batches).
         self.path_limits = dict(path_limits or {})
@@ -53,7 +53,7 @@ class EdgeGuard:
         # only those, so a JSON body there keeps the small cap.
         self.upload_limits = list(upload_limits)
 
-    def _limit(self, scope: Scope) -> int:
+    def limit(self, scope: Scope) -> int:
         path = scope["path"]
         if path in self.path_limits:
             return self.path_limits[path]
@@ -63,6 +63,19 @@ class EdgeGuard:
                     return limit
         return self.max_body_bytes
 
+    def admits(self, scope: Scope) -> bool:
+        """Whether the edge lets the request through as it is, with nothing to count: a
+        storable target and a Content-Length within its cap (the express front serves only
+        those, app/core/front.py)."""
+        length = _content_length(scope)
+        return length is not None and length <= self.limit(scope) and not _target_refusal(scope)
+
+
+class EdgeGuard:
+    def __init__(self, app: ASGIApp, caps: BodyCaps) -> None:
+        self.app = app
+        self.caps = caps
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -71,10 +84,10 @@ class EdgeGuard:
             await _answer(scope, receive, send, *refusal)
             return
         path = scope["path"]
-        limit = self._limit(scope)
+        limit = self.caps.limit(scope)
 
         async def refuse() -> None:
-            if path in self.path_limits:
+            if path in self.caps.path_limits:
                 # Meta retries a refused webhook, then unsubscribes the app: worth a warning.
                 log.warning("refused a %s body over its %d-byte cap", path, limit)
             await _answer(scope, receive, send, 413, too_large(limit))

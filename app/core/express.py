@@ -51,43 +51,73 @@ class Route:
     template: str
 
 
-class ExpressLane:
-    def __init__(self, app: ASGIApp, routes: list[Route], answered: Counter[Route]) -> None:
-        self.app = app
+# The ASGI scope key the express front (app/core/front.py) marks a request with when its
+# handler passed it on: the lane does not try it again behind the front.
+PASSED_KEY = "dmrelay.express.passed"
+
+
+class Lane:
+    """The lane's routes, and its count of the requests it answered, per route: shared by the
+    front, which serves them before every middleware, and ExpressLane, which serves what the
+    front leaves to the middlewares (while tracing is on, a body without a Content-Length)."""
+
+    def __init__(self, routes: list[Route], answered: Counter[Route]) -> None:
         self.routes = routes
         self.answered = answered
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self._route(scope)
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        route, match = found
-        body = await read_body(receive)
-        request = ExpressRequest(match, dict(scope["headers"]), body, scope["app"].state)
-        answer = await route.handler(request)
-        if answer is None:
-            await self.app(scope, replay(body, receive), send)
-            return
-        self.answered[route] += 1
-        scope[ROUTE_KEY] = route.template
-        # Framed as FastAPI frames it: a Content-Length, not chunked.
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(answer.body)),
-        ]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
-
-    def _route(self, scope: Scope) -> tuple[Route, re.Match[str]] | None:
+    def find(self, scope: Scope) -> tuple[Route, re.Match[str]] | None:
         # A query string (say ?profile_group_id=) is the FastAPI route's to read.
-        if scope["type"] == "http" and not scope["query_string"]:
+        if scope["type"] == "http" and not scope["query_string"] and PASSED_KEY not in scope:
             for route in self.routes:
                 if scope["method"] == route.method and (
                     match := route.path.fullmatch(scope["path"])
                 ):
                     return route, match
         return None
+
+    async def attempt(
+        self, found: tuple[Route, re.Match[str]], scope: Scope, receive: Receive, state: State
+    ) -> tuple[bytes, Answer | None]:
+        """The request's body, and the route handler's answer, or None to pass it on."""
+        route, match = found
+        body = await read_body(receive)
+        answer = await route.handler(ExpressRequest(match, dict(scope["headers"]), body, state))
+        if answer is not None:
+            self.answered[route] += 1
+            scope[ROUTE_KEY] = route.template
+        return body, answer
+
+
+def start_message(answer: Answer, *headers: tuple[bytes, bytes]) -> Message:
+    """An answer's http.response.start. Framed as FastAPI frames it: a Content-Length, not
+    chunked."""
+    return {
+        "type": "http.response.start",
+        "status": answer.status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(answer.body)),
+            *headers,
+        ],
+    }
+
+
+class ExpressLane:
+    def __init__(self, app: ASGIApp, lane: Lane) -> None:
+        self.app = app
+        self.lane = lane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.lane.find(scope)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        body, answer = await self.lane.attempt(found, scope, receive, scope["app"].state)
+        if answer is None:
+            await self.app(scope, replay(body, receive), send)
+            return
+        await send(start_message(answer))
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 async def read_body(receive: Receive) -> bytes:

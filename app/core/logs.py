@@ -8,6 +8,7 @@ dmrelay's row ids), bound for a block with `bound(...)` or given per call with
 text: tests/test_secrets_in_logs.py greps a whole test run's logs for them.
 """
 
+import asyncio
 import json
 import logging
 import logging.config
@@ -26,6 +27,9 @@ ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
 # request's URL (a media download's signed CDN link); alembic, its plugins as /readyz reads
 # the migrations.
 QUIET = {"httpx": "WARNING", "httpcore": "WARNING", "alembic": "WARNING"}
+
+# json.dumps with options builds an encoder per call; one, made once, writes the same text.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 _bound: ContextVar[dict[str, Any] | None] = ContextVar("dmrelay_log_context", default=None)
 
@@ -80,7 +84,89 @@ class JsonFormatter(logging.Formatter):
                 line[name] = value
         if record.exc_info:
             line["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _ENCODER.encode(line)
+
+
+def access(logger: logging.Logger, method: str, route: str, status: int, seconds: float) -> None:
+    """An HTTP request's access line, at INFO, as `logger.info` would log it (the caller has
+    checked the level), less the search of the stack for the caller's file and line: the
+    formatters write neither, and it is most of what a line costs before it is formatted."""
+    logger.handle(
+        logger.makeRecord(
+            logger.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s %d",
+            (method, route, status),
+            None,
+            "access",
+            {
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )
+    )
+
+
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that, on an event loop, writes lines of INFO and below in one write
+    at most FLUSH_SECONDS after the first of them (as nginx's `access_log … flush=`), rather
+    than one write per line: the API writes an access line per request. A line above INFO
+    writes at once, after those waiting, and so does any line logged off the event loop;
+    `flush` (at a clean exit, logging.shutdown's) writes what waits. Only a process killed
+    outright loses lines: those of its last FLUSH_SECONDS."""
+
+    FLUSH_SECONDS = 0.05
+    # Written at once past this many (a burst at a high rate).
+    MAX_LINES = 512
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._waiting.append(self.format(record) + self.terminator)
+            if record.levelno > logging.INFO or len(self._waiting) >= self.MAX_LINES:
+                self._write()
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is None or (self._timer is not None and loop is not self._timer_loop):
+                self._write()
+            elif self._timer is None:
+                self._timer = loop.call_later(self.FLUSH_SECONDS, self.flush)
+                self._timer_loop = loop
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+    def _write(self) -> None:
+        """Write what waits, and flush the stream (called with the handler's lock held)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_loop = None
+        if self._waiting:
+            text, self._waiting = "".join(self._waiting), []
+            self.stream.write(text)
+        if self.stream and hasattr(self.stream, "flush"):
+            self.stream.flush()
 
 
 class TextFormatter(logging.Formatter):
@@ -107,7 +193,7 @@ def dict_config(log_format: str, level: str) -> dict[str, Any]:
         "formatters": {"dmrelay": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
+                "class": f"{BufferedStreamHandler.__module__}.{BufferedStreamHandler.__qualname__}",
                 "formatter": "dmrelay",
                 "stream": "ext://sys.stderr",
             }

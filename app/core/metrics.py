@@ -28,6 +28,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import logs
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 access = logging.getLogger("dmrelay.access")
@@ -92,6 +94,9 @@ GC_PAUSE = Histogram(
 UNMATCHED = "(unmatched)"
 # The ASGI scope key the express lane (app/core/express.py) names its route template in.
 ROUTE_KEY = "dmrelay.route"
+# The ASGI scope key the express front (app/core/front.py) names a request's start in
+# (time.perf_counter's), when it passes the request on: its duration counts from there.
+STARTED_KEY = "dmrelay.started"
 
 
 def exposition(*collectors: Collector) -> tuple[bytes, str]:
@@ -130,22 +135,44 @@ def route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
+# The labelled children already used (`labels()` per request would cost more than the count).
+_counters: dict[tuple[str, str, int], Counter] = {}
+_histograms: dict[tuple[str, str], Histogram] = {}
+
+
+def observe(route: str, method: str, status: int, seconds: float) -> None:
+    """Count an HTTP request answered and write its access line (at INFO: the route's
+    template, never the path and query, which may carry a verify token). HttpMetrics's, for
+    every request, and the express front's (app/core/front.py), for those it answers."""
+    key = (route, method, status)
+    counter = _counters.get(key)
+    if counter is None:
+        counter = _counters[key] = HTTP_REQUESTS.labels(route, method, str(status))
+    counter.inc()
+    histogram = _histograms.get((route, method))
+    if histogram is None:
+        histogram = _histograms[(route, method)] = HTTP_DURATION.labels(route, method)
+    histogram.observe(seconds)
+    if access.isEnabledFor(logging.INFO):
+        logs.access(access, method, route, status, seconds)
+
+
 class HttpMetrics:
     """Counts every HTTP request (outermost, so 503s and 500s of the middlewares are counted),
-    times it until its answer is sent, and writes its access line (at INFO: the route's
-    template, never the path and query, which may carry a verify token)."""
+    times it until its answer is sent, and writes its access line (`observe`)."""
 
     def __init__(self, app: ASGIApp, clock: Callable[[], float] = time.perf_counter) -> None:
         self.app = app
         self.clock = clock
-        self._counters: dict[tuple[str, str, int], Counter] = {}
-        self._histograms: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = self.clock()
+        # From the express front's start, when it passed the request on (app/core/front.py).
+        started = scope.get(STARTED_KEY)
+        if started is None:
+            started = self.clock()
         status = 500
 
         async def counting_send(message: Message) -> None:
@@ -157,30 +184,4 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            route, method, seconds = route_of(scope), scope["method"], self.clock() - started
-            self._count(route, method, status, seconds)
-            if access.isEnabledFor(logging.INFO):
-                access.info(
-                    "%s %s %d",
-                    method,
-                    route,
-                    status,
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                    },
-                )
-
-    def _count(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = HTTP_REQUESTS.labels(route, method, str(status))
-        counter.inc()
-        histogram = self._histograms.get((route, method))
-        if histogram is None:
-            histogram = HTTP_DURATION.labels(route, method)
-            self._histograms[(route, method)] = histogram
-        histogram.observe(seconds)
+            observe(route_of(scope), scope["method"], status, self.clock() - started)

@@ -17,7 +17,7 @@ from app.core.errors import APIError, NotFound
 from app.core.metrics import MESSAGES_ACCEPTED
 from app.core.pagination import PageParams
 from app.messages import repository
-from app.messages.models import Direction, Message, MessageStatus
+from app.messages.models import Direction, Message, MessageRow, MessageStatus
 from app.messages.repository import Acceptance, Driver
 from app.messages.schemas import MessageSend, RecipientMessageSend
 from app.messages.sender import request_send
@@ -34,7 +34,7 @@ def check_window(last_inbound_at: datetime | None, tag: str | None, now: datetim
         raise APIError(422, reason)
 
 
-async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSend) -> Message:
+async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSend) -> MessageRow:
     """Accept a message for sending, in one round trip (the hot path): the chat the key may
     see, its profile active, its window open."""
     chat = ids.lookup(ids.Kind.CHAT, chat_id)
@@ -62,7 +62,10 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
         tracing.annotate(
             message=accepted.message_id, chat=accepted.chat_id, profile=accepted.profile_id
         )
-    return Message(
+    # The row as the statement inserted it, as a MessageRow: an ORM Message, which nothing
+    # here would track, costs several times as much to build and to read (its answer's).
+    created_at = accepted.created_at
+    return MessageRow(
         id=accepted.message_id,
         chat_id=accepted.chat_id,
         profile_id=accepted.profile_id,
@@ -75,14 +78,34 @@ async def send(connection: Driver, scope: Scope, chat_id: str, fields: MessageSe
         attachment=fields.attachment,
         reply_to_external_id=fields.reply_to_external_id,
         interactive=fields.interactive,
+        traceparent=traceparent,
+        external_id=None,
+        error_message=None,
+        error_details=None,
+        platform_data=None,
+        attempts=0,
+        claimed_until=None,
+        next_attempt_at=None,
+        external_posted_at=None,
+        external_read_at=None,
+        external_edited_at=None,
+        external_deleted_at=None,
+        attachments=None,
+        reactions=None,
+        tapped_action=None,
+        story_reply=None,
+        referral=None,
         is_unsupported=False,
-        created_at=accepted.created_at,
+        # COALESCE(external_posted_at, created_at); both times are the statement's now().
+        sort_at=created_at,
+        created_at=created_at,
+        updated_at=created_at,
     )
 
 
 async def send_to_recipient(
     session: AsyncSession, scope: Scope, profile_id: str, fields: RecipientMessageSend
-) -> Message:
+) -> MessageRow:
     """The one-call send: the profile's chat with the recipient, found or created, then the
     message accepted in it as by `send_in_session`. A refused send rolls the new chat back
     with it."""
@@ -96,7 +119,7 @@ async def send_to_recipient(
 
 async def send_in_session(
     session: AsyncSession, scope: Scope, chat_id: str, fields: MessageSend
-) -> Message:
+) -> MessageRow:
     """Accept a send in the session's unit of work (`send`, on its own connection, so it
     commits or rolls back with the rest) and have its chat sent once that commits: how the
     REST routes and the MCP tools send. (The express lane has no session: it queues itself.)"""
