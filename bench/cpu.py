@@ -62,6 +62,11 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / TICKS
 
 
+async def _wal_position(db: asyncpg.Connection) -> int:
+    """Bytes of WAL the server has written since it was made."""
+    return int(await db.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
+
+
 async def backend_seconds(db: asyncpg.Connection) -> dict[int, float]:
     """CPU seconds of each PostgreSQL backend of the bench's database (but this one)."""
     pids = [row["pid"] for row in await db.fetch(BACKENDS)]
@@ -86,7 +91,7 @@ class CpuWindow:
     _backends: dict[int, float] = field(default_factory=dict)
     _started: float = 0.0
     _machine: float = 0.0
-    _wal: str | None = None
+    _wal: int = 0
 
     async def __aenter__(self) -> "CpuWindow":
         await self.begin()
@@ -99,7 +104,7 @@ class CpuWindow:
         self._start = {name: tree_seconds(pids) for name, pids in self.groups.items()}
         if self.db is not None:
             self._backends = await backend_seconds(self.db)
-            self._wal = await self.db.fetchval("SELECT pg_current_wal_lsn()::text")
+            self._wal = await _wal_position(self.db)
         self._machine = machine_busy_seconds()
         self._started = time.monotonic()
 
@@ -112,11 +117,7 @@ class CpuWindow:
         if self.db is not None:
             now = await backend_seconds(self.db)
             self.seconds[POSTGRES] = sum(s - self._backends.get(pid, 0.0) for pid, s in now.items())
-            self.wal_bytes = int(
-                await self.db.fetchval(
-                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", self._wal
-                )
-            )
+            self.wal_bytes = await _wal_position(self.db) - self._wal
 
     def ms_per(self, count: int) -> dict[str, float | None]:
         """Milliseconds of CPU per item, for each group (None with nothing processed)."""
