@@ -71,10 +71,15 @@ class Plan:
     # Hot chat: seconds per run, rounds of (dmrelay, floor) × (one chat, many).
     hot_seconds: float = 6
     hot_rounds: int = 2
-    # Scale out: rounds of (1 API, 1 worker) then (N, M); accept seconds; messages delivered.
+    # Scale out: rounds of (1 API, 1 worker), (2, 2) … (scale_out_max, scale_out_max); accept
+    # seconds; messages delivered; then, at Meta's latency, 1 … scale_out_max workers
+    # delivering over this many chats per spread profile.
     scale_out_rounds: int = 2
     scale_out_seconds: float = 8
     scale_out_messages: int = 6_000
+    scale_out_max: int = 3
+    scale_out_latency_chats: int = 8
+    scale_out_latency_messages: int = 6_000
 
 
 FULL = Plan(
@@ -116,6 +121,8 @@ QUICK = Plan(
     scale_out_rounds=1,
     scale_out_seconds=3,
     scale_out_messages=600,
+    scale_out_max=2,
+    scale_out_latency_messages=1_000,
 )
 LATENCY_RATE = 100
 MAIN_CHATS = 100
@@ -132,8 +139,22 @@ async def run(plan: Plan, only: set[str], args: argparse.Namespace, results: dic
         api_processes=args.api_workers,
         workers=args.workers,
     )
-    # The configurations the scale-out scenario compares: 1/1, then N/M (at least 2/2).
-    scaled = (max(2, args.api_workers), max(2, args.workers))
+    # The configurations the scale-out scenario compares: 1/1, 2/2 … and N/M if larger.
+    scaled = [(k, k) for k in range(1, plan.scale_out_max + 1)]
+    if (args.api_workers, args.workers) not in scaled and max(args.api_workers, args.workers) > 1:
+        scaled.append((args.api_workers, args.workers))
+    scale_out_options = scale_out.Options(
+        configs=scaled,
+        rounds=plan.scale_out_rounds,
+        seconds=plan.scale_out_seconds,
+        messages=plan.scale_out_messages,
+        timeout=plan.delivery_timeout,
+        cpu_per_process=args.cpu_per_process,
+        latency_ms=args.meta_latency_ms,
+        latency_workers=list(range(1, max(plan.scale_out_max, args.workers) + 1)),
+        latency_chats_per_profile=plan.scale_out_latency_chats,
+        latency_messages=plan.scale_out_latency_messages,
+    )
     fx: fixtures.Fixtures | None = None  # made below, if a scenario needs it
     atexit.register(stack.stop_all)  # also on an exit that skips the finally below
     try:
@@ -174,9 +195,7 @@ async def run(plan: Plan, only: set[str], args: argparse.Namespace, results: dic
             ("hot_chat", "hot_chat",
              lambda: hot_chat.run(stack, fx, plan.hot_seconds, plan.hot_rounds)),
             ("scale_out", "scale_out",
-             lambda: scale_out.run(stack, fx, spread_chats, [(1, 1), scaled],
-                                   plan.scale_out_rounds, plan.scale_out_seconds,
-                                   plan.scale_out_messages, plan.delivery_timeout)),
+             lambda: scale_out.run(stack, fx, spread_chats, scale_out_options)),
             ("soak", "soak",
              lambda: soak.run(stack, fx, spread_chats, args.soak_minutes)),
         ]  # fmt: skip
@@ -230,7 +249,17 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, metavar="M",
         help="dmrelay worker processes for every scenario (default 1); scale_out compares "
-        "1/1 with N/M (at least 2/2)",
+        "1/1, 2/2, 3/3 and N/M",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cpu-per-process", type=float, default=0.3, metavar="CORES",
+        help="scale_out: each API process and worker capped at this share of a core (a "
+        "cgroup v1 CPU quota, where the bench may set one; 0: uncapped; default 0.3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--meta-latency-ms", type=int, default=100, metavar="MS",
+        help="scale_out's second part: the sandbox answers each Graph call after this long, "
+        "as Meta does (default 100; 0: skip the part)",
     )  # fmt: skip
     args = parser.parse_args()
     only = set(args.only)

@@ -54,6 +54,19 @@ def tree_seconds(roots: Iterable[int]) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process: user, nice,
+    system, irq, softirq, steal; /proc/stat), to see how near its cores a load runs."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+async def _wal_position(db: asyncpg.Connection) -> int:
+    """Bytes of WAL the server has written since it was made."""
+    return int(await db.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
+
+
 async def backend_seconds(db: asyncpg.Connection) -> dict[int, float]:
     """CPU seconds of each PostgreSQL backend of the bench's database (but this one)."""
     pids = [row["pid"] for row in await db.fetch(BACKENDS)]
@@ -70,9 +83,15 @@ class CpuWindow:
     db: asyncpg.Connection | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
+    # The whole machine's busy CPU over the window (every process, ours or not).
+    machine_seconds: float = 0.0
+    # WAL PostgreSQL wrote over the window (the whole server's: other databases' too).
+    wal_bytes: int | None = None
     _start: dict[str, float] = field(default_factory=dict)
     _backends: dict[int, float] = field(default_factory=dict)
     _started: float = 0.0
+    _machine: float = 0.0
+    _wal: int = 0
 
     async def __aenter__(self) -> "CpuWindow":
         await self.begin()
@@ -85,16 +104,20 @@ class CpuWindow:
         self._start = {name: tree_seconds(pids) for name, pids in self.groups.items()}
         if self.db is not None:
             self._backends = await backend_seconds(self.db)
+            self._wal = await _wal_position(self.db)
+        self._machine = machine_busy_seconds()
         self._started = time.monotonic()
 
     async def end(self) -> None:
         self.wall = time.monotonic() - self._started
+        self.machine_seconds = machine_busy_seconds() - self._machine
         self.seconds = {
             name: tree_seconds(pids) - self._start[name] for name, pids in self.groups.items()
         }
         if self.db is not None:
             now = await backend_seconds(self.db)
             self.seconds[POSTGRES] = sum(s - self._backends.get(pid, 0.0) for pid, s in now.items())
+            self.wal_bytes = await _wal_position(self.db) - self._wal
 
     def ms_per(self, count: int) -> dict[str, float | None]:
         """Milliseconds of CPU per item, for each group (None with nothing processed)."""
@@ -104,6 +127,8 @@ class CpuWindow:
         return {
             "cpu_seconds": self.seconds,
             "wall_seconds": self.wall,
+            "machine_busy_cores": self.machine_seconds / self.wall if self.wall else None,
+            "wal_bytes": self.wal_bytes,
             "items": count,
             "ms_per_item": self.ms_per(count),
         }

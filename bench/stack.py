@@ -15,6 +15,8 @@ import asyncpg
 import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
+from bench.cgroups import CpuQuota, wait_quiet
+
 ROOT = Path(__file__).resolve().parents[1]
 # Overridable so two runs (say, a developer's and a helper's) never share a database or queue.
 DATABASE = os.environ.get("BENCH_DATABASE", "dmrelay_bench")
@@ -51,6 +53,9 @@ class Stack:
     worker_ports: dict[str, int] = field(default_factory=dict)
     db: asyncpg.Connection | None = None
     queue: ArqRedis | None = None
+    # While set (measure 10), each API process and worker started runs under a CPU quota of
+    # its own (bench/cgroups.py); the sandbox, the floor and the load do not.
+    quota: CpuQuota | None = None
 
     @property
     def api_url(self) -> str:
@@ -115,8 +120,15 @@ class Stack:
             await self.db.close()
 
     def start(
-        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        capped: bool = False,
     ) -> subprocess.Popen:
+        """A child process; with `capped` and a quota set, in a CPU group of its own from its
+        start (its children inherit it), capped once it has started up."""
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
@@ -128,6 +140,9 @@ class Stack:
         )
         log.close()
         self.processes[name] = process
+        if capped and self.quota is not None:
+            # Still importing: its children (uvicorn's) start in the group too.
+            self.quota.place(name, process.pid)
         return process
 
     def stop_all(self) -> None:
@@ -181,10 +196,22 @@ class Stack:
         (the accept scenario's, with request logging off) on a port of their own."""
         port = self.api_port if port is None else port
         processes = self.api_processes if processes is None else processes
-        self.start(
-            name, "app.cli", "api", "--port", str(port), "--workers", str(processes), env=env
-        )
+        process = self.start(
+            name, "app.cli", "api", "--port", str(port), "--workers", str(processes), env=env,
+            capped=True,
+        )  # fmt: skip
         await self.wait_http(f"http://127.0.0.1:{port}/healthz", name)
+        if self.quota is None:
+            return
+        if processes == 1:
+            self.quota.cap(name)
+            return
+        # uvicorn's supervisor keeps its group; each child that serves gets one of its own,
+        # capped once all have started (one answering is not all of them imported).
+        served = await self.quota.place_children(name, process.pid, processes)
+        await wait_quiet(list(served.values()))
+        for group in served:
+            self.quota.cap(group)
 
     async def start_floor(self) -> None:
         self.start(
@@ -203,7 +230,7 @@ class Stack:
         for index in range(self.workers if count is None else count):
             name = "worker" if index == 0 else f"worker-{index + 1}"
             port = free_port()
-            self.start(name, "app.cli", "worker", env={"WORKER_HTTP_PORT": str(port)})
+            self.start(name, "app.cli", "worker", env={"WORKER_HTTP_PORT": str(port)}, capped=True)
             self.worker_ports[name] = port
 
     def stop_workers(self) -> None:
@@ -229,6 +256,10 @@ class Stack:
                               file=sys.stderr)  # fmt: skip
                         break
                     await asyncio.sleep(0.02)
+        if self.quota is not None:
+            # Started up uncapped (not measured); capped from now on.
+            for name in self.worker_ports:
+                self.quota.cap(name)
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(

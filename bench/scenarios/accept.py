@@ -59,6 +59,9 @@ async def measured_load(
         "errors": result.failed,
         "cpu_seconds": window.seconds[target.role],
         "postgres_cpu_seconds": window.seconds[POSTGRES],
+        "wall_seconds": window.wall,
+        "machine_busy_cores": window.machine_seconds / window.wall if window.wall else None,
+        "wal_bytes": window.wal_bytes,
     }
 
 

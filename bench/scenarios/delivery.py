@@ -69,13 +69,19 @@ async def deliver_all(
     count: int,
     timeout: float,
     rate_cap: int | None = None,
+    latency_ms: int = 0,
 ) -> dict:
     """Accept `count` messages over `chats`, then run one worker until none is undelivered
     or `timeout` seconds have passed. With rate_cap, the sandbox is asked to throttle each
-    account above it (see enable_sandbox_rate_limit)."""
+    account above it (see enable_sandbox_rate_limit); with latency_ms, to wait that long
+    before each answer, as Meta's own time to answer."""
     stack.stop_workers()
     await stack.reset_messages()
     enforced = rate_cap is not None and await enable_sandbox_rate_limit(stack, rate_cap)
+    if latency_ms:
+        async with httpx.AsyncClient(base_url=stack.sandbox_url) as sandbox:
+            response = await sandbox.post("/_sandbox/faults", json={"latency_ms": latency_ms})
+            response.raise_for_status()
     resent = await accept(stack, fixtures, chats, count)
     outcome, cost = await work_until_delivered(stack, timeout, 0.25)
     # A run cut short counts until it was cut: a worker that stalls is not let off.
@@ -97,6 +103,7 @@ async def deliver_all(
         "timeout": timeout,
         "cap_enforced_by_sandbox": enforced,
         "workers": stack.workers,
+        "latency_ms": latency_ms,
         "cpu": cost,
     }
 
