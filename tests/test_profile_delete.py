@@ -30,6 +30,9 @@ async def test_a_disconnect_stops_sends_and_webhooks_and_keeps_history(account, 
     await wait_for(
         lambda: _status_is(account, sent.id, "published"),
     )
+    # The first send's job may still be draining the chat: once it has ended, no running
+    # job can claim the next send before the disconnect.
+    await worker_idle(clean)
     # One send that no worker has taken yet.
     clean.worker.allow_pick_jobs = False
     try:
