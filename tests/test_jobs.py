@@ -24,6 +24,7 @@ from tests.conftest import wait_for
 JOB_ARGS = {
     "deliver_chat": (7,),
     "process_webhook": (8,),
+    "drain_webhooks": (),
     "refresh_participants": ([1, 2],),
     "mirror_attachment": (9, 0),
     "check_story_mention": (9, 0, 2),

@@ -6,7 +6,6 @@ not raised: the caller's work is committed and a sweeper enqueues it again.
 """
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,7 +32,9 @@ class JobName(StrEnum):
     version of dmrelay is run by the next, so a value never changes."""
 
     SEND_CHAT = "deliver_chat"
+    # One webhook delivery: enqueued by versions before the drain, run for their jobs still queued.
     PROCESS_WEBHOOK = "process_webhook"
+    DRAIN_WEBHOOKS = "drain_webhooks"
     REFRESH_PARTICIPANTS = "refresh_participants"
     MIRROR_ATTACHMENT = "mirror_attachment"
     CHECK_STORY_MENTION = "check_story_mention"
@@ -133,22 +134,77 @@ async def enqueue_first_free(
     return job_ids[taken - 1] if taken else None
 
 
-async def enqueue_each_first_free(
-    pool: ArqRedis, name: JobName, jobs: Sequence[tuple[tuple[JobArg, ...], list[str]]]
-) -> None:
-    """Several jobs (args, candidate ids), each as `enqueue_first_free` would, in one round
-    trip."""
-    script = pool.register_script(_ENQUEUE_FIRST_FREE)
+# A job that drains a table of work in batches (inbound's webhook deliveries), asked for by
+# a signal: a counter each producer adds to once its row is committed. The producer that
+# finds it at 1 (no drain asked for since the last one settled) enqueues the drain job, as
+# _ENQUEUE_FIRST_FREE would, and gives the counter a time to live that the running drain
+# keeps renewing: should the drain die with its worker, the counter lapses and the next row
+# enqueues a drain again. The others only count (-1).
+# KEYS: the queue, the job's key and result key, the counter. ARGV: the serialised job, its
+# score, its expiry (ms), its id, the counter's time to live (ms).
+_SIGNAL = """
+if redis.call('INCR', KEYS[4]) > 1 then
+    return -1
+end
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
+    redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[1])
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+    return 1
+end
+return 0
+"""
+# The drain's end: the counter dropped if it still reads what the drain read before its last
+# look at the table, else (a producer counted since) the drain looks again. KEYS: the
+# counter. ARGV: what it read ('' for no counter).
+_SETTLE = """
+if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A drain's signal: the counter's key, its time to live, and the drain job's name."""
+
+    counter: str
+    ttl: timedelta
+    job: JobName
+
+
+async def signal(pool: ArqRedis, drain: Signal, job_id: str) -> None:
+    """Count a committed row for the drain, enqueueing it (a job without arguments, under
+    `job_id`) if none is asked for yet. A Redis failure is logged: the row waits for the
+    sweeper."""
+    keys, argv = _first_free(pool, drain.job, (), [job_id])
+    ttl_ms = int(drain.ttl.total_seconds() * 1000)
     try:
-        async with pool.pipeline(transaction=False) as pipe:
-            for args, job_ids in jobs:
-                keys, argv = _first_free(pool, name, args, job_ids)
-                await script(keys, argv, client=pipe)
-            await pipe.execute()
+        await pool.register_script(_SIGNAL)([*keys, drain.counter], [*argv[:3], job_id, ttl_ms])
     except Exception:
-        log.exception(
-            "could not enqueue %d %s jobs; the sweeper will pick them up", len(jobs), name
-        )
+        log.exception("could not signal %s; the sweeper will pick it up", drain.job)
+
+
+async def signalled(pool: ArqRedis, drain: Signal) -> str:
+    """The signal's count, read before the drain looks at its table ('' for none); its time
+    to live renewed, as the drain is alive."""
+    async with pool.pipeline(transaction=False) as pipe:
+        pipe.get(drain.counter)
+        pipe.pexpire(drain.counter, drain.ttl)
+        count, _ = await pipe.execute()
+    return "" if count is None else count.decode()
+
+
+async def settle(pool: ArqRedis, drain: Signal, seen: str) -> bool:
+    """End the drain: True (the signal cleared, the next row enqueues a drain again) if
+    nothing was counted since `seen` was read, before the drain's last look at its table
+    found nothing to take; else False, and the drain looks again. Why no row is left behind:
+    a producer commits its row, then counts. Counted before `seen` was read, its row was
+    committed before that last look; counted after, the counter no longer reads `seen`."""
+    settled = await pool.register_script(_SETTLE)([drain.counter], [seen])
+    return bool(settled)
 
 
 def _first_free(

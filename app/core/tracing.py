@@ -224,6 +224,16 @@ def traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
+def link(traceparents: Iterable[str | None]) -> None:
+    """Link the current span to these traceparents (those it learns of once started)."""
+    if tracer is None:
+        return
+    current = get_current_span()
+    for traceparent in traceparents:
+        if traceparent and (span_context := _context_of(traceparent)):
+            current.add_link(span_context)
+
+
 def annotate(**values: Any) -> None:
     """Set attributes on the current span. `message`, `chat` and `profile` (our serials) are
     set as the public ids the API shows (dmrelay.message.id, …); others as dmrelay.<name>."""

@@ -97,6 +97,9 @@ class WebhookDelivery(SerialId, Base):
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The trace of the POST that stored it, while tracing is on: the batch applying it links
+    # to it (migration 0018).
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
 
 class InboundEvent(SerialId, Base):

@@ -1,9 +1,12 @@
 """Meta's webhooks on the worker: stored webhook deliveries go through a pipeline,
 parse → classify → apply → emit.
 
-1. Parse (split.py, parsing.py): the webhook deliveries whose jobs come in together are
-   claimed and parsed as one batch, one batch at a time (process_webhook_delivery), and split
-   in one transaction: a few statements for the lot rather than a dozen per event.
+1. Parse (split.py, parsing.py): stored webhook deliveries are drained, oldest first, by a
+   job that the acks signal (receipt.py, app/core/jobs.py's `signal`): up to
+   BATCH_WEBHOOK_DELIVERIES at a time are claimed, parsed and split in one transaction, a few
+   statements for the lot rather than a dozen per event, one batch at a time per worker. The
+   job runs until none is left and no ack has signalled since it last looked; one job per
+   backlog, not one per delivery (arq's work per job was a tenth of the worker's).
 2. Classify (split.py): the chats that hear only new messages and have nothing open are
    applied by the split itself; the others' events are staged in `inbound_events`.
 3. Apply (apply.py, with the appliers of service.py): each chat's open events, oldest first,
@@ -17,19 +20,22 @@ Falling back is a next pass, never a recursion: a batch whose split fails while 
 is split again with every event staged (SplitMode.STAGE_ALL), and if that fails, one webhook
 delivery at a time; one whose events PostgreSQL refuses is kept as `unparseable`. Chats that
 fail together are applied alone, then event by event (ApplyMode).
-Recovery: a webhook delivery left unprocessed gets its job again from the sweep, which
-enqueues it under the job's own id: a job still queued behind a backlog is not doubled, a lost
-one (Redis flushed) is replaced. Events left pending (a crash between split and apply) are
-applied by the sweep.
+Recovery: a claim commits with its batch's split, so a crash in the middle of a batch leaves
+its deliveries `received`, for the next drain. One left so (a drain lost with its worker, or
+one whose split failed) gets a drain enqueued by the sweep, under an id of its own: one still
+queued behind a backlog is not doubled. Events left pending (a crash between split and apply)
+are applied by the sweep.
 """
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import NamedTuple
+from uuid import uuid4
 
 from arq.connections import ArqRedis
 from sqlalchemy.exc import DBAPIError
@@ -37,12 +43,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import tracing
 from app.core.db import session_scope
-from app.core.jobs import JobName, enqueue_each_first_free
+from app.core.jobs import JobName, Signal, enqueue_first_free, settle, signalled
 from app.core.settings import Settings
 from app.inbound import repository
 from app.inbound.apply import ApplyMode, Known, apply_open_events
 from app.inbound.parsing import ChatKey
-from app.inbound.split import Split, SplitMode, split
+from app.inbound.split import NextDeliveries, Split, SplitMode, split
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +60,23 @@ SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 200
 
 
-def webhook_delivery_job_id(webhook_delivery_id: int) -> str:
-    return f"webhook:{webhook_delivery_id}"
+# The drain's signal (app/core/jobs.py): counted by every ack. Its time to live is how long
+# a drain lost with its worker holds up the next: the running drain renews it every batch.
+DRAIN_SIGNAL = Signal("dmrelay:inbound:drain", timedelta(seconds=3), JobName.DRAIN_WEBHOOKS)
+# The drain the sweep enqueues, and the one a full batch asks for so that other workers help.
+SWEEP_DRAIN_JOB_ID = "webhooks:drain:sweep"
+HELPER_DRAIN_JOB_ID = "webhooks:drain:helper"
+
+
+# A drain hands over to a new job after this long: arq cancels a job that runs past its
+# timeout (300 s), and a steady stream of webhooks would never let a drain end.
+DRAIN_SECONDS = 60.0
+
+
+def drain_job_id(webhook_delivery_id: int) -> str:
+    """The id of the drain an ack enqueues: named by its webhook delivery, so no other drain
+    has it (the last one may not have left yet)."""
+    return f"webhooks:drain:{webhook_delivery_id}"
 
 
 class _Queued(NamedTuple):
@@ -66,8 +87,15 @@ class _Queued(NamedTuple):
 
 
 class _SplitPass(NamedTuple):
-    webhook_delivery_ids: list[int]
+    # These, or the next ones to drain (which the split notes as it claims them).
+    webhook_delivery_ids: list[int] | NextDeliveries
     mode: SplitMode
+
+    @property
+    def ids(self) -> list[int]:
+        """The webhook deliveries it is about (those it claimed, if it drains)."""
+        claim = self.webhook_delivery_ids
+        return claim.claimed if isinstance(claim, NextDeliveries) else claim
 
 
 class InboundPipeline:
@@ -91,8 +119,9 @@ class InboundPipeline:
     async def process_webhook_delivery(
         self, webhook_delivery_id: int, traceparent: str | None = None
     ) -> None:
-        """The job of one webhook delivery. Those queued meanwhile are processed together by
-        whichever of their jobs takes the lock first; the others then find theirs done."""
+        """The job of one webhook delivery, as versions before the drain enqueued it (for
+        those still queued). Those queued meanwhile are processed together by whichever of
+        their jobs takes the lock first; the others then find theirs done."""
         done = asyncio.get_running_loop().create_future()
         self._queued.append(_Queued(webhook_delivery_id, done, traceparent))
         async with self._batching:
@@ -100,6 +129,34 @@ class InboundPipeline:
                 batch = self._queued[:BATCH_WEBHOOK_DELIVERIES]
                 del self._queued[:BATCH_WEBHOOK_DELIVERIES]
                 await self._process_batch(batch)
+
+    async def drain(self) -> None:
+        """The drain job: stored webhook deliveries, oldest first, a batch at a time, until
+        none is left to claim and no ack has signalled since the last look (jobs.settle).
+        One whose split failed is left to the sweep, not taken again by this drain."""
+        failed: set[int] = set()
+        ends = time.monotonic() + DRAIN_SECONDS
+        while True:
+            seen = await signalled(self.redis, DRAIN_SIGNAL)
+            if not await self._drain_batch(failed) and await settle(self.redis, DRAIN_SIGNAL, seen):
+                return
+            if time.monotonic() > ends:
+                # Not settled: the signal stays, and the next job drains on.
+                handover = f"webhooks:drain:handover:{uuid4().hex}"
+                await enqueue_first_free(self.redis, JobName.DRAIN_WEBHOOKS, (), [handover])
+                return
+
+    async def _drain_batch(self, failed: set[int]) -> bool:
+        """Claim and apply the next batch, but the `failed` (to which its own are added);
+        whether there was one."""
+        claim = NextDeliveries(BATCH_WEBHOOK_DELIVERIES, sorted(failed))
+        async with self._batching:
+            with tracing.span("dmrelay.inbound_batch"):
+                failed.update(await self.process_webhook_deliveries(claim))
+        if len(claim.claimed) == BATCH_WEBHOOK_DELIVERIES:
+            # A backlog: another worker, if idle, drains it too (claims skip each other's).
+            await enqueue_first_free(self.redis, JobName.DRAIN_WEBHOOKS, (), [HELPER_DRAIN_JOB_ID])
+        return bool(claim.claimed)
 
     async def _process_batch(self, batch: list[_Queued]) -> None:
         # A span of its own, linked to the POSTs of the webhook deliveries it applies.
@@ -119,20 +176,26 @@ class InboundPipeline:
             for queued in batch:
                 queued.done.set_result(None)
 
-    async def process_webhook_deliveries(self, webhook_delivery_ids: list[int]) -> None:
-        """Split webhook deliveries and apply their chats. One whose events PostgreSQL refuses
-        is kept as `unparseable`, saying why; one that cannot be split for another reason
-        (logged) stays `received`, for the sweep. One bad webhook delivery does not hold up
-        the others."""
+    async def process_webhook_deliveries(
+        self, webhook_delivery_ids: list[int] | NextDeliveries
+    ) -> set[int]:
+        """Split webhook deliveries (these, or the next ones to drain) and apply their chats.
+        One whose events PostgreSQL refuses is kept as `unparseable`, saying why; one that
+        cannot be split for another reason (logged) stays `received`, for the sweep. One bad
+        webhook delivery does not hold up the others. The ids of those whose split failed
+        at least once."""
+        failed: set[int] = set()
         passes = deque([_SplitPass(webhook_delivery_ids, SplitMode.APPLY_UNSTAGED)])
         while passes:
             split_pass = passes.popleft()
             try:
                 result = await self._split(split_pass)
             except Exception as error:
+                failed.update(split_pass.ids)
                 passes.extend(await self._after_failed_split(split_pass, error))
                 continue
             await self.apply_chats(result.chats, result.known)
+        return failed
 
     async def _split(self, split_pass: _SplitPass) -> Split:
         async with self._transaction() as session:
@@ -148,7 +211,10 @@ class InboundPipeline:
         """The passes that take over from a failed one: every event staged, then one webhook
         delivery at a time; a single one that still fails is kept as `unparseable` if
         PostgreSQL refused its events, else left to the sweep."""
-        ids = failed.webhook_delivery_ids
+        ids = failed.ids
+        if not ids:  # a drain's claim itself failed: the next drain, or the sweep's, retries
+            log.warning("claiming webhook deliveries failed (%r)", error)
+            return []
         if failed.mode is SplitMode.APPLY_UNSTAGED:
             log.warning(
                 "applying %d webhook deliveries as split failed (%r); staging their events",
@@ -207,14 +273,10 @@ class InboundPipeline:
 
     async def sweep(self) -> None:
         async with self.sessionmaker() as session:
-            lost = await repository.lost_webhook_deliveries(session, SWEEP_GRACE, SWEEP_BATCH)
+            lost = await repository.lost_webhook_deliveries(session, SWEEP_GRACE, 1)
             chats = await repository.chats_with_pending_events(session, SWEEP_GRACE, SWEEP_BATCH)
         if lost:
-            jobs = [
-                ((webhook_delivery_id,), [webhook_delivery_job_id(webhook_delivery_id)])
-                for webhook_delivery_id in lost
-            ]
-            await enqueue_each_first_free(self.redis, JobName.PROCESS_WEBHOOK, jobs)
+            await enqueue_first_free(self.redis, JobName.DRAIN_WEBHOOKS, (), [SWEEP_DRAIN_JOB_ID])
         await self.apply_chats(chats)
 
 

@@ -1,8 +1,9 @@
 """Receiving Meta's webhook POSTs: verify, store, acknowledge.
 
 Meta wants the 200 within seconds and retries otherwise, so the ack only stores the
-webhook delivery as received (one INSERT, committed on its own) and enqueues the job that
-takes it through the pipeline (pipeline.py).
+webhook delivery as received (one INSERT, committed on its own) and signals the drain that
+takes stored deliveries through the pipeline in batches (pipeline.py), enqueueing it if none
+is under way (one Redis call).
 """
 
 import logging
@@ -15,11 +16,11 @@ from asyncpg.pool import PoolConnectionProxy
 from app.core import tracing
 from app.core.db import acquire
 from app.core.express import Answer, ExpressRequest, Route
-from app.core.jobs import JobName, enqueue_first_free
+from app.core.jobs import signal
 from app.core.metrics import META_WEBHOOKS
 from app.core.settings import Settings
 from app.inbound import repository
-from app.inbound.pipeline import webhook_delivery_job_id
+from app.inbound.pipeline import DRAIN_SIGNAL, drain_job_id
 from app.inbound.signature import SIGNATURE_HEADER, signature_is_valid
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,14 @@ def is_signed(settings: Settings, body: bytes, signature: str | None) -> bool:
 async def store(
     connection: asyncpg.Connection | PoolConnectionProxy, redis: ArqRedis, body: bytes
 ) -> None:
-    """Keep a verified webhook delivery, then have a worker apply it."""
+    """Keep a verified webhook delivery, then have a worker apply it: the drain of stored
+    deliveries (pipeline.py) is signalled, and enqueued if none is under way."""
     # Kept even if it is not JSON (the worker reports it); PostgreSQL text cannot hold NUL.
     text = body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-    webhook_delivery_id = await repository.store_webhook_delivery(connection, text)
-    job_ids = [webhook_delivery_job_id(webhook_delivery_id)]
-    # While tracing, the job carries this request's trace, which the batch applying the
-    # webhook delivery links to (app/inbound/pipeline.py).
-    traceparent = tracing.traceparent()
-    args = (webhook_delivery_id,) if traceparent is None else (webhook_delivery_id, traceparent)
-    await enqueue_first_free(redis, JobName.PROCESS_WEBHOOK, args, job_ids)
+    # While tracing, the delivery keeps this request's trace, which the batch applying it
+    # links to (app/inbound/pipeline.py).
+    stored = await repository.store_webhook_delivery(connection, text, tracing.traceparent())
+    await signal(redis, DRAIN_SIGNAL, drain_job_id(stored))
     META_WEBHOOKS_STORED.inc()
 
 

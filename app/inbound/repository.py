@@ -11,7 +11,20 @@ from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from sqlalchemy import JSON, BigInteger, Boolean, Row, Table, Text, any_, case, func, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Row,
+    Table,
+    Text,
+    all_,
+    any_,
+    case,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import get_history, set_committed_value
@@ -47,39 +60,52 @@ WEBHOOK_DELIVERIES = _table(WebhookDelivery)
 
 # --- Webhook deliveries
 
-_STORE = "INSERT INTO webhook_deliveries (body) VALUES ($1) RETURNING id"
+_STORE = "INSERT INTO webhook_deliveries (body, traceparent) VALUES ($1, $2) RETURNING id"
 
 
 async def store_webhook_delivery(
-    connection: asyncpg.Connection | PoolConnectionProxy, body: str
+    connection: asyncpg.Connection | PoolConnectionProxy, body: str, traceparent: str | None
 ) -> int:
-    """Store a webhook delivery as received (autocommit, on the express lane's pool); its id."""
-    webhook_delivery_id: int = await connection.fetchval(_STORE, body)
+    """Store a webhook delivery as received (autocommit, on the express lane's pool), with the
+    trace of the POST that brought it (while tracing is on); its id."""
+    webhook_delivery_id: int = await connection.fetchval(_STORE, body, traceparent)
     return webhook_delivery_id
 
 
-async def claim_webhook_deliveries(session: AsyncSession, ids: list[int]) -> dict[int, str]:
-    """Those of these webhook deliveries still `received`, marked processed and their bodies
-    dropped as they are read; their bodies, by id. One being split by another worker is
-    skipped: that worker finishes it."""
+class Claimed(NamedTuple):
+    """A webhook delivery claimed to be split."""
+
+    body: str
+    traceparent: str | None
+
+
+async def claim_webhook_deliveries(
+    session: AsyncSession, ids: list[int] | None, limit: int = 0, excluded: Collection[int] = ()
+) -> dict[int, Claimed]:
+    """Webhook deliveries still `received`, marked processed and their bodies dropped as they
+    are read; by id. These `ids`, or with None the oldest `limit` of them, but the
+    `excluded`. One being split by another worker is skipped: that worker finishes it."""
     table = WEBHOOK_DELIVERIES
-    claimed = (
-        select(table.c.id, table.c.body)
-        .where(
-            table.c.id == any_(sql.array(ids, BigInteger())),
-            table.c.status == WebhookDeliveryStatus.RECEIVED,
+    wanted = select(table.c.id).where(table.c.status == WebhookDeliveryStatus.RECEIVED)
+    if ids is not None:
+        wanted = wanted.where(table.c.id == any_(sql.array(ids, BigInteger())))
+    else:
+        wanted = wanted.where(table.c.id != all_(sql.array(sorted(excluded), BigInteger()))).limit(
+            limit
         )
+    claimed = (
+        wanted.add_columns(table.c.body, table.c.traceparent)
         .order_by(table.c.id)
         .with_for_update(skip_locked=True)
         .subquery()
     )
-    bodies = await session.execute(
+    rows = await session.execute(
         update(table)
         .where(table.c.id == claimed.c.id)
         .values(status=WebhookDeliveryStatus.PROCESSED, processed_at=func.now(), body=None)
-        .returning(table.c.id, claimed.c.body)
+        .returning(table.c.id, claimed.c.body, claimed.c.traceparent)
     )
-    return dict(bodies.all())
+    return {id: Claimed(body, traceparent) for id, body, traceparent in sorted(rows)}
 
 
 async def keep_unparseable(

@@ -12,13 +12,14 @@ of the chats it found or created.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.comments.repository import store_comments
+from app.core import tracing
 from app.core.settings import Settings
 from app.inbound import repository
 from app.inbound.apply import ApplyMode, Known, OpenEvent, apply_events, new_messages_only
@@ -33,6 +34,16 @@ class SplitMode(Enum):
     STAGE_ALL = "stage all"
 
 
+@dataclass
+class NextDeliveries:
+    """A drain's claim: the oldest `limit` webhook deliveries still `received`, but the
+    `excluded`; `claimed` notes their ids as the split claims them (kept should it fail)."""
+
+    limit: int
+    excluded: list[int]
+    claimed: list[int] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Split:
     """What a split leaves to the apply step."""
@@ -44,13 +55,28 @@ class Split:
 
 
 async def split(
-    session: AsyncSession, webhook_delivery_ids: list[int], mode: SplitMode, settings: Settings
+    session: AsyncSession,
+    webhook_delivery_ids: list[int] | NextDeliveries,
+    mode: SplitMode,
+    settings: Settings,
 ) -> Split:
-    """Split those of these webhook deliveries still to split, in this transaction."""
+    """Split those of these webhook deliveries (or the next ones to drain) still to split,
+    in this transaction."""
     # Marked processed as they are read, their bodies dropped: what they said is then in the
     # events and the rows those change, and nowhere else, so that an unsend can erase it.
     # Any found unparseable are corrected (bodies kept) below.
-    bodies = await repository.claim_webhook_deliveries(session, webhook_delivery_ids)
+    if isinstance(webhook_delivery_ids, NextDeliveries):
+        claim = webhook_delivery_ids
+        claimed = await repository.claim_webhook_deliveries(
+            session, None, claim.limit, claim.excluded
+        )
+        claim.claimed = list(claimed)
+    else:
+        claimed = await repository.claim_webhook_deliveries(session, webhook_delivery_ids)
+    # The batch's span (pipeline.py) links to the POSTs that stored them.
+    tracing.link(found.traceparent for found in claimed.values())
+    tracing.annotate(webhook_deliveries=len(claimed))
+    bodies = {webhook_delivery_id: found.body for webhook_delivery_id, found in claimed.items()}
     parsed = {webhook_delivery_id: parse_body(body) for webhook_delivery_id, body in bodies.items()}
     events = [event for found in parsed.values() for event in found.events]
     comments = [comment for found in parsed.values() for comment in found.comments]
