@@ -7,12 +7,14 @@ from typing import get_args
 
 import httpx
 import pytest
+from alembic import command
 from postproxy import NotFoundError, ValidationError
 from sqlalchemy import delete, func, select, update
 
 from app.api_keys.auth import Scope
 from app.chats.models import Chat
 from app.core.db import session_scope
+from app.core.migrate import alembic_config
 from app.messages import service
 from app.messages.models import Direction, Message, MessageStatus
 from app.messages.schemas import DirectionName, MessageSend, StatusName
@@ -273,13 +275,25 @@ async def test_concurrent_sends_to_one_chat_are_counted_exactly_without_writing_
         assert await scalar(clean, "SELECT xmin::text FROM chats") == row_version
         assert (await account.client.messages.list(chat.id)).total == 40
         shards = await scalar(clean, "SELECT count(*) FROM chat_message_counts")
-        assert 1 <= shards <= 16
+        assert 1 <= shards <= 256
     finally:
         clean.worker.allow_pick_jobs = True
     async with clean.sessionmaker() as session, session.begin():
         await session.execute(delete(Message).where(Message.body.in_(["m0", "m1", "m2"])))
     assert (await account.client.messages.list(chat.id)).total == 37
     assert await scalar(clean, "SELECT sum(n) FROM chat_message_counts") == 37
+
+
+async def test_migration_0019_spreads_the_counts_over_256_shards_and_back(clean):
+    """Fewer backends share a shard's row (and wait on it) over 256 shards than over 16."""
+    config = alembic_config(clean.settings)
+    trigger = "SELECT prosrc FROM pg_proc WHERE proname = 'count_messages_insert'"
+    await asyncio.to_thread(command.downgrade, config, "0018")
+    try:
+        assert "pg_backend_pid() % 16," in await scalar(clean, trigger)
+    finally:
+        await asyncio.to_thread(command.upgrade, config, "head")
+    assert "pg_backend_pid() % 256," in await scalar(clean, trigger)
 
 
 @pytest.mark.parametrize(

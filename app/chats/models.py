@@ -61,7 +61,7 @@ class Chat(SerialId, Timestamps, Base):
 
 
 class ChatMessageCount(Base):
-    """A chat's message count, in shards: kept by triggers (migrations 0004, 0017), so that an
+    """A chat's message count, in shards: kept by triggers (migrations 0004, 0017, 0019), so that an
     unfiltered page needs no count(*). The count is the sum of the chat's shards; each
     transaction adds to its backend's shard, so concurrent sends to one chat seldom wait for
     each other, and a send does not write the chat's row."""
