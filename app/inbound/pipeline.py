@@ -142,8 +142,7 @@ class InboundPipeline:
                 return
             if time.monotonic() > ends:
                 # Not settled: the signal stays, and the next job drains on.
-                handover = f"webhooks:drain:handover:{uuid4().hex}"
-                await enqueue_first_free(self.redis, JobName.DRAIN_WEBHOOKS, (), [handover])
+                await self._enqueue_drain(f"webhooks:drain:handover:{uuid4().hex}")
                 return
 
     async def _drain_batch(self, failed: set[int]) -> bool:
@@ -155,8 +154,12 @@ class InboundPipeline:
                 failed.update(await self.process_webhook_deliveries(claim))
         if len(claim.claimed) == BATCH_WEBHOOK_DELIVERIES:
             # A backlog: another worker, if idle, drains it too (claims skip each other's).
-            await enqueue_first_free(self.redis, JobName.DRAIN_WEBHOOKS, (), [HELPER_DRAIN_JOB_ID])
+            await self._enqueue_drain(HELPER_DRAIN_JOB_ID)
         return bool(claim.claimed)
+
+    async def _enqueue_drain(self, job_id: str) -> None:
+        """A drain job under this id, unless one with it is queued or running."""
+        await enqueue_first_free(self.redis, JobName.DRAIN_WEBHOOKS, (), [job_id])
 
     async def _process_batch(self, batch: list[_Queued]) -> None:
         # A span of its own, linked to the POSTs of the webhook deliveries it applies.
@@ -276,7 +279,7 @@ class InboundPipeline:
             lost = await repository.lost_webhook_deliveries(session, SWEEP_GRACE, 1)
             chats = await repository.chats_with_pending_events(session, SWEEP_GRACE, SWEEP_BATCH)
         if lost:
-            await enqueue_first_free(self.redis, JobName.DRAIN_WEBHOOKS, (), [SWEEP_DRAIN_JOB_ID])
+            await self._enqueue_drain(SWEEP_DRAIN_JOB_ID)
         await self.apply_chats(chats)
 
 
