@@ -73,8 +73,41 @@ class Parsed:
     comments: list[CommentEvent] = field(default_factory=list)
 
 
+# Deeper than any Meta payload (a few levels), and far from the interpreter's recursion
+# limit, which json.loads would otherwise meet: at that depth a garbage collection that runs
+# a finalizer fails it, and the error surfaces far from here.
+MAX_DEPTH = 100
+
+
+def too_deep(body: str) -> bool:
+    """Whether the JSON text nests past MAX_DEPTH. Nesting is at most the count of its
+    brackets, counted at C speed; only a body with that many is walked."""
+    if body.count("[") + body.count("{") <= MAX_DEPTH:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def parse_body(body: str) -> Parsed:
     """A webhook delivery's body, as stored."""
+    if too_deep(body):
+        return Parsed(problems=["the body's JSON is nested too deeply to read"])
     try:
         payload = json.loads(body)
         if "\\u0000" in body:  # the only way JSON carries U+0000; rare, so the walk is too
