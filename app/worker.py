@@ -108,13 +108,17 @@ class WorkerSettings:
     cron_jobs = CRON_JOBS
     on_startup = startup
     on_shutdown = shutdown
+    # After each poll of the queue: a backlog of chats shared with an idle worker.
+    on_poll = messages_tasks.share_chats
     redis_settings = redis_settings(settings)
     # Jobs are msgpack, never pickles (see pack_job); the pool (arq_pool) enqueues with the
     # same pair.
     job_serializer = pack_job
     job_deserializer = unpack_job
-    # arq polls for due jobs every 0.5 s by default: too slow for a chat.
-    poll_delay = 0.01
+    # Sends and inbound drains start when they are enqueued (app/core/jobs.py:WAKES); the
+    # poll finds the rest: retries when due, background jobs, a wake missed. Each poll costs
+    # CPU even when idle (every 10 ms took a tenth of a core on a slow machine).
+    poll_delay = 0.1
     # Room for a full inbound batch being applied and the next one filling up (inbound/pipeline.py).
     max_jobs = 200
     # On SIGTERM, stop taking jobs and let in-flight sends finish.

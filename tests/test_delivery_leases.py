@@ -156,3 +156,92 @@ async def test_an_echo_that_published_a_message_mid_attempt_stands(account, work
         mid,
         None,
     )
+
+
+async def test_a_chat_sent_past_its_time_goes_on_in_a_fresh_job_any_worker_may_take(
+    account, workers, clean, monkeypatch
+):
+    """A worker sends a chat's messages for DRAIN_SECONDS at most, then releases the chat
+    and enqueues a fresh job for it, announced to every worker, so a backlog taken by one
+    worker spreads to the others. Each job makes one attempt at least (here the time is
+    always up), so the chat moves on, in order, whichever worker takes it next."""
+    from arq.constants import default_queue_name
+
+    from app.core.jobs import wake_channel
+    from app.messages import sender
+    from tests.test_delivery import chats
+
+    monkeypatch.setattr(sender, "DRAIN_SECONDS", 0.0)
+    chat = (await chats(account))[0]
+    for n in range(3):
+        await account.client.messages.send(chat.id, body=f"handed-over-{n}")
+    chat_id = ids.decode(ids.Kind.CHAT, chat.id)
+    first, second = workers
+    redis = first.redis
+    wakes = redis.pubsub()
+    await wakes.subscribe(wake_channel(default_queue_name))
+    try:
+        for worker, sent_so_far in ((first, 1), (second, 2), (first, 3)):
+            await worker.send_chat(chat_id)
+            texts = [s["message"]["text"] for s in await sent(clean)]
+            assert texts == [f"handed-over-{n}" for n in range(sent_so_far)]
+        # Each hand-over's job, queued and announced (the last job found the chat sent).
+        queued = [job.decode() for job in await redis.zrange(default_queue_name, 0, -1)]
+        continuations = [job for job in queued if job.startswith(f"continue:{chat_id}:")]
+        assert len(continuations) == 2
+        announced: set[str] = set()
+
+        async def both_announced() -> bool:
+            # (A subscription's confirmation reads as None.)
+            message = await wakes.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                announced.add(message["data"].decode())
+            return set(continuations) <= announced
+
+        await wait_for(both_announced)
+    finally:
+        await wakes.aclose()
+
+
+async def test_a_worker_hands_half_its_chats_to_an_idle_one(account, workers, clean):
+    """A worker that drains chats while another drains none (marked so in Redis at its
+    poll) hands half of them over, each after its next send, to fresh jobs the idle worker
+    may take; it does not share with itself, and not while nobody is idle."""
+    from arq.constants import default_queue_name
+
+    from app.messages.sharing import IDLE_KEY
+    from tests.test_delivery import chats
+
+    first, second = workers
+    redis = first.redis
+    await redis.delete(IDLE_KEY)
+    await faults(clean, latency_ms=300)
+    two = await chats(account, 2)
+    for chat in two:
+        for n in range(4):
+            await account.client.messages.send(chat.id, body=f"{chat.id}:{n}")
+    chat_ids = [ids.decode(ids.Kind.CHAT, chat.id) for chat in two]
+    draining = [asyncio.create_task(first.send_chat(chat_id)) for chat_id in chat_ids]
+
+    async def both_draining() -> bool:
+        return first.sharing.draining == 2
+
+    await wait_for(both_draining)
+    await first.sharing.look()  # nobody idle: nothing to share
+    assert not first.sharing.hand_over()
+    await second.sharing.look()  # drains nothing: marks itself idle
+    await first.sharing.look()
+    done, pending = await asyncio.wait(draining, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1 and len(pending) == 1
+    queued = [job.decode() for job in await redis.zrange(default_queue_name, 0, -1)]
+    handed = [c for c in chat_ids if any(j.startswith(f"continue:{c}:") for j in queued)]
+    assert len(handed) == 1
+    await faults(clean)
+    await second.send_chat(handed[0])
+    await asyncio.wait_for(pending.pop(), 30)
+    texts = [s["message"]["text"] for s in await sent(clean)]
+    for chat in two:
+        assert [t for t in texts if t.startswith(f"{chat.id}:")] == [
+            f"{chat.id}:{n}" for n in range(4)
+        ]
+    await redis.delete(IDLE_KEY)

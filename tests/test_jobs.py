@@ -95,6 +95,7 @@ async def test_a_worker_told_to_stop_stops_even_if_its_cancellation_is_lost(stac
         cron_jobs=None,
         on_startup=None,
         on_shutdown=None,
+        on_poll=None,
         queue_name="dmrelay:test:stop",
         handle_signals=False,
     )
@@ -119,26 +120,32 @@ async def test_a_worker_told_to_stop_stops_even_if_its_cancellation_is_lost(stac
         await worker.close()
 
 
-async def test_a_send_job_starts_when_enqueued_and_a_webhook_job_waits_for_the_poll(settings):
-    """A send's job is published on the queue's wake channel as it is enqueued, and the
-    worker starts it then: here the worker polls once an hour, so only the wake can start
-    it. A webhook delivery's job is not announced (its jobs gain from gathering for the
-    next poll): it stays queued."""
+async def test_a_send_job_and_a_drain_start_when_enqueued_and_a_webhook_job_waits_for_the_poll(
+    settings,
+):
+    """A send's job, and the drain of Meta's webhooks an ack signals, are published on the
+    queue's wake channel as they are enqueued, and the worker starts them then: here the
+    worker polls once an hour, so only the wake can start them. A job of another kind (the
+    webhook delivery's of versions before the drain) is not announced: it stays queued."""
+    from datetime import timedelta
+
     from arq.constants import in_progress_key_prefix
 
-    from app.core.jobs import enqueue_first_free, task
+    from app.core.jobs import Signal, enqueue_first_free, signal, task
     from app.core.worker import ResilientWorker
 
     queue_name = "dmrelay:test:wake"
+    drain = Signal("dmrelay:test:wake:drain", timedelta(seconds=3), JobName.DRAIN_WEBHOOKS)
     started: list[tuple[str, int]] = []
 
-    async def record(name: str, ctx: dict, item: int) -> None:
+    async def record(name: str, ctx: dict, item: int = 0) -> None:
         started.append((name, item))
 
     worker = ResilientWorker(
         functions=[
             task(functools.partial(record, "send"), JobName.SEND_CHAT),
             task(functools.partial(record, "webhook"), JobName.PROCESS_WEBHOOK),
+            task(functools.partial(record, "drain"), JobName.DRAIN_WEBHOOKS),
         ],
         redis_pool=queue.arq_pool(settings, default_queue_name=queue_name),
         queue_name=queue_name,
@@ -161,17 +168,22 @@ async def test_a_send_job_starts_when_enqueued_and_a_webhook_job_waits_for_the_p
         async def sent() -> bool:
             return started == [("send", 1)]
 
+        async def drained() -> bool:
+            return started == [("send", 1), ("drain", 0)]
+
         await wait_for(polled)
         await wait_for(listening)
         await enqueue_first_free(pool, JobName.PROCESS_WEBHOOK, (2,), ["wake-test:webhook"])
         await request_send(pool, 1)
         await wait_for(sent)
+        await signal(pool, drain, "wake-test:drain")
+        await wait_for(drained)
         assert await pool.zscore(queue_name, "wake-test:webhook") is not None
         assert not await pool.exists(in_progress_key_prefix + "wake-test:webhook")
     finally:
         main.cancel()
         await worker.close()
-        await pool.delete(queue_name, "arq:job:wake-test:webhook")
+        await pool.delete(queue_name, "arq:job:wake-test:webhook", drain.counter)
         await pool.aclose()
 
 
@@ -180,3 +192,58 @@ async def _subscribed(pool, queue_name: str) -> bool:
 
     counts = dict(await pool.pubsub_numsub(wake_channel(queue_name)))
     return counts.get(wake_channel(queue_name).encode(), 0) > 0
+
+
+async def test_a_poll_skips_jobs_running_in_other_workers_in_one_round_trip(settings):
+    """With M workers each runs a Mth of the long send jobs, and every poll reads the others'
+    from the queue's head: they are skipped after one MGET, not after arq's four round trips
+    (WATCH, EXISTS, ZSCORE, UNWATCH) each. A job no worker has taken still starts."""
+    from arq.constants import in_progress_key_prefix
+
+    from app.core.jobs import task
+    from app.core.worker import ResilientWorker
+
+    queue_name = "dmrelay:test:elsewhere"
+    started: list[int] = []
+
+    async def record(ctx: dict, item: int) -> None:
+        started.append(item)
+
+    worker = ResilientWorker(
+        functions=[task(record, JobName.SEND_CHAT)],
+        redis_pool=queue.arq_pool(settings, default_queue_name=queue_name),
+        queue_name=queue_name,
+        handle_signals=False,
+        job_serializer=queue.pack_job,
+        job_deserializer=queue.unpack_job,
+    )
+    pool = queue.arq_pool(settings, default_queue_name=queue_name)
+    taken = [f"elsewhere:{n}" for n in range(40)]
+    try:
+        await pool.delete(queue_name)
+        for n, job_id in enumerate([*taken, "elsewhere:free"]):
+            await enqueue(pool, Job(JobName.SEND_CHAT, (n,), job_id))
+        for job_id in taken:  # as another worker marks the jobs it runs
+            await pool.set(in_progress_key_prefix + job_id, b"1", px=60_000)
+        watches = await _calls(pool, "watch")
+        await worker.start_jobs(await pool.zrange(queue_name, 0, -1))
+
+        async def free_one_ran() -> bool:
+            return started == [len(taken)]
+
+        await wait_for(free_one_ran)
+        # The free job's own check is arq's; the 40 taken ones cost none.
+        assert await _calls(pool, "watch") - watches < len(taken)
+    finally:
+        await worker.close()
+        await pool.delete(
+            queue_name,
+            *[in_progress_key_prefix + job_id for job_id in taken],
+            *[job_key_prefix + job_id for job_id in [*taken, "elsewhere:free"]],
+        )
+        await pool.aclose()
+
+
+async def _calls(pool, command: str) -> int:
+    stats = await pool.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

@@ -48,6 +48,8 @@ def test_arqs_worker_has_what_resilient_worker_overrides_and_reads():
         Worker._release_sem_dec_counter_on_complete
     )
     assert "self.sem.release()" in inspect.getsource(Worker._release_sem_dec_counter_on_complete)
+    # The mark of a job running in any worker, which start_jobs looks for first.
+    assert "in_progress_key_prefix + job_id" in inspect.getsource(Worker.start_jobs)
 
 
 async def test_the_worker_has_the_attributes_it_relies_on(settings):

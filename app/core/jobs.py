@@ -110,9 +110,10 @@ end
 return 0
 """
 # Jobs a worker starts as soon as they are enqueued, told on the queue's wake channel,
-# rather than at its next poll of the queue (up to the poll delay later): a send waits for
-# nobody. Webhook deliveries are not: their jobs gain from being gathered into one batch.
-WAKES = frozenset({JobName.SEND_CHAT})
+# rather than at its next poll of the queue (up to the poll delay later): a send, and the
+# drain of Meta's webhooks (which gathers what arrives meanwhile into its next batch), wait
+# for nobody. The poll is left to deferred and background jobs, and to a wake missed.
+WAKES = frozenset({JobName.SEND_CHAT, JobName.DRAIN_WEBHOOKS})
 
 
 def wake_channel(queue_name: str) -> str:
@@ -141,15 +142,18 @@ async def enqueue_first_free(
 # keeps renewing: should the drain die with its worker, the counter lapses and the next row
 # enqueues a drain again. The others only count (-1).
 # KEYS: the queue, the job's key and result key, the counter. ARGV: the serialised job, its
-# score, its expiry (ms), its id, the counter's time to live (ms).
+# score, its expiry (ms), the wake channel or '', its id, the counter's time to live (ms).
 _SIGNAL = """
 if redis.call('INCR', KEYS[4]) > 1 then
     return -1
 end
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[4], ARGV[6])
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
     redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[1])
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[5])
+    if ARGV[4] ~= '' then
+        redis.call('PUBLISH', ARGV[4], ARGV[5])
+    end
     return 1
 end
 return 0
@@ -182,7 +186,7 @@ async def signal(pool: ArqRedis, drain: Signal, job_id: str) -> None:
     keys, argv = _first_free(pool, drain.job, (), [job_id])
     ttl_ms = int(drain.ttl.total_seconds() * 1000)
     try:
-        await pool.register_script(_SIGNAL)([*keys, drain.counter], [*argv[:3], job_id, ttl_ms])
+        await pool.register_script(_SIGNAL)([*keys, drain.counter], [*argv, ttl_ms])
     except Exception:
         log.exception("could not signal %s; the sweeper will pick it up", drain.job)
 

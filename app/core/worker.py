@@ -2,17 +2,20 @@
 
 It relies on arq's public surface only (`main`, `start_jobs`, `heart_beat`, `on_stop`, the
 `tasks`, `sem`, `job_counter`, `queue_name` and `allow_pick_jobs` attributes, the
-`redis_pool` argument); tests/test_libraries.py fails if that surface changes in an arq
-release within the pinned range.
+`redis_pool` argument, the in-progress key a running job is marked with);
+tests/test_libraries.py fails if that surface changes in an arq release within the pinned
+range.
 """
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from signal import Signals
 from typing import Any
 
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
@@ -35,8 +38,17 @@ class ResilientWorker(Worker):
     must be idempotent.
     """
 
-    def __init__(self, *args: Any, http_port: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        http_port: int | None = None,
+        on_poll: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        # Called with the worker's ctx after each poll of the queue while it takes jobs
+        # (Redis errors in it are waited out as the poll's are).
+        self.on_poll = on_poll
         self._stopping = False
         # Its health, as its HTTP port (app/core/worker_http.py) reports it.
         self.http_port = http_port
@@ -116,12 +128,17 @@ class ResilientWorker(Worker):
         self.last_poll = time.monotonic()
         self.waiting_for_redis = False
         await super().heart_beat()
+        if self.on_poll is not None and self.allow_pick_jobs:
+            await self.on_poll(self.ctx)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # Each poll (every 10 ms while a job slot is free) reads up to max_jobs ids from the
         # queue's head, where running jobs stay until they finish, and arq checks each one in
-        # Redis (three round trips) before it skips one that is running.
+        # Redis (four round trips) before it skips one that is running. Those running here
+        # are known; those running in other workers are asked about in one round trip.
         job_ids = [job_id for job_id in job_ids if not self._running_here(job_id.decode())]
+        if len(job_ids) > 1:
+            job_ids = await self._not_running_elsewhere(job_ids)
         try:
             await super().start_jobs(job_ids)
         except (RedisError, OSError):
@@ -130,6 +147,15 @@ class ResilientWorker(Worker):
             self.job_counter -= 1
             self.sem.release()
             raise
+
+    async def _not_running_elsewhere(self, job_ids: list[bytes]) -> list[bytes]:
+        """The jobs no worker has marked in progress. arq's own check still decides for
+        those (one may start meanwhile); this only spares it the ones already taken, which
+        with M workers are most of the queue: each runs a Mth of the long send jobs."""
+        marks = await self.pool.mget(
+            [in_progress_key_prefix + job_id.decode() for job_id in job_ids]
+        )
+        return [job_id for job_id, mark in zip(job_ids, marks, strict=True) if mark is None]
 
     def _running_here(self, job_id: str) -> bool:
         task = self.tasks.get(job_id)

@@ -45,6 +45,7 @@ from app.messages import repository
 from app.messages.lease import ChatLeases, Lease, LeaseLost
 from app.messages.models import UNDELIVERED
 from app.messages.repository import Answered, Claim, Head, Outbound
+from app.messages.sharing import ChatSharing
 from app.messages.throttle import Held, PauseReason, ProfileThrottle, unpause
 from app.meta.errors import NOT_OWNED_ATTACHMENT, TOKEN_CODE, GraphError
 from app.meta.graph import Account, GraphClient, GraphUnreachable, send_body
@@ -54,7 +55,8 @@ from app.profiles.service import access_token
 log = logging.getLogger(__name__)
 
 # A worker sends one chat's messages for at most this long, then hands it to a fresh job, so
-# a busy chat does not pin a job slot and a graceful shutdown is never long.
+# a busy chat does not pin a job slot and a graceful shutdown is never long. It hands it
+# over sooner to share it with an idle worker (app/messages/sharing.py).
 DRAIN_SECONDS = 20.0
 # Why an attempt's outcome is unknown when its claim is still set: its worker died, or
 # PostgreSQL went away before the outcome was stored.
@@ -137,6 +139,7 @@ class Sender:
         self.throttle = ProfileThrottle(redis, settings)
         self.leases = ChatLeases(db, settings)
         self.attachments = ReusableAttachments(db, graph, redis)
+        self.sharing = ChatSharing(redis)
         # Claims and publishes of concurrent chats share their round trips. Publishing
         # happens after the send, so it may wait for the publish in flight.
         self._claims = Batcher(self._claim_all)
@@ -147,6 +150,13 @@ class Sender:
 
     async def send_chat(self, chat_id: int) -> None:
         logs.bind(chat_id=chat_id)  # a job is a task of its own
+        self.sharing.draining += 1
+        try:
+            await self._send_chat(chat_id)
+        finally:
+            self.sharing.draining -= 1
+
+    async def _send_chat(self, chat_id: int) -> None:
         deadline = time.monotonic() + DRAIN_SECONDS
         while (lease := await self.leases.take(chat_id)) is not None:
             try:
@@ -157,7 +167,8 @@ class Sender:
             finally:
                 await self.leases.release(lease)
             if not drained:
-                await self._enqueue(send_job(chat_id, f"continue:{chat_id}:{time.time()}"))
+                continuation = [f"continue:{chat_id}:{time.time()}"]
+                await enqueue_first_free(self.redis, JobName.SEND_CHAT, (chat_id,), continuation)
                 return
             # A job for a message accepted while we held the lease found it taken and left;
             # now that it is released, look once more so that message is not stranded.
@@ -165,15 +176,16 @@ class Sender:
                 return
 
     async def _drain(self, lease: Lease, deadline: float) -> bool:
-        """Send the chat's due messages in order; False if time ran out first."""
+        """Send the chat's due messages in order; False if time ran out first, or the chat is
+        to be shared (after one attempt at least, so a chat handed over still moves on)."""
         head = await self._next_head(lease.chat_id)
         while head is not None:
-            if time.monotonic() >= deadline:
-                return False
             account = await self._if_due(head)
             if account is None:
                 return True  # the head waits for a retry, and the rest of the chat with it
             head = await self._attempt(head, account, lease)
+            if head is not None and (time.monotonic() >= deadline or self.sharing.hand_over()):
+                return False
         return True
 
     async def _attempt(self, head: Head, account: Account, lease: Lease) -> Head | None:

@@ -15,6 +15,11 @@ async def send_chat(ctx: dict[str, Any], chat_id: int) -> None:
     await resource(ctx, "sender", Sender).send_chat(chat_id)
 
 
+async def share_chats(ctx: dict[str, Any]) -> None:
+    """After each poll of the queue (the worker's on_poll): see app/messages/sharing.py."""
+    await resource(ctx, "sender", Sender).sharing.look()
+
+
 async def sweep_sends(ctx: dict[str, Any]) -> None:
     sender = resource(ctx, "sender", Sender)
     await requeue_stranded_chats(sender.engine, sender.redis, sender.settings)
