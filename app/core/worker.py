@@ -132,7 +132,7 @@ class ResilientWorker(Worker):
             await self.on_poll(self.ctx)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # Each poll (every 10 ms while a job slot is free) reads up to max_jobs ids from the
+        # Each poll (every poll_delay while a job slot is free) reads up to max_jobs ids from the
         # queue's head, where running jobs stay until they finish, and arq checks each one in
         # Redis (four round trips) before it skips one that is running. Those running here
         # are known; those running in other workers are asked about in one round trip.
